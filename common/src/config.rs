@@ -1,0 +1,577 @@
+//! Typed configuration, read once per cold start from environment variables. Every problem is
+//! reported with the name of the variable at fault and never with its value.
+
+use std::fmt;
+
+use crate::wechat::crypto::MessageCrypto;
+
+/// A value that must never reach a log line: `Debug`/`Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            var: var.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Which WeChat app a route belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AppKind {
+    /// Mini program.
+    Mp,
+    /// Official account.
+    Oa,
+}
+
+impl AppKind {
+    pub const ALL: [AppKind; 2] = [AppKind::Mp, AppKind::Oa];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppKind::Mp => "mp",
+            AppKind::Oa => "oa",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AppKind> {
+        match s {
+            "mp" => Some(AppKind::Mp),
+            "oa" => Some(AppKind::Oa),
+            _ => None,
+        }
+    }
+
+    fn env_prefix(self) -> &'static str {
+        match self {
+            AppKind::Mp => "WECHAT_MP_",
+            AppKind::Oa => "WECHAT_OA_",
+        }
+    }
+}
+
+impl fmt::Display for AppKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WechatApp {
+    pub kind: AppKind,
+    pub appid: String,
+    pub secret: Secret,
+    pub token: Secret,
+    /// Present when an EncodingAESKey is configured (compatible and safe modes).
+    pub crypto: Option<MessageCrypto>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImConfig {
+    pub sdkappid: u64,
+    pub secret_key: Secret,
+    pub admin_user: String,
+    pub api_base: String,
+    pub callback_token: Option<Secret>,
+    pub callback_window_secs: i64,
+    pub agents: Vec<String>,
+}
+
+/// Which IM callback queues notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyTrigger {
+    AfterSend,
+    BeforeSend,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub app: AppKind,
+    pub template_id: String,
+    /// Template keyword → pattern with `{sender}`, `{preview}`, `{time}`, `{count}`.
+    pub data: Vec<(String, String)>,
+    pub page: Option<String>,
+    pub miniprogram_state: Option<String>,
+    pub lang: Option<String>,
+    pub debounce_secs: i64,
+    pub timezone: jiff::tz::TimeZone,
+    pub timezone_name: String,
+    pub trigger: NotifyTrigger,
+    /// Local-time window (minutes after midnight, start..end, may wrap midnight) in which
+    /// notifications are held back (recorded as skipped) instead of sent.
+    pub quiet_hours: Option<(u32, u32)>,
+}
+
+/// The official-account customer-service bridge.
+#[derive(Debug, Clone)]
+pub struct OaBridgeConfig {
+    pub welcome_text: String,
+    pub connecting_text: String,
+    pub conversation_window_secs: i64,
+    /// Subscribe-message fallback when a customer-service message cannot be delivered.
+    pub fallback_template_id: Option<String>,
+    pub fallback_data: Vec<(String, String)>,
+    pub fallback_page: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mp: Option<WechatApp>,
+    pub oa: Option<WechatApp>,
+    pub wechat_api_base: String,
+    /// DynamoDB tables; `None` means the embedded store (local command line only).
+    pub table_name: Option<String>,
+    pub outbox_table_name: Option<String>,
+    pub data_dir: String,
+    pub dedupe_ttl_secs: i64,
+    pub im: Option<ImConfig>,
+    pub notify: Option<NotifyConfig>,
+    pub oa_bridge: OaBridgeConfig,
+    pub presence_stale_secs: i64,
+    pub dispatch_max_attempts: i64,
+    pub outbox_retention_secs: i64,
+    pub admin_token: Option<Secret>,
+}
+
+pub const DEFAULT_WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
+pub const DEFAULT_IM_API_BASE: &str = "https://console.tim.qq.com";
+pub const DEFAULT_WELCOME_TEXT: &str =
+    "Welcome! Send us a message and one of our agents will answer you here.";
+pub const DEFAULT_CONNECTING_TEXT: &str = "Connecting you to an agent, please wait a moment.";
+
+/// Reads variables through a lookup function, so tests and `.env` files use the same code.
+struct Env<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    /// A set, non-blank value (blank counts as unset: SAM passes empty parameters as "").
+    fn opt(&self, var: &str) -> Option<String> {
+        (self.get)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn req(&self, var: &str, why: &str) -> Result<String, ConfigError> {
+        self.opt(var)
+            .ok_or_else(|| ConfigError::new(var, format!("is required {why}")))
+    }
+
+    fn int(&self, var: &str, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+        match self.opt(var) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(ConfigError::new(
+                    var,
+                    format!("must be a whole number from {min} to {max}"),
+                )),
+            },
+        }
+    }
+
+    fn url(&self, var: &str, default: &str) -> Result<String, ConfigError> {
+        let v = self.opt(var).unwrap_or_else(|| default.to_owned());
+        let v = v.trim().trim_end_matches('/').to_owned();
+        if !(v.starts_with("https://") || v.starts_with("http://")) {
+            return Err(ConfigError::new(
+                var,
+                "must be an http:// or https:// base URL",
+            ));
+        }
+        Ok(v)
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = Env { get };
+        let mp = Self::wechat_app(&env, AppKind::Mp)?;
+        let oa = Self::wechat_app(&env, AppKind::Oa)?;
+        let im = Self::im(&env)?;
+        let notify = Self::notify(&env)?;
+        let table_name = env.opt("TABLE_NAME");
+        let outbox_table_name = match (&table_name, env.opt("OUTBOX_TABLE_NAME")) {
+            (_, Some(o)) => Some(o),
+            (Some(t), None) => Some(format!("{t}-outbox")),
+            (None, None) => None,
+        };
+        Ok(Config {
+            mp,
+            oa,
+            wechat_api_base: env.url("WECHAT_API_BASE", DEFAULT_WECHAT_API_BASE)?,
+            table_name,
+            outbox_table_name,
+            data_dir: env.opt("WXIM_DATA_DIR").unwrap_or_else(|| "./.wxim".into()),
+            dedupe_ttl_secs: env.int("DEDUPE_TTL_SECS", 86_400, 60, 30 * 86_400)?,
+            im,
+            notify,
+            oa_bridge: Self::oa_bridge(&env)?,
+            presence_stale_secs: env.int("PRESENCE_STALE_SECS", 600, 0, 7 * 86_400)?,
+            dispatch_max_attempts: env.int("DISPATCH_MAX_ATTEMPTS", 5, 1, 50)?,
+            outbox_retention_secs: env.int(
+                "OUTBOX_RETENTION_SECS",
+                30 * 86_400,
+                3_600,
+                365 * 86_400,
+            )?,
+            admin_token: env.opt("WXIM_ADMIN_TOKEN").map(Secret::new),
+        })
+    }
+
+    fn wechat_app(env: &Env<'_>, kind: AppKind) -> Result<Option<WechatApp>, ConfigError> {
+        let p = kind.env_prefix();
+        let var = |s: &str| format!("{p}{s}");
+        let appid = env.opt(&var("APPID"));
+        let any_other = ["SECRET", "TOKEN", "AES_KEY"]
+            .iter()
+            .find(|s| env.opt(&var(s)).is_some());
+        let Some(appid) = appid else {
+            if let Some(s) = any_other {
+                return Err(ConfigError::new(
+                    &var("APPID"),
+                    format!("is required because {} is set", var(s)),
+                ));
+            }
+            return Ok(None);
+        };
+        let why = format!("because {} is set", var("APPID"));
+        let secret = Secret::new(env.req(&var("SECRET"), &why)?);
+        let token = env.req(&var("TOKEN"), &why)?;
+        if !token.chars().all(|c| c.is_ascii_alphanumeric()) || !(3..=32).contains(&token.len()) {
+            return Err(ConfigError::new(
+                &var("TOKEN"),
+                "must be 3 to 32 letters or digits, as the WeChat console requires",
+            ));
+        }
+        let crypto = match env.opt(&var("AES_KEY")) {
+            None => None,
+            Some(k) => Some(
+                MessageCrypto::new(k.trim(), &appid)
+                    .map_err(|e| ConfigError::new(&var("AES_KEY"), e.to_string()))?,
+            ),
+        };
+        Ok(Some(WechatApp {
+            kind,
+            appid,
+            secret,
+            token: Secret::new(token),
+            crypto,
+        }))
+    }
+
+    fn im(env: &Env<'_>) -> Result<Option<ImConfig>, ConfigError> {
+        let Some(appid) = env.opt("IM_SDKAPPID") else {
+            if env.opt("IM_SECRET_KEY").is_some() {
+                return Err(ConfigError::new(
+                    "IM_SDKAPPID",
+                    "is required because IM_SECRET_KEY is set",
+                ));
+            }
+            return Ok(None);
+        };
+        let sdkappid = appid
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0 && *n <= u32::MAX as u64)
+            .ok_or_else(|| ConfigError::new("IM_SDKAPPID", "must be the numeric SDKAppID"))?;
+        let secret_key = Secret::new(env.req("IM_SECRET_KEY", "because IM_SDKAPPID is set")?);
+        let admin_user = env
+            .opt("IM_ADMIN_USER")
+            .unwrap_or_else(|| "administrator".into());
+        let agents: Vec<String> = env
+            .opt("IM_AGENT_ACCOUNTS")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if agents.iter().any(|a| a.len() > 32) {
+            return Err(ConfigError::new(
+                "IM_AGENT_ACCOUNTS",
+                "IM user ids are at most 32 bytes",
+            ));
+        }
+        Ok(Some(ImConfig {
+            sdkappid,
+            secret_key,
+            admin_user,
+            api_base: env.url("IM_API_BASE", DEFAULT_IM_API_BASE)?,
+            callback_token: env.opt("IM_CALLBACK_TOKEN").map(Secret::new),
+            callback_window_secs: env.int("IM_CALLBACK_WINDOW_SECS", 300, 1, 86_400)?,
+            agents,
+        }))
+    }
+
+    fn notify(env: &Env<'_>) -> Result<Option<NotifyConfig>, ConfigError> {
+        let Some(template_id) = env.opt("NOTIFY_TEMPLATE_ID") else {
+            return Ok(None);
+        };
+        let app = match env.opt("NOTIFY_APP") {
+            None => AppKind::Mp,
+            Some(v) => AppKind::parse(v.trim())
+                .ok_or_else(|| ConfigError::new("NOTIFY_APP", "must be mp or oa"))?,
+        };
+        let data = parse_data_patterns(
+            "NOTIFY_DATA",
+            &env.req("NOTIFY_DATA", "because NOTIFY_TEMPLATE_ID is set")?,
+        )?;
+        let timezone_name = env
+            .opt("NOTIFY_TIMEZONE")
+            .unwrap_or_else(|| "Asia/Shanghai".into());
+        let timezone = jiff::tz::TimeZone::get(timezone_name.trim()).map_err(|_| {
+            ConfigError::new(
+                "NOTIFY_TIMEZONE",
+                "must be an IANA time zone such as Asia/Shanghai",
+            )
+        })?;
+        let trigger = match env.opt("NOTIFY_TRIGGER").as_deref().map(str::trim) {
+            None | Some("after") => NotifyTrigger::AfterSend,
+            Some("before") => NotifyTrigger::BeforeSend,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "NOTIFY_TRIGGER",
+                    "must be after or before",
+                ));
+            }
+        };
+        let miniprogram_state = match env.opt("NOTIFY_MINIPROGRAM_STATE") {
+            None => None,
+            Some(s) if ["developer", "trial", "formal"].contains(&s.trim()) => {
+                Some(s.trim().to_owned())
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "NOTIFY_MINIPROGRAM_STATE",
+                    "must be developer, trial or formal",
+                ));
+            }
+        };
+        let quiet_hours = match env.opt("NOTIFY_QUIET_HOURS") {
+            None => None,
+            Some(v) => Some(parse_quiet_hours(v.trim()).ok_or_else(|| {
+                ConfigError::new("NOTIFY_QUIET_HOURS", "must look like 22:00-08:00")
+            })?),
+        };
+        Ok(Some(NotifyConfig {
+            app,
+            template_id: template_id.trim().to_owned(),
+            data,
+            page: env.opt("NOTIFY_PAGE"),
+            miniprogram_state,
+            lang: env.opt("NOTIFY_LANG"),
+            debounce_secs: env.int("NOTIFY_DEBOUNCE_SECS", 300, 0, 7 * 86_400)?,
+            timezone,
+            timezone_name,
+            trigger,
+            quiet_hours,
+        }))
+    }
+
+    fn oa_bridge(env: &Env<'_>) -> Result<OaBridgeConfig, ConfigError> {
+        let fallback_template_id = env.opt("OA_FALLBACK_TEMPLATE_ID");
+        let fallback_data = match (&fallback_template_id, env.opt("OA_FALLBACK_DATA")) {
+            (_, Some(d)) => parse_data_patterns("OA_FALLBACK_DATA", &d)?,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "OA_FALLBACK_DATA",
+                    "is required because OA_FALLBACK_TEMPLATE_ID is set",
+                ));
+            }
+            (None, None) => vec![],
+        };
+        Ok(OaBridgeConfig {
+            welcome_text: env
+                .opt("OA_WELCOME_TEXT")
+                .unwrap_or_else(|| DEFAULT_WELCOME_TEXT.into()),
+            connecting_text: env
+                .opt("OA_CONNECTING_TEXT")
+                .unwrap_or_else(|| DEFAULT_CONNECTING_TEXT.into()),
+            conversation_window_secs: env.int(
+                "OA_CONVERSATION_WINDOW_SECS",
+                1_800,
+                0,
+                7 * 86_400,
+            )?,
+            fallback_template_id,
+            fallback_data,
+            fallback_page: env.opt("OA_FALLBACK_PAGE"),
+        })
+    }
+
+    pub fn app(&self, kind: AppKind) -> Option<&WechatApp> {
+        match kind {
+            AppKind::Mp => self.mp.as_ref(),
+            AppKind::Oa => self.oa.as_ref(),
+        }
+    }
+
+    /// Every secret value, for the test that greps logs for them.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = vec![];
+        for app in [&self.mp, &self.oa].into_iter().flatten() {
+            out.push(app.secret.expose().to_owned());
+            out.push(app.token.expose().to_owned());
+        }
+        if let Some(im) = &self.im {
+            out.push(im.secret_key.expose().to_owned());
+            if let Some(t) = &im.callback_token {
+                out.push(t.expose().to_owned());
+            }
+        }
+        if let Some(t) = &self.admin_token {
+            out.push(t.expose().to_owned());
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+}
+
+/// A JSON object from template keyword to pattern, e.g. `{"thing1":"{sender}"}`.
+pub fn parse_data_patterns(var: &str, raw: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let v: serde_json::Value = serde_json::from_str(raw).map_err(|_| {
+        ConfigError::new(
+            var,
+            "must be a JSON object from template keyword to pattern",
+        )
+    })?;
+    let obj = v.as_object().filter(|o| !o.is_empty()).ok_or_else(|| {
+        ConfigError::new(
+            var,
+            "must be a non-empty JSON object from template keyword to pattern",
+        )
+    })?;
+    let mut out = vec![];
+    for (k, p) in obj {
+        let p = p
+            .as_str()
+            .ok_or_else(|| ConfigError::new(var, format!("the pattern of {k} must be a string")))?;
+        crate::notify::render::validate_pattern(k, p).map_err(|e| ConfigError::new(var, e))?;
+        out.push((k.clone(), p.to_owned()));
+    }
+    Ok(out)
+}
+
+/// `HH:MM-HH:MM` → minutes after midnight.
+fn parse_quiet_hours(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('-')?;
+    let mins = |s: &str| -> Option<u32> {
+        let (h, m) = s.trim().split_once(':')?;
+        let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (a, b) = (mins(a)?, mins(b)?);
+    (a != b).then_some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(&|k| m.get(k).cloned())
+    }
+
+    const MP: [(&str, &str); 3] = [
+        ("WECHAT_MP_APPID", "wx1234567890abcdef"),
+        ("WECHAT_MP_SECRET", "s3cr3t-value"),
+        ("WECHAT_MP_TOKEN", "wxpushtoken2024"),
+    ];
+
+    #[test]
+    fn empty_environment_is_a_valid_unconfigured_bundle() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.mp.is_none() && c.oa.is_none() && c.im.is_none() && c.notify.is_none());
+        assert_eq!(c.wechat_api_base, DEFAULT_WECHAT_API_BASE);
+        assert_eq!(c.data_dir, "./.wxim");
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let e = cfg(&[("WECHAT_MP_APPID", "wx1")]).unwrap_err();
+        assert_eq!(e.var, "WECHAT_MP_SECRET");
+        let e = cfg(&[("WECHAT_OA_TOKEN", "abc")]).unwrap_err();
+        assert_eq!(e.var, "WECHAT_OA_APPID");
+        let e = cfg(&[("IM_SECRET_KEY", "k")]).unwrap_err();
+        assert_eq!(e.var, "IM_SDKAPPID");
+    }
+
+    #[test]
+    fn malformed_values_are_named_without_their_value() {
+        let mut v = MP.to_vec();
+        v.push(("WECHAT_MP_AES_KEY", "short+key"));
+        let e = cfg(&v).unwrap_err();
+        assert_eq!(e.var, "WECHAT_MP_AES_KEY");
+        assert!(!e.to_string().contains("short+key"));
+        let e = cfg(&[("IM_SDKAPPID", "abc"), ("IM_SECRET_KEY", "k")]).unwrap_err();
+        assert_eq!(e.var, "IM_SDKAPPID");
+        let e = cfg(&[("WECHAT_API_BASE", "ftp://x")]).unwrap_err();
+        assert_eq!(e.var, "WECHAT_API_BASE");
+        let e = cfg(&[("DEDUPE_TTL_SECS", "soon")]).unwrap_err();
+        assert_eq!(e.var, "DEDUPE_TTL_SECS");
+    }
+
+    #[test]
+    fn full_app_with_non_canonical_key() {
+        let mut v = MP.to_vec();
+        v.push((
+            "WECHAT_MP_AES_KEY",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        ));
+        v.push(("WECHAT_API_BASE", "http://127.0.0.1:9/"));
+        v.push(("TABLE_NAME", "wxim"));
+        let c = cfg(&v).unwrap();
+        let app = c.app(AppKind::Mp).unwrap();
+        assert!(app.crypto.is_some());
+        assert_eq!(c.wechat_api_base, "http://127.0.0.1:9");
+        assert_eq!(c.outbox_table_name.as_deref(), Some("wxim-outbox"));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cr3t-value") && !dbg.contains("wxpushtoken2024"));
+        assert!(!dbg.contains("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"));
+    }
+
+    #[test]
+    fn quiet_hours_parse() {
+        assert_eq!(parse_quiet_hours("22:00-08:00"), Some((1320, 480)));
+        assert_eq!(parse_quiet_hours("25:00-08:00"), None);
+        assert_eq!(parse_quiet_hours("08:00-08:00"), None);
+    }
+}

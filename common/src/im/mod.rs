@@ -1,0 +1,3 @@
+//! Tencent Cloud IM: UserSig, callbacks and the REST API.
+
+pub mod usersig;

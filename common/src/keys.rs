@@ -1,0 +1,69 @@
+//! Every key of the single-table design in one place, so that their shapes are documented once
+//! and cannot drift between writers and readers.
+
+use crate::config::AppKind;
+
+/// Sort key of the items that are alone under their partition key.
+pub const ONE: &str = "-";
+
+/// A delivery already applied: `dedupe#<app>#<sha1 of the delivery key>`.
+pub fn dedupe(scope: &str, digest: &str) -> String {
+    format!("dedupe#{scope}#{digest}")
+}
+
+/// The subscription ledger of one user: one item per template under it.
+pub fn subscriptions(app: AppKind, openid: &str) -> String {
+    format!("sub#{app}#{openid}")
+}
+
+pub fn template(template_id: &str) -> String {
+    format!("tpl#{template_id}")
+}
+
+/// A subscribe message WeChat accepted, by its msgid, for the delivery result event.
+pub fn wechat_msg(app: AppKind, msgid: &str) -> String {
+    format!("wxmsg#{app}#{msgid}")
+}
+
+/// The cached access token and its refresh lease.
+pub fn access_token(app: AppKind) -> String {
+    format!("token#{app}")
+}
+
+/// An IM user's presence, from `State.StateChange`.
+pub fn presence(user_id: &str) -> String {
+    format!("presence#{user_id}")
+}
+
+/// IM user → WeChat openid.
+pub fn binding_by_user(user_id: &str) -> String {
+    format!("bind#im#{user_id}")
+}
+
+/// WeChat openid → IM user.
+pub fn binding_by_openid(app: AppKind, openid: &str) -> String {
+    format!("bind#{app}#{openid}")
+}
+
+/// The notification merge state of one recipient.
+pub fn notify_state(user_id: &str) -> String {
+    format!("notify#{user_id}")
+}
+
+/// An official-account follower's conversation with the agents.
+pub fn conversation(openid: &str) -> String {
+    format!("conv#oa#{openid}")
+}
+
+/// Round-robin counter that spreads new conversations across agents.
+pub const AGENT_CURSOR: &str = "agents#cursor";
+
+/// A used `wx.login` code.
+pub fn login_code(digest: &str) -> String {
+    format!("code#{digest}")
+}
+
+/// An outbox item.
+pub fn outbox(id: &str) -> String {
+    format!("out#{id}")
+}

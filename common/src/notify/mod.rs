@@ -1,0 +1,4 @@
+//! Notifications: template data rules and rendering.
+
+pub mod keyword;
+pub mod render;

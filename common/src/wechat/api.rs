@@ -1,0 +1,305 @@
+//! The WeChat server API client: stable access token, subscribe messages, customer-service
+//! messages and `jscode2session`. Every answer is classified (reference §5) so that callers retry
+//! what can succeed later and record what never will.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Secret;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// WeChat answered with a non-zero `errcode`.
+    #[error("WeChat errcode {code}: {msg}")]
+    Wechat { code: i64, msg: String },
+    #[error("WeChat answered HTTP {0}")]
+    Http(u16),
+    #[error("WeChat did not answer in time")]
+    Timeout,
+    #[error("cannot reach WeChat ({0})")]
+    Network(&'static str),
+    #[error("unexpected answer from WeChat: {0}")]
+    Protocol(String),
+}
+
+/// What to do about a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The access token is invalid or expired: refresh and retry once.
+    TokenInvalid,
+    /// May succeed later; `after_secs` is the least sensible wait.
+    Retryable { after_secs: u64 },
+    /// Will not succeed by retrying: record it with the reason.
+    Permanent,
+}
+
+impl ApiError {
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            ApiError::Wechat { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Classification for business APIs (on the token endpoint itself 40001 means a wrong
+    /// secret, see [`WechatApi::stable_token`]).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ApiError::Wechat { code, .. } => match code {
+                40001 | 40014 | 42001 => ErrorClass::TokenInvalid,
+                -1 => ErrorClass::Retryable { after_secs: 2 },
+                45011 => ErrorClass::Retryable { after_secs: 60 },
+                43108 => ErrorClass::Retryable { after_secs: 1 },
+                _ => ErrorClass::Permanent,
+            },
+            ApiError::Http(s) if *s >= 500 || *s == 429 => ErrorClass::Retryable { after_secs: 2 },
+            ApiError::Http(_) => ErrorClass::Permanent,
+            ApiError::Timeout | ApiError::Network(_) => ErrorClass::Retryable { after_secs: 2 },
+            ApiError::Protocol(_) => ErrorClass::Retryable { after_secs: 5 },
+        }
+    }
+
+    /// A short reason for records and metrics: the errcode, or the transport failure.
+    pub fn reason(&self) -> String {
+        match self {
+            ApiError::Wechat { code, .. } => code.to_string(),
+            ApiError::Http(s) => format!("http_{s}"),
+            ApiError::Timeout => "timeout".into(),
+            ApiError::Network(_) => "network".into(),
+            ApiError::Protocol(_) => "protocol".into(),
+        }
+    }
+}
+
+/// Transport errors are rebuilt from their kind only: reqwest's own messages include the URL,
+/// and WeChat URLs carry the access token or the app secret.
+fn transport(e: reqwest::Error) -> ApiError {
+    if e.is_timeout() {
+        ApiError::Timeout
+    } else if e.is_connect() {
+        ApiError::Network("connection failed")
+    } else if e.is_body() || e.is_decode() {
+        ApiError::Protocol("unreadable body".into())
+    } else {
+        ApiError::Network("request failed")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+/// WeChat's errmsg carries a request id (`rid: …`) and sometimes the offending field; it never
+/// carries our secrets, but bound it anyway.
+fn errmsg(s: &str) -> String {
+    s.chars().take(160).collect()
+}
+
+/// A successful `jscode2session`. The session key stays server-side: it is never returned or
+/// logged (`Secret`), and this service has no use for it beyond proving the exchange worked.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub openid: String,
+    pub unionid: Option<String>,
+    pub session_key: Secret,
+}
+
+#[derive(Clone)]
+pub struct WechatApi {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl std::fmt::Debug for WechatApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WechatApi")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl WechatApi {
+    pub fn new(http: reqwest::Client, base: &str) -> Self {
+        WechatApi {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The HTTP client shared by the WeChat and IM clients: rustls, pooled, with timeouts well
+    /// inside the Lambda's and above IM's 3 s server-side limit.
+    pub fn http_client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(6))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()
+            .unwrap_or_default()
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(ApiError::Http(status));
+        }
+        let bytes = resp.bytes().await.map_err(transport)?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::Protocol("body is not JSON".into()))?;
+        let env: Envelope = serde_json::from_value(v.clone()).unwrap_or(Envelope {
+            errcode: 0,
+            errmsg: String::new(),
+        });
+        if env.errcode != 0 {
+            return Err(ApiError::Wechat {
+                code: env.errcode,
+                msg: errmsg(&env.errmsg),
+            });
+        }
+        Ok(v)
+    }
+
+    /// `cgi-bin/stable_token` in normal mode: idempotent while the token is valid, so instances
+    /// never invalidate each other. `force_refresh` is never used: it is limited to 20 a day.
+    pub async fn stable_token(
+        &self,
+        appid: &str,
+        secret: &Secret,
+    ) -> Result<(String, i64), ApiError> {
+        let v = self
+            .call(
+                self.http
+                    .post(format!("{}/cgi-bin/stable_token", self.base))
+                    .json(&serde_json::json!({
+                        "grant_type": "client_credential",
+                        "appid": appid,
+                        "secret": secret.expose(),
+                        "force_refresh": false,
+                    })),
+            )
+            .await?;
+        let token = v["access_token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::Protocol("no access_token in the answer".into()))?;
+        let expires_in = v["expires_in"].as_i64().unwrap_or(7200).clamp(60, 7200);
+        Ok((token.to_owned(), expires_in))
+    }
+
+    fn with_token(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .query(&[("access_token", token)])
+    }
+
+    /// Mini-program subscribe message; returns WeChat's msgid (a 64-bit number, kept as text).
+    pub async fn send_subscribe(&self, token: &str, body: &Value) -> Result<String, ApiError> {
+        let v = self
+            .call(
+                self.with_token("/cgi-bin/message/subscribe/send", token)
+                    .json(body),
+            )
+            .await?;
+        Ok(msgid(&v))
+    }
+
+    /// Official-account subscribe notification (订阅通知).
+    pub async fn send_oa_subscribe(&self, token: &str, body: &Value) -> Result<String, ApiError> {
+        let v = self
+            .call(
+                self.with_token("/cgi-bin/message/subscribe/bizsend", token)
+                    .json(body),
+            )
+            .await?;
+        Ok(msgid(&v))
+    }
+
+    /// Customer-service message (48-hour window).
+    pub async fn send_custom(&self, token: &str, body: &Value) -> Result<(), ApiError> {
+        self.call(
+            self.with_token("/cgi-bin/message/custom/send", token)
+                .json(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Exchanges a `wx.login` code for the user's openid.
+    pub async fn jscode2session(
+        &self,
+        appid: &str,
+        secret: &Secret,
+        code: &str,
+    ) -> Result<Session, ApiError> {
+        let v = self
+            .call(
+                self.http
+                    .get(format!("{}/sns/jscode2session", self.base))
+                    .query(&[
+                        ("appid", appid),
+                        ("secret", secret.expose()),
+                        ("js_code", code),
+                        ("grant_type", "authorization_code"),
+                    ]),
+            )
+            .await?;
+        let openid = v["openid"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::Protocol("no openid in the answer".into()))?;
+        Ok(Session {
+            openid: openid.to_owned(),
+            unionid: v["unionid"].as_str().map(str::to_owned),
+            session_key: Secret::new(v["session_key"].as_str().unwrap_or("")),
+        })
+    }
+}
+
+fn msgid(v: &Value) -> String {
+    match &v["msgid"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wx(code: i64) -> ApiError {
+        ApiError::Wechat {
+            code,
+            msg: String::new(),
+        }
+    }
+
+    #[test]
+    fn classification_follows_the_reference_tables() {
+        for c in [40001, 40014, 42001] {
+            assert_eq!(wx(c).class(), ErrorClass::TokenInvalid);
+        }
+        assert_eq!(wx(-1).class(), ErrorClass::Retryable { after_secs: 2 });
+        assert_eq!(wx(45011).class(), ErrorClass::Retryable { after_secs: 60 });
+        for c in [
+            43101, 40003, 40037, 47003, 41030, 45009, 45015, 45047, 48001,
+        ] {
+            assert_eq!(wx(c).class(), ErrorClass::Permanent, "{c}");
+        }
+        assert!(matches!(
+            ApiError::Http(502).class(),
+            ErrorClass::Retryable { .. }
+        ));
+        assert_eq!(ApiError::Http(404).class(), ErrorClass::Permanent);
+        assert!(matches!(
+            ApiError::Timeout.class(),
+            ErrorClass::Retryable { .. }
+        ));
+    }
+}

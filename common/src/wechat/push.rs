@@ -1,0 +1,269 @@
+//! Opening a WeChat push: which signature to check, whether to decrypt, and the typed message
+//! inside (reference §1, §2.5). Everything here is pure; the handler decides what to store.
+
+use super::crypto::CryptoError;
+use super::message::ParseError;
+use super::message::{self, Format, Message};
+use super::signature;
+use crate::config::WechatApp;
+use crate::http::Request;
+
+/// Bodies above this are refused before any parsing (WeChat's own pushes are a few KB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No `encrypt_type`, or `raw`: the body is the message, `signature` authenticates it.
+    Plain,
+    /// `encrypt_type=aes` (compatible or safe mode): only the decrypted payload counts and
+    /// `msg_signature` authenticates it.
+    Aes,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Aes => "aes",
+        }
+    }
+}
+
+/// A verified, decrypted and parsed push.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub mode: Mode,
+    pub format: Format,
+    pub message: Message,
+    pub timestamp: String,
+    pub nonce: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("request body exceeds {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("missing query parameter {0}")]
+    MissingParam(&'static str),
+    #[error("signature does not match")]
+    BadSignature,
+    #[error("unsupported encrypt_type")]
+    UnsupportedEncryptType,
+    #[error("encrypted push received but no EncodingAESKey is configured for this app")]
+    NoAesKey,
+    #[error("malformed envelope: {0}")]
+    Envelope(ParseError),
+    #[error("cannot decrypt: {0}")]
+    Crypto(CryptoError),
+    #[error("malformed message: {0}")]
+    Message(ParseError),
+}
+
+impl PushError {
+    pub fn status(&self) -> u16 {
+        match self {
+            PushError::TooLarge => 413,
+            PushError::BadSignature | PushError::Crypto(CryptoError::AppIdMismatch) => 403,
+            _ => 400,
+        }
+    }
+
+    /// Stable machine-readable code for the error body and the log line.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PushError::TooLarge => "body_too_large",
+            PushError::MissingParam(_) => "missing_parameter",
+            PushError::BadSignature => "bad_signature",
+            PushError::UnsupportedEncryptType => "unsupported_encrypt_type",
+            PushError::NoAesKey => "aes_not_configured",
+            PushError::Envelope(ParseError::Doctype) | PushError::Message(ParseError::Doctype) => {
+                "doctype_refused"
+            }
+            PushError::Envelope(_) => "malformed_envelope",
+            PushError::Crypto(CryptoError::AppIdMismatch) => "appid_mismatch",
+            PushError::Crypto(_) => "bad_ciphertext",
+            PushError::Message(_) => "malformed_message",
+        }
+    }
+}
+
+fn param<'a>(req: &'a Request, name: &'static str) -> Result<&'a str, PushError> {
+    req.query(name)
+        .filter(|v| !v.is_empty())
+        .ok_or(PushError::MissingParam(name))
+}
+
+/// GET URL verification: the `echostr` to answer when the signature holds. In every mode the
+/// echostr is plaintext for official accounts and mini programs (only WeCom encrypts it).
+pub fn verify_url<'a>(app: &WechatApp, req: &'a Request) -> Result<&'a str, PushError> {
+    let sig = param(req, "signature")?;
+    let ts = param(req, "timestamp")?;
+    let nonce = param(req, "nonce")?;
+    let echostr = param(req, "echostr")?;
+    if !signature::verify(sig, &[app.token.expose(), ts, nonce]) {
+        return Err(PushError::BadSignature);
+    }
+    Ok(echostr)
+}
+
+/// POST: checks the right signature for the mode, decrypts when needed, and parses.
+pub fn open(app: &WechatApp, req: &Request) -> Result<Inbound, PushError> {
+    if req.body.len() > MAX_BODY_BYTES {
+        return Err(PushError::TooLarge);
+    }
+    let ts = param(req, "timestamp")?;
+    let nonce = param(req, "nonce")?;
+    let token = app.token.expose();
+    let mode = match req.query("encrypt_type") {
+        None | Some("") | Some("raw") => Mode::Plain,
+        Some(t) if t.eq_ignore_ascii_case("aes") => Mode::Aes,
+        Some(_) => return Err(PushError::UnsupportedEncryptType),
+    };
+    let (format, body): (Format, std::borrow::Cow<'_, [u8]>) = match mode {
+        Mode::Plain => {
+            let sig = param(req, "signature")?;
+            if !signature::verify(sig, &[token, ts, nonce]) {
+                return Err(PushError::BadSignature);
+            }
+            let format = message::detect_format(&req.body).map_err(PushError::Message)?;
+            (format, std::borrow::Cow::Borrowed(&req.body[..]))
+        }
+        Mode::Aes => {
+            // `signature` is also present in safe mode but only `msg_signature` covers the
+            // ciphertext; checking the wrong one is the classic peer bug.
+            let msg_sig = param(req, "msg_signature")?;
+            let crypto = app.crypto.as_ref().ok_or(PushError::NoAesKey)?;
+            let env = message::parse_envelope(&req.body).map_err(PushError::Envelope)?;
+            let encrypt = env
+                .encrypt
+                .as_deref()
+                .filter(|e| !e.is_empty())
+                .ok_or(PushError::Envelope(ParseError::Missing("Encrypt")))?;
+            if !signature::verify(msg_sig, &[token, ts, nonce, encrypt]) {
+                return Err(PushError::BadSignature);
+            }
+            let plain = crypto.decrypt(encrypt).map_err(PushError::Crypto)?;
+            (env.format, std::borrow::Cow::Owned(plain))
+        }
+    };
+    let message = message::parse_message(&body).map_err(PushError::Message)?;
+    Ok(Inbound {
+        mode,
+        format,
+        message,
+        timestamp: ts.to_owned(),
+        nonce: nonce.to_owned(),
+    })
+}
+
+/// How a push is delivered, as configured in the WeChat console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Plain,
+    /// Compatible mode: the plaintext fields plus an `Encrypt` element.
+    Compat,
+    /// Safe mode: only `ToUserName` and `Encrypt`.
+    Safe,
+}
+
+impl Delivery {
+    pub fn parse(s: &str) -> Option<Delivery> {
+        match s {
+            "plain" => Some(Delivery::Plain),
+            "compat" => Some(Delivery::Compat),
+            "safe" | "aes" => Some(Delivery::Safe),
+            _ => None,
+        }
+    }
+}
+
+/// A push as WeChat would send it: query parameters and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedPush {
+    pub query: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl SignedPush {
+    pub fn query_string(&self) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(self.query.iter())
+            .finish()
+    }
+}
+
+/// The inverse of [`open`]: signs (and in compat/safe mode encrypts) a plaintext message for an
+/// app. Used by `wxim sign`, the demo and the tests to produce exactly what WeChat sends.
+pub fn seal(
+    app: &WechatApp,
+    plaintext: &[u8],
+    delivery: Delivery,
+    timestamp: &str,
+    nonce: &str,
+) -> Result<SignedPush, String> {
+    let token = app.token.expose();
+    let signature = signature::sign(&[token, timestamp, nonce]);
+    let mut query = vec![
+        ("signature".to_owned(), signature),
+        ("timestamp".to_owned(), timestamp.to_owned()),
+        ("nonce".to_owned(), nonce.to_owned()),
+    ];
+    let msg = message::parse_message(plaintext)
+        .map_err(|e| format!("the body is not a WeChat message: {e}"))?;
+    query.push(("openid".to_owned(), msg.from_user.clone()));
+    if delivery == Delivery::Plain {
+        return Ok(SignedPush {
+            query,
+            body: plaintext.to_vec(),
+        });
+    }
+    let crypto = app
+        .crypto
+        .as_ref()
+        .ok_or_else(|| format!("no EncodingAESKey is configured for {}", app.kind))?;
+    let encrypt = crypto.encrypt(plaintext);
+    let msg_signature = signature::sign(&[token, timestamp, nonce, &encrypt]);
+    query.push(("encrypt_type".to_owned(), "aes".to_owned()));
+    query.push(("msg_signature".to_owned(), msg_signature));
+    let body = match (delivery, msg.format) {
+        (Delivery::Safe, Format::Xml) => format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
+            msg.to_user
+        )
+        .into_bytes(),
+        (Delivery::Safe, Format::Json) => {
+            serde_json::json!({ "ToUserName": msg.to_user, "Encrypt": encrypt })
+                .to_string()
+                .into_bytes()
+        }
+        (_, Format::Xml) => {
+            let text = std::str::from_utf8(plaintext).map_err(|_| "the body is not UTF-8")?;
+            let end = text.rfind("</xml>").ok_or("the XML body has no </xml>")?;
+            format!("{}<Encrypt><![CDATA[{encrypt}]]></Encrypt>{}", &text[..end], &text[end..]).into_bytes()
+        }
+        (_, Format::Json) => {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(plaintext).map_err(|_| "the JSON body is malformed")?;
+            v["Encrypt"] = serde_json::Value::String(encrypt);
+            v.to_string().into_bytes()
+        }
+    };
+    Ok(SignedPush { query, body })
+}
+
+/// The plaintext inside a push body in any mode, for re-signing: a safe-mode envelope or a
+/// compat body is decrypted with the app's key.
+pub fn plaintext_of(app: &WechatApp, body: &[u8]) -> Result<Vec<u8>, String> {
+    let env = message::parse_envelope(body).ok();
+    let encrypt = env.as_ref().and_then(|e| e.encrypt.clone());
+    match (encrypt, &app.crypto) {
+        (Some(enc), Some(crypto)) => crypto.decrypt(&enc).map_err(|e| {
+            format!("cannot decrypt the body with the configured {} key ({e}); put the plaintext message in the body instead", app.kind)
+        }),
+        (Some(_), None) if message::parse_message(body).is_err() => Err(format!(
+            "the body is encrypted but no EncodingAESKey is configured for {}",
+            app.kind
+        )),
+        _ => Ok(body.to_vec()),
+    }
+}

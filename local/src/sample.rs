@@ -1,0 +1,22 @@
+//! The sample configuration of `events/sample.env`, compiled in so that `wxim demo` and the
+//! tests work from any directory.
+
+use common::config::{Config, ConfigError};
+
+pub const SAMPLE_ENV: &str = include_str!("../../events/sample.env");
+
+pub fn vars() -> Vec<(String, String)> {
+    dotenvy::from_read_iter(SAMPLE_ENV.as_bytes())
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// The sample configuration with some variables replaced or added.
+pub fn config(overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut v = vars();
+    for (k, val) in overrides {
+        v.retain(|(name, _)| name != k);
+        v.push(((*k).to_owned(), (*val).to_owned()));
+    }
+    Config::from_lookup(&|k| v.iter().find(|(n, _)| n == k).map(|(_, x)| x.clone()))
+}

@@ -1,0 +1,53 @@
+//! Builds the same `App` the Lambda functions use, from the same variables (plus a `.env` file),
+//! with the embedded store unless `TABLE_NAME` points at DynamoDB.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::App;
+use common::clock::{Clock, SystemClock};
+use common::config::Config;
+use common::store::{DynamoStore, EmbeddedStore, Store};
+
+/// Loads `.env` from the working directory when present; variables already set win.
+pub fn load_dotenv() {
+    let _ = dotenvy::dotenv();
+}
+
+pub fn config() -> Result<Config, String> {
+    Config::from_env().map_err(|e| format!("configuration error: {e}"))
+}
+
+pub fn db_path(config: &Config) -> PathBuf {
+    PathBuf::from(&config.data_dir).join("wxim.db")
+}
+
+pub async fn store(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, String> {
+    match &config.table_name {
+        Some(table) => {
+            let outbox = config
+                .outbox_table_name
+                .clone()
+                .unwrap_or_else(|| format!("{table}-outbox"));
+            let client = DynamoStore::client_from_env().await;
+            Ok(Arc::new(DynamoStore::new(
+                client,
+                table.clone(),
+                outbox,
+                clock,
+            )))
+        }
+        None => {
+            let path = db_path(config);
+            EmbeddedStore::open(&path, clock)
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))
+        }
+    }
+}
+
+pub async fn app(config: Config) -> Result<App, String> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = store(&config, clock.clone()).await?;
+    Ok(App::new(config, store, clock))
+}

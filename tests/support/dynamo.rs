@@ -1,0 +1,95 @@
+//! A DynamoDB-compatible server on 127.0.0.1 for the tests: the one named by
+//! `WXIM_TEST_DYNAMODB_ENDPOINT` (the test script starts one moto server for every test binary),
+//! or else a moto server started here from `.venv` or PATH. Its lifetime is tied to this process
+//! through a pipe: when the test binary exits, the pipe closes and the server stops.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use common::clock::Clock;
+use common::store::DynamoStore;
+
+static ENDPOINT: OnceLock<String> = OnceLock::new();
+static CHILD: Mutex<Option<Child>> = Mutex::new(None);
+
+const LAUNCHER: &str = r#"
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
+server.start()
+print("ready", flush=True)
+sys.stdin.read()
+server.stop()
+"#;
+
+/// The project's `.venv` first (the test script installs moto there), then the system Python.
+fn pythons() -> Vec<String> {
+    let venv = super::repo_root().join(".venv/bin/python");
+    let mut v = vec![];
+    if venv.exists() {
+        v.push(venv.display().to_string());
+    }
+    v.push("python3".into());
+    v
+}
+
+fn try_start(python: &str) -> Option<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .ok()?;
+    let mut child = Command::new(python)
+        .args(["-c", LAUNCHER, &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    let stdout = child.stdout.take()?;
+    BufReader::new(stdout).read_line(&mut line).ok();
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+    Some(format!("http://127.0.0.1:{port}"))
+}
+
+fn start_moto() -> String {
+    pythons().iter().find_map(|p| try_start(p)).unwrap_or_else(|| {
+        panic!(
+            "the DynamoDB-compatible test server (moto) did not start. Run the README's test \
+             command (./scripts/test), which installs it into .venv, or `pip install 'moto[server]'`."
+        )
+    })
+}
+
+pub fn endpoint() -> &'static str {
+    ENDPOINT.get_or_init(|| match std::env::var("WXIM_TEST_DYNAMODB_ENDPOINT") {
+        Ok(e) if !e.is_empty() => e,
+        _ => start_moto(),
+    })
+}
+
+pub fn client() -> Client {
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .endpoint_url(endpoint())
+        .build();
+    Client::from_conf(conf)
+}
+
+/// Two fresh tables (state and outbox) with a unique name, created as template.yaml declares.
+pub async fn fresh_store(clock: Arc<dyn Clock>) -> DynamoStore {
+    let name = format!("wxim-test-{}", super::random_suffix());
+    let store = DynamoStore::new(client(), name.clone(), format!("{name}-outbox"), clock);
+    store.ensure_tables().await.expect("create tables on the test server");
+    store
+}

@@ -90,6 +90,9 @@ pub fn client() -> Client {
 pub async fn fresh_store(clock: Arc<dyn Clock>) -> DynamoStore {
     let name = format!("wxim-test-{}", super::random_suffix());
     let store = DynamoStore::new(client(), name.clone(), format!("{name}-outbox"), clock);
-    store.ensure_tables().await.expect("create tables on the test server");
+    store
+        .ensure_tables()
+        .await
+        .expect("create tables on the test server");
     store
 }

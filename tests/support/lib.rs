@@ -35,14 +35,26 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
 
 pub async fn app(backend: Backend, overrides: &[(&str, &str)]) -> App {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    App::new(config(overrides), store(backend, clock.clone()).await, clock)
+    App::new(
+        config(overrides),
+        store(backend, clock.clone()).await,
+        clock,
+    )
 }
 
 /// An app whose clock only moves when the test says so.
-pub async fn app_at(backend: Backend, overrides: &[(&str, &str)], secs: i64) -> (App, Arc<ManualClock>) {
+pub async fn app_at(
+    backend: Backend,
+    overrides: &[(&str, &str)],
+    secs: i64,
+) -> (App, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::at(secs));
     let dynclock: Arc<dyn Clock> = clock.clone();
-    let app = App::new(config(overrides), store(backend, dynclock.clone()).await, dynclock);
+    let app = App::new(
+        config(overrides),
+        store(backend, dynclock.clone()).await,
+        dynclock,
+    );
     (app, clock)
 }
 

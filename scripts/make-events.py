@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Regenerates events/: one API Gateway (HTTP API, payload v2) event per case, signed for the
+sample configuration in events/sample.env with `wxim sign`, plus events/expected.json, the
+documented outcome of each file that the tests check.
+
+Usage: cargo build -p wxim-local --bin wxim && python3 scripts/make-events.py
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+WXIM = ROOT / "target" / "debug" / "wxim"
+
+MP_USER = "otFpruAK8D-E6EfStSYonYSBZ8_4"
+OA_USER = "oUSER_openid_0001"
+MP_GH = "gh_123456789abc"
+OA_GH = "gh_abcdef123456"
+TPL1 = "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc"
+TPL2 = "9nLIlbOQZC5Y89AZteFEux3WCXRRRG5Wfzkpssu4bLI"
+TS = 1700000000
+
+
+def sample_env():
+    env = {}
+    for line in (EVENTS / "sample.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            env[k] = v
+    return env
+
+
+def base_event(method, path, route, body="", content_type=None, path_params=None):
+    headers = {
+        "host": "example.execute-api.ap-east-1.amazonaws.com",
+        "user-agent": "Mozilla/4.0",
+        "x-forwarded-for": "203.0.113.10",
+        "x-forwarded-proto": "https",
+    }
+    if content_type:
+        headers["content-type"] = content_type
+    return {
+        "version": "2.0",
+        "routeKey": f"{method} {route}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "pathParameters": path_params or {},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "example",
+            "domainName": "example.execute-api.ap-east-1.amazonaws.com",
+            "domainPrefix": "example",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.10",
+                "userAgent": "Mozilla/4.0",
+            },
+            "requestId": "sample-" + hashlib.sha1(path.encode() + body.encode()).hexdigest()[:12],
+            "routeKey": f"{method} {route}",
+            "stage": "$default",
+            "time": "14/Nov/2023:22:13:20 +0000",
+            "timeEpoch": TS * 1000,
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def wechat_event(method, app, body=""):
+    ctype = None
+    if body:
+        ctype = "application/json" if body.lstrip().startswith("{") else "text/xml"
+    return base_event(method, f"/wechat/{app}", "/wechat/{app}", body, ctype, {"app": app})
+
+
+def sign(event, mode, nonce, env_overrides=None, ts=TS):
+    env = dict(os.environ)
+    env.update(sample_env())
+    env.pop("TABLE_NAME", None)
+    env.update(env_overrides or {})
+    args = [str(WXIM), "sign", "-", "--timestamp", str(ts), "--nonce", nonce]
+    if mode:
+        args += ["--mode", mode]
+    out = subprocess.run(args, input=json.dumps(event), capture_output=True, text=True, env=env, cwd="/")
+    if out.returncode != 0:
+        sys.exit(f"wxim sign failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def sha1_sig(*parts):
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def set_query(event, pairs):
+    from urllib.parse import urlencode
+
+    event["rawQueryString"] = urlencode(pairs)
+    event["queryStringParameters"] = dict(pairs)
+
+
+def popup_json(user, items, ts=TS):
+    lst = [{"TemplateId": t, "SubscribeStatusString": s, "PopupScene": "0"} for t, s in items]
+    return json.dumps(
+        {
+            "ToUserName": MP_GH,
+            "FromUserName": user,
+            "CreateTime": ts,
+            "MsgType": "event",
+            "Event": "subscribe_msg_popup_event",
+            "List": lst[0] if len(lst) == 1 else lst,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def xml(fields, gh=OA_GH, user=OA_USER, ts=TS):
+    inner = "".join(
+        f"<{k}>{v}</{k}>" if isinstance(v, int) or v.startswith("<") else f"<{k}><![CDATA[{v}]]></{k}>"
+        for k, v in fields
+    )
+    return (
+        f"<xml><ToUserName><![CDATA[{gh}]]></ToUserName><FromUserName><![CDATA[{user}]]></FromUserName>"
+        f"<CreateTime>{ts}</CreateTime>{inner}</xml>"
+    )
+
+
+def oa_msg(msg_type, fields, msg_id):
+    return xml([("MsgType", msg_type)] + fields + [("MsgId", msg_id)])
+
+
+def oa_event(event, fields=()):
+    return xml([("MsgType", "event"), ("Event", event)] + list(fields))
+
+
+CASES = []
+
+
+def case(path, event, expect, doc):
+    CASES.append((path, event, expect, doc))
+
+
+def sub(app, user, tpl):
+    return {"pk": f"sub#{app}#{user}", "sk": f"tpl#{tpl}"}
+
+
+def build():
+    # --- URL verification -------------------------------------------------------------------
+    e = sign(wechat_event("GET", "mp") | {"rawQueryString": "echostr=4375120948345356249"}, None, "1514711492")
+    case("wechat-verify/mp.json", e, {"function": "wechat-verify", "status": 200, "body": "4375120948345356249",
+         "content_type": "text/plain"}, "Mini program URL check: answers the raw echostr as text/plain.")
+    e = sign(wechat_event("GET", "oa") | {"rawQueryString": "echostr=7326051234567890123"}, None, "2093847561")
+    case("wechat-verify/oa.json", e, {"function": "wechat-verify", "status": 200, "body": "7326051234567890123",
+         "content_type": "text/plain"}, "Official account URL check.")
+    e = sign(wechat_event("GET", "mp") | {"rawQueryString": "echostr=4375120948345356249"}, None, "1514711492")
+    e["queryStringParameters"]["signature"] = "0" * 40
+    set_query(e, list(e["queryStringParameters"].items()))
+    case("wechat-verify/bad-signature.json", e, {"function": "wechat-verify", "status": 403, "error": "bad_signature"},
+         "A forged URL check: 403, the echostr is not echoed.")
+    e = wechat_event("GET", "xx")
+    set_query(e, [("signature", "0" * 40), ("timestamp", str(TS)), ("nonce", "1"), ("echostr", "1")])
+    case("wechat-verify/unknown-app.json", e, {"function": "wechat-verify", "status": 404, "error": "unknown_app"},
+         "Only /wechat/mp and /wechat/oa exist.")
+
+    # --- Mini program subscribe-message events ---------------------------------------------
+    body = popup_json(MP_USER, [(TPL1, "accept")])
+    case("wechat-event/mp-plain-json-popup-accept.json", sign(wechat_event("POST", "mp", body), "plain", "100001"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [sub("mp", MP_USER, TPL1) | {"credits": 1, "status": "accept"}]},
+         "Plaintext JSON popup accept: one credit.")
+    body = popup_json(MP_USER, [(TPL1, "accept"), (TPL2, "reject")], TS + 1)
+    case("wechat-event/mp-safe-json-popup.json", sign(wechat_event("POST", "mp", body), "safe", "100002"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [sub("mp", MP_USER, TPL1) | {"credits": 1, "status": "accept"},
+                    sub("mp", MP_USER, TPL2) | {"credits": 0, "status": "reject"}]},
+         "Safe-mode JSON popup with List as an array: accept adds a credit, reject is recorded.")
+    body = xml([("MsgType", "event"), ("Event", "subscribe_msg_popup_event"),
+                ("SubscribeMsgPopupEvent",
+                 f"<List><TemplateId><![CDATA[{TPL1}]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>0</PopupScene></List>"
+                 f"<List><TemplateId><![CDATA[{TPL1}]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>0</PopupScene></List>")],
+               gh=MP_GH, user=MP_USER, ts=TS + 2)
+    case("wechat-event/mp-safe-xml-popup.json", sign(wechat_event("POST", "mp", body), "safe", "100003"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [sub("mp", MP_USER, TPL1) | {"credits": 2, "status": "accept"}]},
+         "Safe-mode XML popup, repeated <List> inside the wrapper: two accepts, two credits.")
+    body = xml([("MsgType", "event"), ("Event", "subscribe_msg_popup_event"),
+                ("List", f"<TemplateId><![CDATA[{TPL2}]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>0</PopupScene>")],
+               gh=MP_GH, user=MP_USER, ts=TS + 3)
+    case("wechat-event/mp-compat-xml-popup.json", sign(wechat_event("POST", "mp", body), "compat", "100004"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [sub("mp", MP_USER, TPL2) | {"credits": 1, "status": "accept"}]},
+         "Compatible mode (plaintext fields plus Encrypt): only the decrypted payload counts.")
+    body = json.dumps({"ToUserName": MP_GH, "FromUserName": MP_USER, "CreateTime": str(TS + 4), "MsgType": "event",
+                       "Event": "subscribe_msg_change_event",
+                       "List": [{"TemplateId": TPL1, "SubscribeStatusString": "reject"}]}, separators=(",", ":"))
+    case("wechat-event/mp-safe-json-change-reject.json", sign(wechat_event("POST", "mp", body), "safe", "100005"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [sub("mp", MP_USER, TPL1) | {"credits": 0, "status": "reject"}]},
+         "The user turns the template off in 服务通知 settings: credits zeroed.")
+    body = json.dumps({"ToUserName": MP_GH, "FromUserName": MP_USER, "CreateTime": TS + 5, "MsgType": "event",
+                       "Event": "subscribe_msg_sent_event",
+                       "List": {"TemplateId": TPL1, "MsgID": "1700000000000000001", "ErrorCode": "0",
+                                "ErrorStatus": "success"}}, separators=(",", ":"))
+    case("wechat-event/mp-safe-json-sent.json", sign(wechat_event("POST", "mp", body), "safe", "100006"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [{"pk": "wxmsg#mp#1700000000000000001", "sk": "-", "delivery_status": "success",
+                     "delivery_errcode": 0}]},
+         "Delivery result of a send, recorded against its msgid.")
+    body = xml([("MsgType", "event"), ("Event", "subscribe_msg_sent_event"),
+                ("SubscribeMsgSentEvent",
+                 f"<List><TemplateId><![CDATA[{TPL2}]]></TemplateId><MsgID>1700000000000000002</MsgID><ErrorCode>10002</ErrorCode><ErrorStatus><![CDATA[failed]]></ErrorStatus></List>")],
+               gh=MP_GH, user=MP_USER, ts=TS + 6)
+    case("wechat-event/mp-plain-xml-sent.json", sign(wechat_event("POST", "mp", body), "plain", "100007"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [{"pk": "wxmsg#mp#1700000000000000002", "sk": "-", "delivery_status": "failed",
+                     "delivery_errcode": 10002}]},
+         "Plaintext XML sent event with its wrapper: a failed asynchronous delivery is recorded.")
+    body = json.dumps({"ToUserName": MP_GH, "FromUserName": MP_USER, "CreateTime": TS + 7, "MsgType": "miniprogrampage",
+                       "MsgId": 24000000000000007, "Title": "Order 42", "AppId": "wx1234567890abcdef",
+                       "PagePath": "pages/order?id=42", "ThumbUrl": "https://example.com/t.jpg",
+                       "ThumbMediaId": "media-1"}, separators=(",", ":"))
+    case("wechat-event/mp-safe-json-miniprogrampage.json", sign(wechat_event("POST", "mp", body), "safe", "100008"),
+         {"function": "wechat-event", "status": 200, "body": "success"},
+         "A mini-program card sent in the customer-service chat: accepted.")
+    body = json.dumps({"ToUserName": "gh_97417a04a28d", "FromUserName": MP_USER, "CreateTime": TS + 8,
+                       "MsgType": "event", "Event": "debug_demo", "debug_str": "hello world"}, separators=(",", ":"))
+    case("wechat-event/mp-plain-json-unknown-event.json", sign(wechat_event("POST", "mp", body), "plain", "100009"),
+         {"function": "wechat-event", "status": 200, "body": "success", "nothing_stored": True},
+         "An event this service does not handle (the console's debug_demo): accepted and logged, nothing stored.")
+
+    # --- Official account -------------------------------------------------------------------
+    oa = [
+        ("oa-safe-xml-subscribe.json", oa_event("subscribe", [("EventKey", "qrscene_campaign42"), ("Ticket", "gQH47joAAAAAAAAAASxodHRw")]), "safe",
+         "A follow from a parametric QR code."),
+        ("oa-safe-xml-unsubscribe.json", oa_event("unsubscribe"), "safe", "An unfollow."),
+        ("oa-safe-xml-scan.json", oa_event("SCAN", [("EventKey", "campaign42"), ("Ticket", "gQH47joAAAAAAAAAASxodHRw")]), "safe",
+         "An existing follower scans a QR code."),
+        ("oa-safe-xml-text.json", oa_msg("text", [("Content", "你好 hello")], 24000000000000001), "safe",
+         "A follower's text message."),
+        ("oa-plain-xml-image.json", oa_msg("image", [("PicUrl", "https://mmbiz.example/pic.jpg"), ("MediaId", "media-image-1")], 24000000000000002), "plain",
+         "An image (plaintext mode)."),
+        ("oa-safe-xml-voice.json", oa_msg("voice", [("MediaId", "media-voice-1"), ("Format", "amr"), ("Recognition", "语音识别结果")], 24000000000000003), "safe",
+         "A voice message with speech recognition."),
+        ("oa-safe-xml-video.json", oa_msg("video", [("MediaId", "media-video-1"), ("ThumbMediaId", "media-thumb-1")], 24000000000000004), "safe",
+         "A video."),
+        ("oa-safe-xml-shortvideo.json", oa_msg("shortvideo", [("MediaId", "media-video-2"), ("ThumbMediaId", "media-thumb-2")], 24000000000000005), "safe",
+         "A short video."),
+        ("oa-safe-xml-location.json", oa_msg("location", [("Location_X", "23.134521"), ("Location_Y", "113.358803"), ("Scale", "20"), ("Label", "广州市天河区")], 24000000000000006), "safe",
+         "A location."),
+        ("oa-safe-xml-link.json", oa_msg("link", [("Title", "Docs"), ("Description", "Read this"), ("Url", "https://example.com/docs")], 24000000000000007), "safe",
+         "A link."),
+    ]
+    for i, (name, body, mode, doc) in enumerate(oa):
+        case(f"wechat-event/{name}", sign(wechat_event("POST", "oa", body), mode, f"2000{i:02d}"),
+             {"function": "wechat-event", "status": 200}, doc)
+
+    # --- Bad input ----------------------------------------------------------------------------
+    e = sign(wechat_event("POST", "mp", popup_json(MP_USER, [(TPL1, "accept")], TS + 20)), "safe", "300001")
+    q = dict(e["queryStringParameters"])
+    q["msg_signature"] = q["signature"]  # the classic peer bug: checking signature instead
+    set_query(e, list(q.items()))
+    case("wechat-event/mp-safe-json-bad-signature.json", e,
+         {"function": "wechat-event", "status": 403, "error": "bad_signature", "nothing_stored": True},
+         "Safe mode signed with the URL signature instead of msg_signature: refused.")
+    e = sign(wechat_event("POST", "mp", popup_json(MP_USER, [(TPL1, "accept")], TS + 21)), "safe", "300002",
+             {"WECHAT_MP_APPID": "wx0000000000000000"})
+    case("wechat-event/mp-safe-json-wrong-appid.json", e,
+         {"function": "wechat-event", "status": 403, "error": "appid_mismatch", "nothing_stored": True},
+         "Correctly signed and encrypted, but for another appid: refused.")
+    env = sample_env()
+    enc = "not*base64!"
+    e = wechat_event("POST", "mp", json.dumps({"ToUserName": MP_GH, "Encrypt": enc}))
+    set_query(e, [("signature", sha1_sig(env["WECHAT_MP_TOKEN"], str(TS), "300003")), ("timestamp", str(TS)),
+                  ("nonce", "300003"), ("encrypt_type", "aes"),
+                  ("msg_signature", sha1_sig(env["WECHAT_MP_TOKEN"], str(TS), "300003", enc))])
+    case("wechat-event/mp-safe-json-bad-base64.json", e,
+         {"function": "wechat-event", "status": 400, "error": "bad_ciphertext", "nothing_stored": True},
+         "Signed, but the ciphertext is not base64: 400.")
+    doctype = '<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><ToUserName>gh</ToUserName><FromUserName>&xxe;</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content>x</Content></xml>'
+    e = wechat_event("POST", "oa", doctype)
+    set_query(e, [("signature", sha1_sig(env["WECHAT_OA_TOKEN"], str(TS), "300004")), ("timestamp", str(TS)),
+                  ("nonce", "300004")])
+    case("wechat-event/oa-plain-xml-doctype.json", e,
+         {"function": "wechat-event", "status": 400, "error": "doctype_refused", "nothing_stored": True},
+         "XML with a DTD (an XXE attempt): refused before anything is read.")
+    e = wechat_event("POST", "mp", '{"ToUserName":"gh_123456789abc","FromUserName":')
+    set_query(e, [("signature", sha1_sig(env["WECHAT_MP_TOKEN"], str(TS), "300005")), ("timestamp", str(TS)),
+                  ("nonce", "300005")])
+    case("wechat-event/mp-plain-json-malformed.json", e,
+         {"function": "wechat-event", "status": 400, "error": "malformed_message", "nothing_stored": True},
+         "Truncated JSON: 400 with a clear message.")
+    e = wechat_event("POST", "mp", popup_json(MP_USER, [(TPL1, "accept")]))
+    set_query(e, [("signature", sha1_sig(env["WECHAT_MP_TOKEN"], str(TS), "300006")), ("nonce", "300006")])
+    case("wechat-event/mp-missing-timestamp.json", e,
+         {"function": "wechat-event", "status": 400, "error": "missing_parameter", "nothing_stored": True},
+         "A push without timestamp: 400.")
+    big = json.dumps({"ToUserName": MP_GH, "FromUserName": MP_USER, "CreateTime": TS, "MsgType": "text",
+                      "Content": "x" * (64 * 1024), "MsgId": 1}, separators=(",", ":"))
+    e = wechat_event("POST", "mp", big)
+    set_query(e, [("signature", sha1_sig(env["WECHAT_MP_TOKEN"], str(TS), "300007")), ("timestamp", str(TS)),
+                  ("nonce", "300007")])
+    case("wechat-event/mp-oversized.json", e,
+         {"function": "wechat-event", "status": 413, "error": "body_too_large", "nothing_stored": True},
+         "A body over 64 KiB: 413 before any parsing.")
+    e = wechat_event("POST", "zz", popup_json(MP_USER, [(TPL1, "accept")]))
+    case("wechat-event/unknown-app.json", e,
+         {"function": "wechat-event", "status": 404, "error": "unknown_app", "nothing_stored": True},
+         "No such app.")
+
+
+def main():
+    if not WXIM.exists():
+        sys.exit("build first: cargo build -p wxim-local --bin wxim")
+    build()
+    expected = {}
+    for path, event, expect, doc in CASES:
+        target = EVENTS / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(event, indent=2, ensure_ascii=False) + "\n")
+        expected[path] = expect | {"doc": doc}
+    (EVENTS / "expected.json").write_text(json.dumps(expected, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {len(CASES)} events and events/expected.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,24 +1,83 @@
 //! What a handler needs, built once per cold start: configuration, the store, the clock and the
 //! outbound API clients.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError};
+use crate::config::{AppKind, Config, ConfigError};
+use crate::im::rest::ImApi;
 use crate::store::{DynamoStore, Store};
+use crate::wechat::api::{ApiError, ErrorClass, WechatApi};
+use crate::wechat::token::{TokenError, TokenManager};
 
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    pub wechat: WechatApi,
+    pub tokens: TokenManager,
+    pub im: Option<ImApi>,
+}
+
+/// A WeChat call that failed, through the token or the call itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl CallError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            // A token WeChat refused twice in a row will not get better by retrying now.
+            CallError::Api(e) => match e.class() {
+                ErrorClass::TokenInvalid => ErrorClass::Permanent,
+                c => c,
+            },
+            // On the token endpoint, 40001/40013/40125/40164 mean configuration (wrong secret,
+            // IP not whitelisted): retrying cannot fix them.
+            CallError::Token(TokenError::Api(e)) => match e.class() {
+                ErrorClass::TokenInvalid => ErrorClass::Permanent,
+                c => c,
+            },
+            CallError::Token(TokenError::Store(_)) | CallError::Token(TokenError::Busy) => {
+                ErrorClass::Retryable { after_secs: 1 }
+            }
+        }
+    }
+
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            CallError::Api(e) | CallError::Token(TokenError::Api(e)) => e.errcode(),
+            _ => None,
+        }
+    }
+
+    pub fn reason(&self) -> String {
+        match self {
+            CallError::Api(e) => e.reason(),
+            CallError::Token(TokenError::Api(e)) => format!("token_{}", e.reason()),
+            CallError::Token(TokenError::Store(_)) => "token_store".into(),
+            CallError::Token(TokenError::Busy) => "token_busy".into(),
+        }
+    }
 }
 
 impl App {
     pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> App {
+        let http = WechatApi::http_client();
+        let wechat = WechatApi::new(http.clone(), &config.wechat_api_base);
+        let im = config.im.as_ref().map(|im| ImApi::new(http, im));
         App {
             config,
             store,
             clock,
+            wechat,
+            tokens: TokenManager::new(),
+            im,
         }
     }
 
@@ -44,5 +103,37 @@ impl App {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// Calls a WeChat API with the app's access token. When WeChat says the token is invalid
+    /// (40001/40014/42001), the token is dropped (only if it is still the stored one), refreshed
+    /// and the call retried once; never more, so a misbehaving token cannot loop.
+    pub async fn wechat_call<T, F, Fut>(&self, kind: AppKind, call: F) -> Result<T, CallError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let app = self.config.app(kind).ok_or_else(|| {
+            CallError::Api(ApiError::Protocol(format!(
+                "WeChat app {kind} is not configured"
+            )))
+        })?;
+        let get = || {
+            self.tokens
+                .get(app, &*self.store, &self.wechat, &*self.clock)
+        };
+        let token = get().await?;
+        match call(token.clone()).await {
+            Err(e) if e.class() == ErrorClass::TokenInvalid => {
+                tracing::warn!(app = kind.as_str(), decision = "token_rejected", reason = %e.reason(), "refreshing the access token and retrying once");
+                self.tokens
+                    .invalidate(app, &*self.store, &token)
+                    .await
+                    .map_err(TokenError::Store)?;
+                let token = get().await?;
+                Ok(call(token).await?)
+            }
+            other => Ok(other?),
+        }
     }
 }

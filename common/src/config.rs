@@ -157,6 +157,8 @@ pub struct Config {
     pub oa_bridge: OaBridgeConfig,
     pub presence_stale_secs: i64,
     pub dispatch_max_attempts: i64,
+    /// First pause before a failed send is retried; doubles per attempt (at most 20 s).
+    pub dispatch_backoff_ms: u64,
     pub outbox_retention_secs: i64,
     pub admin_token: Option<Secret>,
 }
@@ -239,6 +241,7 @@ impl Config {
             oa_bridge: Self::oa_bridge(&env)?,
             presence_stale_secs: env.int("PRESENCE_STALE_SECS", 600, 0, 7 * 86_400)?,
             dispatch_max_attempts: env.int("DISPATCH_MAX_ATTEMPTS", 5, 1, 50)?,
+            dispatch_backoff_ms: env.int("DISPATCH_BACKOFF_MS", 1000, 0, 20_000)? as u64,
             outbox_retention_secs: env.int(
                 "OUTBOX_RETENTION_SECS",
                 30 * 86_400,

@@ -98,6 +98,10 @@ impl Response {
         Self::new(200, "application/xml; charset=utf-8", body)
     }
 
+    pub fn json_raw(status: u16, body: &str) -> Self {
+        Self::new(status, "application/json", body)
+    }
+
     pub fn json(status: u16, value: &serde_json::Value) -> Self {
         Self::new(status, "application/json", value.to_string())
     }

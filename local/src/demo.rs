@@ -1,5 +1,6 @@
 //! `wxim demo`: the whole story on the embedded store with the sample configuration, printing
-//! what each step did. Every request goes through the same handlers as in Lambda.
+//! what each step did. Every request goes through the same handlers as in Lambda; WeChat and IM
+//! are local stand-ins that speak their wire format, and the WeChat one prints what it receives.
 
 use std::sync::Arc;
 
@@ -7,22 +8,29 @@ use common::App;
 use common::clock::{Clock, SystemClock};
 use common::config::AppKind;
 use common::http::{Request, Response};
+use common::im::usersig;
+use common::keys;
+use common::outbox;
 use common::store::{EmbeddedStore, Table};
 use common::wechat::push::{self, Delivery};
 use common::wechat::signature;
+use serde_json::json;
 
 use crate::routes::{Function, call};
 use crate::sample;
+use crate::standin::StandIn;
 
 const USER_OPENID: &str = "otFpruAK8D-E6EfStSYonYSBZ8_4";
 const TEMPLATE: &str = "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc";
+const CUSTOMER: &str = "customer_lin";
+const SELLER: &str = "shop_support";
 
-struct Demo {
-    app: App,
+pub(crate) struct Demo {
+    pub app: App,
     step: usize,
 }
 
-fn short(s: &str, n: usize) -> String {
+pub(crate) fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_owned()
     } else {
@@ -31,12 +39,12 @@ fn short(s: &str, n: usize) -> String {
 }
 
 impl Demo {
-    fn title(&mut self, t: &str) {
+    pub fn title(&mut self, t: &str) {
         self.step += 1;
         println!("\n{}. {t}", self.step);
     }
 
-    async fn send(&self, f: Function, req: Request) -> Response {
+    fn show_request(req: &Request) {
         let q = req
             .query
             .iter()
@@ -50,13 +58,30 @@ impl Demo {
                 short(&String::from_utf8_lossy(&req.body), 110)
             );
         }
-        let resp = call(f, &req, &self.app).await;
+    }
+
+    fn show_response(resp: &Response) {
         println!(
             "   ← {} {} {:?}",
             resp.status,
             resp.header("content-type").unwrap_or(""),
             short(resp.body_str(), 110)
         );
+    }
+
+    /// Through the local router: the handler, then the outbox stream, as in AWS.
+    pub async fn send(&self, f: Function, req: Request) -> Response {
+        Self::show_request(&req);
+        let resp = call(f, &req, &self.app).await;
+        Self::show_response(&resp);
+        resp
+    }
+
+    /// The handler alone: its outbox writes wait for the next stream batch.
+    async fn send_no_dispatch(&self, req: Request) -> Response {
+        Self::show_request(&req);
+        let resp = common::handlers::im::callback(&req, &self.app).await;
+        Self::show_response(&resp);
         resp
     }
 
@@ -84,10 +109,51 @@ impl Demo {
                 .with_body(signed.body),
         )
     }
+
+    /// An IM callback as IM sends it: SdkAppid, RequestTime and Sign in the query.
+    fn im_callback(&self, command: &str, body: serde_json::Value) -> Request {
+        let im = self.app.config.im.as_ref().expect("sample config has IM");
+        let now = self.app.now().to_string();
+        let token = im.callback_token.as_ref().map(|t| t.expose()).unwrap_or("");
+        let sign = usersig::callback_sign(token, &now);
+        Request::new(
+            "POST",
+            &format!(
+                "/im/callback?SdkAppid={}&CallbackCommand={command}&contenttype=json&ClientIP=127.0.0.1&OptPlatform=Web&RequestTime={now}&Sign={sign}",
+                im.sdkappid
+            ),
+        )
+        .with_body(body.to_string())
+    }
+
+    async fn outbox_lines(&self) -> Result<Vec<String>, String> {
+        let mut items = self
+            .app
+            .store
+            .scan(Table::Outbox)
+            .await
+            .map_err(|e| e.to_string())?;
+        items.sort_by_key(|i| i.n("created_at").unwrap_or(0));
+        Ok(items
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} {:<7} {:<8} {}{}",
+                    short(outbox::id_of(i), 8),
+                    i.s("kind").unwrap_or(""),
+                    i.s("status").unwrap_or(""),
+                    i.s("reason").unwrap_or(""),
+                    i.s("preview")
+                        .map(|p| format!(" — \"{p}\""))
+                        .unwrap_or_default()
+                )
+            })
+            .collect())
+    }
 }
 
 fn popup(status: &str, ts: i64) -> String {
-    serde_json::json!({
+    json!({
         "ToUserName": "gh_123456789abc",
         "FromUserName": USER_OPENID,
         "CreateTime": ts,
@@ -99,7 +165,7 @@ fn popup(status: &str, ts: i64) -> String {
 }
 
 fn change(ts: i64) -> String {
-    serde_json::json!({
+    json!({
         "ToUserName": "gh_123456789abc",
         "FromUserName": USER_OPENID,
         "CreateTime": ts,
@@ -110,22 +176,78 @@ fn change(ts: i64) -> String {
     .to_string()
 }
 
-pub async fn run() -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("wxim-demo-{}", std::process::id()));
+fn c2c(seq: u64, text: &str, now: i64) -> serde_json::Value {
+    json!({
+        "CallbackCommand": "C2C.CallbackAfterSendMsg",
+        "From_Account": SELLER, "To_Account": CUSTOMER,
+        "MsgSeq": seq, "MsgRandom": 7_000_000 + seq, "MsgTime": now,
+        "MsgKey": format!("{seq}_{}_{now}", 7_000_000 + seq), "OnlineOnlyFlag": 0,
+        "SendMsgResult": 0, "ErrorInfo": "send msg succeed", "UnreadMsgNum": seq,
+        "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}],
+    })
+}
+
+/// A fresh app on a temporary embedded store, with the sample configuration pointed at the
+/// stand-ins.
+pub(crate) async fn setup(
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Result<(Demo, StandIn, StandIn, std::path::PathBuf), String> {
+    let dir = std::env::temp_dir().join(format!("wxim-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let base = sample::config(&[]).map_err(|e| e.to_string())?;
+    let apps: Vec<(String, String)> = [&base.mp, &base.oa]
+        .into_iter()
+        .flatten()
+        .map(|a| (a.appid.clone(), a.secret.expose().to_owned()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = apps.iter().map(|(a, s)| (a.as_str(), s.as_str())).collect();
+    let wechat = StandIn::wechat(0, &pairs)
+        .await
+        .map_err(|e| e.to_string())?;
+    let im = base.im.as_ref().ok_or("sample config lacks IM")?;
+    let agents: Vec<&str> = im.agents.iter().map(String::as_str).collect();
+    let mut accounts = agents.clone();
+    accounts.extend([CUSTOMER, SELLER]);
+    let imstand = StandIn::im(
+        0,
+        im.sdkappid,
+        im.secret_key.expose(),
+        &im.admin_user,
+        &accounts,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let dir_s = dir.display().to_string();
-    let config = sample::config(&[("WXIM_DATA_DIR", &dir_s)]).map_err(|e| e.to_string())?;
+    let mut overrides = vec![
+        ("WXIM_DATA_DIR", dir_s.as_str()),
+        ("WECHAT_API_BASE", wechat.base.as_str()),
+        ("IM_API_BASE", imstand.base.as_str()),
+    ];
+    overrides.extend_from_slice(extra);
+    let config = sample::config(&overrides).map_err(|e| e.to_string())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store =
         EmbeddedStore::open(&dir.join("wxim.db"), clock.clone()).map_err(|e| e.to_string())?;
-    let mut d = Demo {
-        app: App::new(config, Arc::new(store), clock.clone()),
+    let demo = Demo {
+        app: App::new(config, Arc::new(store), clock),
         step: 0,
     };
-    println!("wxim demo: the WeChat endpoint, end to end, on the embedded store");
-    println!("  store: {}/wxim.db (removed at the end)", dir_s);
-    println!("  configuration: events/sample.env (mini program wx1234567890abcdef, safe mode)");
-    let now = clock.now();
+    Ok((demo, wechat, imstand, dir))
+}
+
+pub async fn run() -> Result<(), String> {
+    let (mut d, wechat, _im, dir) = setup("demo", &[]).await?;
+    println!("wxim demo: WeChat and Tencent IM joined, end to end, on the embedded store");
+    println!("  store: {}/wxim.db (removed at the end)", dir.display());
+    println!(
+        "  configuration: events/sample.env (mini program wx1234567890abcdef in safe mode, IM app 1400000000)"
+    );
+    println!(
+        "  WeChat API stand-in {}, IM REST stand-in {}",
+        wechat.base, _im.base
+    );
+    let now = d.app.now();
 
     d.title("WeChat checks the URL when you press Submit in the console (GET, signature over token/timestamp/nonce)");
     let mp = d
@@ -177,16 +299,97 @@ pub async fn run() -> Result<(), String> {
     d.send(Function::WechatEvent, forged).await;
     println!("   {}", d.ledger_line().await);
 
+    d.title(&format!(
+        "The mini program binds IM user {CUSTOMER} to the WeChat user (here as `wxim bind` does)"
+    ));
+    common::bindings::bind(&*d.app.store, CUSTOMER, AppKind::Mp, USER_OPENID, None, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("   bind#im#{CUSTOMER} ↔ bind#mp#{USER_OPENID}");
+
+    d.title("Later the user accepts the template on two occasions, then closes the mini program");
+    for t in [now + 3, now + 4] {
+        let req = d.push(&popup("accept", t), Delivery::Safe, t)?;
+        d.send(Function::WechatEvent, req).await;
+    }
+    println!("   {}", d.ledger_line().await);
+    let logout = json!({"CallbackCommand": "State.StateChange", "EventTime": (now + 4) * 1000,
+        "Info": {"Action": "Disconnect", "To_Account": CUSTOMER, "Reason": "LinkClose"}});
+    d.send(
+        Function::ImCallback,
+        d.im_callback("State.StateChange", logout),
+    )
+    .await;
+    println!("   IM says the user's connection closed: presence offline");
+
+    d.title(&format!("{SELLER} sends three IM messages while {CUSTOMER} is away (C2C.CallbackAfterSendMsg, signed)"));
+    for (i, text) in [
+        "您的订单已发货",
+        "快递单号 SF1234567890",
+        "有问题随时联系我们哦，祝您购物愉快！",
+    ]
+    .iter()
+    .enumerate()
+    {
+        d.send_no_dispatch(d.im_callback(
+            "C2C.CallbackAfterSendMsg",
+            c2c(i as u64 + 1, text, now + 5 + i as i64),
+        ))
+        .await;
+    }
+    println!(
+        "   each callback: recipient bound, offline, has a credit → one outbox item (idempotent on MsgKey)"
+    );
+    for l in d.outbox_lines().await? {
+        println!("     {l}");
+    }
+
+    d.title("The outbox stream delivers the three records in one batch (its batching window): one merged notification");
+    wechat.print_requests(true);
+    crate::routes::stream(&d.app).await;
+    wechat.print_requests(false);
+    for l in d.outbox_lines().await? {
+        println!("     {l}");
+    }
+    println!("   {}", d.ledger_line().await);
+
+    d.title("A fourth message inside the debounce window is held, and counted for the next notification");
+    d.send(
+        Function::ImCallback,
+        d.im_callback("C2C.CallbackAfterSendMsg", c2c(4, "还有一件事", now + 9)),
+    )
+    .await;
+    let state = d
+        .app
+        .store
+        .get(Table::State, &keys::notify_state(CUSTOMER), keys::ONE)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "   notify#{CUSTOMER}: {} waiting; the next notification (after {} s) will say so",
+        state.and_then(|s| s.n("pending")).unwrap_or(0),
+        d.app
+            .config
+            .notify
+            .as_ref()
+            .map(|n| n.debounce_secs)
+            .unwrap_or(0)
+    );
+    println!("   {}", d.ledger_line().await);
+
     println!("\nStored items (what `wxim state dump` prints):");
     for t in Table::ALL {
         for item in d.app.store.scan(t).await.map_err(|e| e.to_string())? {
-            println!("  {}", item.to_json());
+            let mut v = item.to_json();
+            v["table"] = json!(t.name());
+            println!("  {}", short(&v.to_string(), 220));
         }
     }
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "\nDone. Next: `cp events/sample.env .env && cargo run -p wxim-local --bin wxim -- serve` and post the files in events/."
+        "\nDone. Next: `cp events/sample.env .env`, `wxim standins` in one terminal, `wxim serve` in another,"
     );
+    println!("and post the files in events/ (see README).");
     Ok(())
 }

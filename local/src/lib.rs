@@ -6,4 +6,5 @@ pub mod httpd;
 pub mod routes;
 pub mod sample;
 pub mod sign;
+pub mod standin;
 pub mod wiring;

@@ -1,7 +1,9 @@
 //! The functions by name (as under `functions/`) and the HTTP routes of `template.yaml`, mapped to
-//! the very handlers the Lambda binaries call.
+//! the very handlers the Lambda binaries call. After a handler writes to the outbox, the local
+//! runner dispatches right away, as the DynamoDB Stream would in AWS.
 
 use common::App;
+use common::dispatch;
 use common::handlers;
 use common::http::{Request, Response};
 
@@ -9,15 +11,24 @@ use common::http::{Request, Response};
 pub enum Function {
     WechatVerify,
     WechatEvent,
+    ImCallback,
+    NotifyDispatch,
 }
 
 impl Function {
-    pub const ALL: [Function; 2] = [Function::WechatVerify, Function::WechatEvent];
+    pub const ALL: [Function; 4] = [
+        Function::WechatVerify,
+        Function::WechatEvent,
+        Function::ImCallback,
+        Function::NotifyDispatch,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Function::WechatVerify => "wechat-verify",
             Function::WechatEvent => "wechat-event",
+            Function::ImCallback => "im-callback",
+            Function::NotifyDispatch => "notify-dispatch",
         }
     }
 
@@ -35,20 +46,58 @@ impl Function {
         match (method, segs.as_slice()) {
             ("GET", ["wechat", _]) => Some(Function::WechatVerify),
             ("POST", ["wechat", _]) => Some(Function::WechatEvent),
+            ("POST", ["im", "callback"]) => Some(Function::ImCallback),
             _ => None,
         }
     }
+
+    /// Whether the function may write outbox items (so the local stream should run after it).
+    fn writes_outbox(self) -> bool {
+        matches!(self, Function::WechatEvent | Function::ImCallback)
+    }
 }
 
+/// Runs an HTTP function's handler, then the dispatcher over what it queued.
 pub async fn call(f: Function, req: &Request, app: &App) -> Response {
-    match f {
+    let resp = match f {
         Function::WechatVerify => handlers::wechat::verify(req, app).await,
         Function::WechatEvent => handlers::wechat::event(req, app).await,
+        Function::ImCallback => handlers::im::callback(req, app).await,
+        Function::NotifyDispatch => {
+            return Response::error(
+                400,
+                "not_http",
+                "notify-dispatch is invoked by the outbox stream, not over HTTP",
+            );
+        }
+    };
+    if f.writes_outbox() {
+        stream(app).await;
+    }
+    resp
+}
+
+/// The local stand-in for the outbox's DynamoDB Stream: dispatch everything queued, retrying
+/// as Lambda would up to the attempt limit.
+pub async fn stream(app: &App) {
+    let rounds = app.config.dispatch_max_attempts as usize + 1;
+    if let Err(e) = dispatch::drain(app, rounds).await {
+        tracing::warn!(decision = "dispatch_failed", reason = %e, "local dispatch could not read the outbox");
     }
 }
 
 /// `wxim invoke`: one event through one function, the response as one JSON object.
 pub async fn invoke(f: Function, raw_event: &str, app: &App) -> Result<String, String> {
+    if f == Function::NotifyDispatch {
+        let event: serde_json::Value = serde_json::from_str(raw_event)
+            .map_err(|e| format!("not a DynamoDB Stream event: {e}"))?;
+        if event["Records"].as_array().is_none() {
+            return Err("not a DynamoDB Stream event: no Records".into());
+        }
+        return Ok(dispatch::stream(&event, app, "local-invoke")
+            .await
+            .to_string());
+    }
     let req = common::lambda::parse_event(raw_event)?;
     let resp = call(f, &req, app).await;
     Ok(resp.to_invoke_json().to_string())
@@ -79,11 +128,18 @@ pub fn summary(config: &common::config::Config) -> String {
         None => format!("embedded store in {}", config.data_dir),
     };
     format!(
-        "WeChat apps: {}; {store}",
+        "WeChat apps: {}; IM: {}; notifications: {}; {store}; WeChat API {}",
         if apps.is_empty() {
             "none".to_owned()
         } else {
             apps.join(", ")
-        }
+        },
+        config
+            .im
+            .as_ref()
+            .map(|i| i.sdkappid.to_string())
+            .unwrap_or_else(|| "not configured".into()),
+        if config.notify.is_some() { "on" } else { "off" },
+        config.wechat_api_base,
     )
 }

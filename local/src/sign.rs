@@ -50,7 +50,37 @@ fn set_query(event: &mut Value, query: &[(String, String)]) {
     event["queryStringParameters"] = Value::Object(map);
 }
 
-/// Signs a WeChat event (GET verification or POST push) for the app its path names.
+/// Signs an IM callback: SdkAppid, and with a callback token a fresh RequestTime and its Sign.
+fn sign_im(config: &Config, event: &mut Value, opts: &SignOptions) -> Result<String, String> {
+    let im = config
+        .im
+        .as_ref()
+        .ok_or("IM is not configured (set IM_SDKAPPID and IM_SECRET_KEY)")?;
+    let mut query: Vec<(String, String)> = event
+        .get("rawQueryString")
+        .and_then(Value::as_str)
+        .map(common::http::parse_query)
+        .unwrap_or_default();
+    query.retain(|(k, _)| !matches!(k.as_str(), "SdkAppid" | "Sign" | "RequestTime"));
+    query.insert(0, ("SdkAppid".into(), im.sdkappid.to_string()));
+    let what = match &im.callback_token {
+        Some(token) => {
+            let ts = opts.timestamp.clone().unwrap_or_else(now);
+            query.push(("RequestTime".into(), ts.clone()));
+            query.push((
+                "Sign".into(),
+                common::im::usersig::callback_sign(token.expose(), &ts),
+            ));
+            format!("signed IM callback (RequestTime {ts})")
+        }
+        None => "set SdkAppid (no IM_CALLBACK_TOKEN, so no Sign)".to_owned(),
+    };
+    set_query(event, &query);
+    Ok(what)
+}
+
+/// Signs a WeChat event (GET verification or POST push) for the app its path names, or an IM
+/// callback.
 pub fn sign_event(
     config: &Config,
     event: &mut Value,
@@ -61,6 +91,9 @@ pub fn sign_event(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
+    if path.ends_with("/im/callback") {
+        return sign_im(config, event, opts);
+    }
     let name = event
         .pointer("/pathParameters/app")
         .and_then(Value::as_str)
@@ -69,7 +102,7 @@ pub fn sign_event(
         .unwrap_or_default();
     let kind = AppKind::parse(&name)
         .filter(|_| path.contains("/wechat/"))
-        .ok_or("only WeChat events (rawPath /wechat/mp or /wechat/oa) can be signed")?;
+        .ok_or("only WeChat events (rawPath /wechat/mp or /wechat/oa) and IM callbacks (/im/callback) can be signed")?;
     let app = config.app(kind).ok_or_else(|| {
         format!(
             "WeChat app {kind} is not configured (set WECHAT_{}_APPID etc.)",

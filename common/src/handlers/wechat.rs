@@ -8,6 +8,7 @@ use crate::dedupe;
 use crate::http::{Request, Response};
 use crate::keys;
 use crate::ledger;
+use crate::oa;
 use crate::obs;
 use crate::store::{StoreError, Table, Write};
 use crate::wechat::message::{Event, Format, MessageKind};
@@ -98,7 +99,8 @@ pub async fn event(req: &Request, app: &App) -> Response {
             Err(e) => return refuse(&e, wapp.kind),
         };
         let msg = &inbound.message;
-        let plan = match plan(wapp.kind, &inbound, app).await {
+        let key = dedupe::delivery_key(msg);
+        let plan = match plan(wapp.kind, &inbound, &key, app).await {
             Ok(p) => p,
             Err(e) => return unavailable(&e, wapp.kind),
         };
@@ -117,7 +119,6 @@ pub async fn event(req: &Request, app: &App) -> Response {
             );
             return Response::text(200, "success");
         }
-        let key = dedupe::delivery_key(msg);
         let now = app.now();
         let mut writes = vec![dedupe::marker(
             wapp.kind.as_str(),
@@ -205,7 +206,12 @@ fn render_reply(wapp: &WechatApp, inbound: &Inbound, text: &str, now: i64) -> Re
 
 /// Decides the effect of a verified push. Reads happen here; writes are returned so that they
 /// commit atomically with the dedupe marker.
-async fn plan(app_kind: AppKind, inbound: &Inbound, app: &App) -> Result<Plan, StoreError> {
+async fn plan(
+    app_kind: AppKind,
+    inbound: &Inbound,
+    delivery: &str,
+    app: &App,
+) -> Result<Plan, StoreError> {
     let msg = &inbound.message;
     let now = app.now();
     let openid = msg.from_user.as_str();
@@ -231,7 +237,18 @@ async fn plan(app_kind: AppKind, inbound: &Inbound, app: &App) -> Result<Plan, S
             decision: "delivery_recorded",
             ..Default::default()
         },
-        MessageKind::Unknown { .. } | MessageKind::Event(Event::Other { .. }) => Plan {
+        MessageKind::Event(Event::Subscribe { .. }) if app_kind == AppKind::Oa => {
+            oa::on_follow(app, msg, delivery).await?
+        }
+        MessageKind::Event(Event::Unsubscribe) if app_kind == AppKind::Oa => {
+            oa::on_unfollow(app, msg, delivery).await?
+        }
+        MessageKind::Event(_) => Plan {
+            decision: "ignored_event",
+            ..Default::default()
+        },
+        _ if app_kind == AppKind::Oa => oa::on_user_message(app, msg, delivery).await?,
+        MessageKind::Unknown { .. } => Plan {
             decision: "ignored_unknown",
             ..Default::default()
         },

@@ -1,3 +1,5 @@
 //! Tencent Cloud IM: UserSig, callbacks and the REST API.
 
+pub mod callback;
+pub mod rest;
 pub mod usersig;

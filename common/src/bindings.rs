@@ -1,0 +1,107 @@
+//! IM user ↔ WeChat openid, stored both ways: `bind#im#<user>` (sort key = app) and
+//! `bind#<app>#<openid>`. Rebinding moves the openid: the previous owner of either side loses
+//! its half in the same transaction, so the two directions never disagree.
+
+use crate::config::AppKind;
+use crate::keys;
+use crate::store::{Item, Store, StoreError, Table, Write};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub user_id: String,
+    pub app: AppKind,
+    pub openid: String,
+    pub unionid: Option<String>,
+    pub bound_at: i64,
+}
+
+impl Binding {
+    fn from_item(user_id: &str, app: AppKind, i: &Item) -> Option<Binding> {
+        Some(Binding {
+            user_id: user_id.to_owned(),
+            app,
+            openid: i.s("openid")?.to_owned(),
+            unionid: i.s("unionid").map(str::to_owned),
+            bound_at: i.n("bound_at").unwrap_or(0),
+        })
+    }
+}
+
+pub async fn by_user(
+    store: &dyn Store,
+    user_id: &str,
+    app: AppKind,
+) -> Result<Option<Binding>, StoreError> {
+    let item = store
+        .get(Table::State, &keys::binding_by_user(user_id), app.as_str())
+        .await?;
+    Ok(item.and_then(|i| Binding::from_item(user_id, app, &i)))
+}
+
+pub async fn by_openid(
+    store: &dyn Store,
+    app: AppKind,
+    openid: &str,
+) -> Result<Option<String>, StoreError> {
+    let item = store
+        .get(
+            Table::State,
+            &keys::binding_by_openid(app, openid),
+            keys::ONE,
+        )
+        .await?;
+    Ok(item.and_then(|i| i.s("user_id").map(str::to_owned)))
+}
+
+/// Binds `user_id` to `openid` for `app`, moving either side away from a previous partner.
+/// Returns the previous binding of the user, if it pointed elsewhere.
+pub async fn bind(
+    store: &dyn Store,
+    user_id: &str,
+    app: AppKind,
+    openid: &str,
+    unionid: Option<&str>,
+    now: i64,
+) -> Result<Option<Binding>, StoreError> {
+    let previous = by_user(store, user_id, app).await?;
+    let previous_owner = by_openid(store, app, openid).await?;
+    let mut ws = vec![
+        Write::put(
+            Table::State,
+            Item::new(keys::binding_by_user(user_id), app.as_str())
+                .with("user_id", user_id)
+                .with("app", app.as_str())
+                .with("openid", openid)
+                .with_opt("unionid", unionid)
+                .with("bound_at", now),
+        ),
+        Write::put(
+            Table::State,
+            Item::new(keys::binding_by_openid(app, openid), keys::ONE)
+                .with("user_id", user_id)
+                .with("app", app.as_str())
+                .with("openid", openid)
+                .with("bound_at", now),
+        ),
+    ];
+    if let Some(p) = &previous
+        && p.openid != openid
+    {
+        ws.push(Write::delete(
+            Table::State,
+            &keys::binding_by_openid(app, &p.openid),
+            keys::ONE,
+        ));
+    }
+    if let Some(owner) = &previous_owner
+        && owner != user_id
+    {
+        ws.push(Write::delete(
+            Table::State,
+            &keys::binding_by_user(owner),
+            app.as_str(),
+        ));
+    }
+    store.transact(ws).await?;
+    Ok(previous.filter(|p| p.openid != openid))
+}

@@ -1,0 +1,446 @@
+//! IM third-party callbacks: authentication (SdkAppid, and Sign = sha256(token ‖ RequestTime)
+//! within a replay window) and a lenient model of the commands this service acts on. Unknown
+//! fields are ignored and numbers may arrive as strings (reference §2).
+
+use serde_json::Value;
+
+use super::usersig;
+use crate::config::ImConfig;
+use crate::http::Request;
+
+/// The answer IM expects to every accepted callback (anything else counts as a failure).
+pub const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("SdkAppid is missing or is not this application's")]
+    WrongAppId,
+    #[error("Sign and RequestTime are required when a callback token is configured")]
+    MissingSign,
+    #[error("RequestTime is outside the accepted window")]
+    Stale,
+    #[error("Sign does not match")]
+    BadSign,
+}
+
+impl AuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::WrongAppId => "wrong_sdkappid",
+            AuthError::MissingSign => "missing_sign",
+            AuthError::Stale => "stale_request",
+            AuthError::BadSign => "bad_sign",
+        }
+    }
+}
+
+/// Checks the query IM appends. The window guards against replays of a captured request; the
+/// Sign itself is compared in constant time.
+pub fn authenticate(im: &ImConfig, req: &Request, now: i64) -> Result<(), AuthError> {
+    let appid = req.query("SdkAppid").ok_or(AuthError::WrongAppId)?;
+    if appid.trim().parse::<u64>().ok() != Some(im.sdkappid) {
+        return Err(AuthError::WrongAppId);
+    }
+    let Some(token) = &im.callback_token else {
+        return Ok(());
+    };
+    let (Some(sign), Some(time)) = (req.query("Sign"), req.query("RequestTime")) else {
+        return Err(AuthError::MissingSign);
+    };
+    let t: i64 = time.trim().parse().map_err(|_| AuthError::Stale)?;
+    if (now - t).abs() > im.callback_window_secs {
+        return Err(AuthError::Stale);
+    }
+    if !usersig::verify_callback_sign(token.expose(), time, sign) {
+        return Err(AuthError::BadSign);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("body is not a JSON object")]
+    NotJson,
+    #[error("missing or invalid field {0}")]
+    Field(&'static str),
+}
+
+/// One element of a message body, reduced to what notifications and the bridge need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Element {
+    Text(String),
+    Custom {
+        desc: String,
+        data: String,
+    },
+    Image {
+        url: Option<String>,
+    },
+    Face {
+        index: i64,
+    },
+    Location {
+        desc: String,
+        latitude: String,
+        longitude: String,
+    },
+    Sound {
+        url: Option<String>,
+        seconds: i64,
+    },
+    File {
+        url: Option<String>,
+        name: String,
+    },
+    Video {
+        url: Option<String>,
+    },
+    Other(String),
+}
+
+impl Element {
+    /// A one-line human summary, used as the notification preview and for agent replies that
+    /// WeChat can only carry as text.
+    pub fn summary(&self) -> String {
+        match self {
+            Element::Text(t) => t.clone(),
+            Element::Custom { desc, .. } if !desc.is_empty() => format!("[自定义消息] {desc}"),
+            Element::Custom { .. } => "[自定义消息]".into(),
+            Element::Image { url: Some(u) } => format!("[图片] {u}"),
+            Element::Image { url: None } => "[图片]".into(),
+            Element::Face { .. } => "[表情]".into(),
+            Element::Location {
+                desc,
+                latitude,
+                longitude,
+            } => format!("[位置] {desc} ({latitude}, {longitude})").replace("  ", " "),
+            Element::Sound { seconds, .. } => format!("[语音] {seconds}\""),
+            Element::File { name, url } => match url {
+                Some(u) => format!("[文件] {name} {u}"),
+                None => format!("[文件] {name}"),
+            },
+            Element::Video { url: Some(u) } => format!("[视频] {u}"),
+            Element::Video { url: None } => "[视频]".into(),
+            Element::Other(t) => format!("[{t}]"),
+        }
+    }
+
+    /// The short label for previews, where a URL would only waste the 20 characters.
+    pub fn preview(&self) -> String {
+        match self {
+            Element::Text(t) => t.clone(),
+            Element::Image { .. } => "[图片]".into(),
+            Element::Sound { .. } => "[语音]".into(),
+            Element::Video { .. } => "[视频]".into(),
+            Element::File { name, .. } => format!("[文件] {name}"),
+            other => other.summary(),
+        }
+    }
+}
+
+/// A one-to-one message (before or after send).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct C2cMessage {
+    pub from: String,
+    pub to: String,
+    pub msg_seq: u64,
+    pub msg_random: u64,
+    pub msg_time: i64,
+    pub msg_key: String,
+    pub online_only: bool,
+    /// After-send only: 0 when delivered.
+    pub send_result: Option<i64>,
+    pub unread: Option<i64>,
+    pub body: Vec<Element>,
+    pub cloud_custom_data: Option<String>,
+}
+
+impl C2cMessage {
+    pub fn text_summary(&self) -> String {
+        self.body
+            .iter()
+            .map(Element::summary)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub fn preview(&self) -> String {
+        self.body
+            .iter()
+            .map(Element::preview)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// What identifies the message across retries: IM's MsgKey, scoped by the two parties.
+    pub fn idempotency_key(&self) -> String {
+        let key = if self.msg_key.is_empty() {
+            format!("{}_{}_{}", self.msg_seq, self.msg_random, self.msg_time)
+        } else {
+            self.msg_key.clone()
+        };
+        format!("{}|{}|{key}", self.from, self.to)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub user: String,
+    /// `Login`, `Logout` or `Disconnect`.
+    pub action: String,
+    pub reason: String,
+    /// Milliseconds.
+    pub event_time_ms: i64,
+    /// Platforms of other devices this login kicked off.
+    pub kicked: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Callback {
+    StateChange(StateChange),
+    C2cBeforeSend(C2cMessage),
+    C2cAfterSend(C2cMessage),
+    /// Any other command: acknowledged, not acted on.
+    Other(String),
+}
+
+/// Integers that may arrive as JSON numbers or as strings of digits.
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn opt_url(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+fn element(v: &Value) -> Element {
+    let c = &v["MsgContent"];
+    let s = |k: &str| c[k].as_str().unwrap_or("").to_owned();
+    match v["MsgType"].as_str().unwrap_or("") {
+        "TIMTextElem" => Element::Text(s("Text")),
+        "TIMCustomElem" => Element::Custom {
+            desc: s("Desc"),
+            data: s("Data"),
+        },
+        "TIMImageElem" => {
+            // The original image (Type 1) when listed, else the first URL there is.
+            let infos = c["ImageInfoArray"].as_array();
+            let url = infos.and_then(|a| {
+                a.iter()
+                    .find(|i| int(&i["Type"]) == Some(1))
+                    .or_else(|| a.first())
+                    .and_then(|i| opt_url(&i["URL"]))
+            });
+            Element::Image { url }
+        }
+        "TIMFaceElem" => Element::Face {
+            index: int(&c["Index"]).unwrap_or(0),
+        },
+        "TIMLocationElem" => Element::Location {
+            desc: s("Desc"),
+            latitude: string(&c["Latitude"]).unwrap_or_default(),
+            longitude: string(&c["Longitude"]).unwrap_or_default(),
+        },
+        "TIMSoundElem" => Element::Sound {
+            url: opt_url(&c["Url"]),
+            seconds: int(&c["Second"]).unwrap_or(0),
+        },
+        "TIMFileElem" => Element::File {
+            url: opt_url(&c["Url"]),
+            name: s("FileName"),
+        },
+        "TIMVideoFileElem" => Element::Video {
+            url: opt_url(&c["VideoUrl"]),
+        },
+        other => Element::Other(other.to_owned()),
+    }
+}
+
+fn c2c(v: &Value) -> Result<C2cMessage, ParseError> {
+    let from = v["From_Account"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or(ParseError::Field("From_Account"))?;
+    let to = v["To_Account"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or(ParseError::Field("To_Account"))?;
+    let body = match &v["MsgBody"] {
+        Value::Array(a) => a.iter().map(element).collect(),
+        Value::Null => vec![],
+        _ => return Err(ParseError::Field("MsgBody")),
+    };
+    Ok(C2cMessage {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        msg_seq: int(&v["MsgSeq"]).unwrap_or(0) as u64,
+        msg_random: int(&v["MsgRandom"]).unwrap_or(0) as u64,
+        msg_time: int(&v["MsgTime"]).unwrap_or(0),
+        msg_key: v["MsgKey"].as_str().unwrap_or("").to_owned(),
+        online_only: int(&v["OnlineOnlyFlag"]) == Some(1),
+        send_result: int(&v["SendMsgResult"]),
+        unread: int(&v["UnreadMsgNum"]),
+        body,
+        cloud_custom_data: v["CloudCustomData"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+    })
+}
+
+/// Parses a callback body; `command` is the query's `CallbackCommand`, falling back to the
+/// body's own field.
+pub fn parse(command: Option<&str>, body: &[u8]) -> Result<Callback, ParseError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| ParseError::NotJson)?;
+    if !v.is_object() {
+        return Err(ParseError::NotJson);
+    }
+    let command = command
+        .filter(|c| !c.is_empty())
+        .or_else(|| v["CallbackCommand"].as_str())
+        .ok_or(ParseError::Field("CallbackCommand"))?;
+    Ok(match command {
+        "State.StateChange" => {
+            let info = &v["Info"];
+            let user = info["To_Account"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .ok_or(ParseError::Field("Info.To_Account"))?;
+            let action = info["Action"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .ok_or(ParseError::Field("Info.Action"))?;
+            Callback::StateChange(StateChange {
+                user: user.to_owned(),
+                action: action.to_owned(),
+                reason: info["Reason"].as_str().unwrap_or("").to_owned(),
+                event_time_ms: int(&v["EventTime"]).ok_or(ParseError::Field("EventTime"))?,
+                kicked: v["KickedDevice"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|d| d["Platform"].as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        }
+        "C2C.CallbackBeforeSendMsg" => Callback::C2cBeforeSend(c2c(&v)?),
+        "C2C.CallbackAfterSendMsg" => Callback::C2cAfterSend(c2c(&v)?),
+        other => Callback::Other(other.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn im(token: Option<&str>) -> ImConfig {
+        ImConfig {
+            sdkappid: 1400000000,
+            secret_key: Secret::new("k"),
+            admin_user: "administrator".into(),
+            api_base: "http://127.0.0.1:1".into(),
+            callback_token: token.map(Secret::new),
+            callback_window_secs: 300,
+            agents: vec![],
+        }
+    }
+
+    fn req(q: &str) -> Request {
+        Request::new("POST", &format!("/im/callback?{q}"))
+    }
+
+    #[test]
+    fn official_sign_vector_authenticates() {
+        let r = req(
+            "SdkAppid=1400000000&CallbackCommand=State.StateChange&Sign=17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061&RequestTime=1669872112",
+        );
+        assert_eq!(
+            authenticate(&im(Some("xxxxyyyy")), &r, 1669872112 + 10),
+            Ok(())
+        );
+        // The IM overview page's typo: the same hash with token "xxxyyy" must not pass.
+        assert_eq!(
+            authenticate(&im(Some("xxxyyy")), &r, 1669872112),
+            Err(AuthError::BadSign)
+        );
+        assert_eq!(
+            authenticate(&im(Some("xxxxyyyy")), &r, 1669872112 + 301),
+            Err(AuthError::Stale)
+        );
+        assert_eq!(
+            authenticate(&im(Some("xxxxyyyy")), &r, 1669872112 - 301),
+            Err(AuthError::Stale)
+        );
+    }
+
+    #[test]
+    fn appid_and_missing_sign() {
+        let r = req("SdkAppid=1400000001");
+        assert_eq!(authenticate(&im(None), &r, 0), Err(AuthError::WrongAppId));
+        let r = req("SdkAppid=1400000000");
+        assert_eq!(authenticate(&im(None), &r, 0), Ok(()));
+        assert_eq!(
+            authenticate(&im(Some("t")), &r, 0),
+            Err(AuthError::MissingSign)
+        );
+        assert_eq!(
+            authenticate(&im(None), &req("x=1"), 0),
+            Err(AuthError::WrongAppId)
+        );
+    }
+
+    #[test]
+    fn parses_documented_samples_leniently() {
+        let s = br#"{"CallbackCommand":"State.StateChange","EventTime":"1629883332497","Info":{"Action":"Login","To_Account":"testuser316","Reason":"Register"},"KickedDevice":[{"Platform":"Windows"},{"Platform":"Android"}],"Extra":1}"#;
+        let Callback::StateChange(sc) = parse(None, s).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (sc.user.as_str(), sc.action.as_str(), sc.event_time_ms),
+            ("testuser316", "Login", 1629883332497)
+        );
+        assert_eq!(sc.kicked, ["Windows", "Android"]);
+        let m = br#"{"CallbackCommand":"C2C.CallbackAfterSendMsg","From_Account":"jared","To_Account":"Jonh","MsgSeq":48374,"MsgRandom":"2837546","MsgTime":1557481126,"MsgKey":"48374_2837546_1557481126","OnlineOnlyFlag":0,"SendMsgResult":0,"ErrorInfo":"send msg succeed","UnreadMsgNum":7,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"red packet"}},{"MsgType":"TIMImageElem","MsgContent":{"UUID":"u","ImageFormat":1,"ImageInfoArray":[{"Type":3,"URL":"https://t"},{"Type":1,"URL":"https://o"}]}},{"MsgType":"TIMNewElem","MsgContent":{}}],"CloudCustomData":"x"}"#;
+        let Callback::C2cAfterSend(c) = parse(Some("C2C.CallbackAfterSendMsg"), m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.msg_random, 2837546);
+        assert_eq!(c.unread, Some(7));
+        assert_eq!(c.text_summary(), "red packet [图片] https://o [TIMNewElem]");
+        assert_eq!(c.preview(), "red packet [图片] [TIMNewElem]");
+        assert_eq!(c.idempotency_key(), "jared|Jonh|48374_2837546_1557481126");
+        assert_eq!(
+            parse(Some("Group.CallbackAfterSendMsg"), b"{}").unwrap(),
+            Callback::Other("Group.CallbackAfterSendMsg".into())
+        );
+        assert_eq!(parse(None, b"[1]").unwrap_err(), ParseError::NotJson);
+        assert_eq!(parse(None, b"{").unwrap_err(), ParseError::NotJson);
+        assert_eq!(
+            parse(Some("C2C.CallbackAfterSendMsg"), b"{}").unwrap_err(),
+            ParseError::Field("From_Account")
+        );
+        assert_eq!(
+            parse(
+                Some("State.StateChange"),
+                br#"{"Info":{"Action":"Login","To_Account":"u"}}"#
+            )
+            .unwrap_err(),
+            ParseError::Field("EventTime")
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! One subscribe message, the way every path sends it (merged notifications, admin sends, the
+//! customer-service fallback): spend a credit first (conditional decrement), send, and settle the
+//! credit by the answer — kept when WeChat took the message, zeroed on 43101, given back when the
+//! failure was not the user's.
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::app::{App, CallError};
+use crate::config::AppKind;
+use crate::keys;
+use crate::ledger;
+use crate::obs;
+use crate::store::{Item, StoreError, TTL_ATTR, Table, Write};
+use crate::wechat::api::ErrorClass;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    Sent {
+        msgid: String,
+    },
+    /// No credit for (openid, template): nothing was sent.
+    NoCredit,
+    /// WeChat refused for good (the reason is its errcode or our validation).
+    Failed {
+        reason: String,
+    },
+    /// Worth another attempt; the credit has been given back.
+    Retry {
+        reason: String,
+        after_secs: u64,
+    },
+}
+
+/// The request body for WeChat: mini-program `subscribe/send`, or the official account's
+/// `subscribe/bizsend` (订阅通知), which takes the same data.
+pub fn body(
+    openid: &str,
+    template_id: &str,
+    data: &Value,
+    page: Option<&str>,
+    state: Option<&str>,
+    lang: Option<&str>,
+) -> Value {
+    let mut b = serde_json::json!({ "touser": openid, "template_id": template_id, "data": data });
+    if let Some(p) = page.filter(|p| !p.is_empty()) {
+        b["page"] = Value::String(p.to_owned());
+    }
+    if let Some(s) = state {
+        b["miniprogram_state"] = Value::String(s.to_owned());
+    }
+    if let Some(l) = lang {
+        b["lang"] = Value::String(l.to_owned());
+    }
+    b
+}
+
+pub async fn send(
+    app: &App,
+    kind: AppKind,
+    openid: &str,
+    template_id: &str,
+    body: &Value,
+) -> Result<SendOutcome, StoreError> {
+    let store = &*app.store;
+    let now = app.now();
+    if !ledger::spend(store, kind, openid, template_id, now).await? {
+        return Ok(SendOutcome::NoCredit);
+    }
+    let api = &app.wechat;
+    let result = app
+        .wechat_call(kind, |token| async move {
+            match kind {
+                AppKind::Mp => api.send_subscribe(&token, body).await,
+                AppKind::Oa => api.send_oa_subscribe(&token, body).await,
+            }
+        })
+        .await;
+    Ok(match result {
+        Ok(msgid) => {
+            info!(
+                app = kind.as_str(),
+                decision = "subscribe_sent",
+                template_id,
+                "sent"
+            );
+            SendOutcome::Sent { msgid }
+        }
+        Err(e) => settle(app, kind, openid, template_id, &e).await?,
+    })
+}
+
+async fn settle(
+    app: &App,
+    kind: AppKind,
+    openid: &str,
+    template_id: &str,
+    e: &CallError,
+) -> Result<SendOutcome, StoreError> {
+    let store = &*app.store;
+    let now = app.now();
+    let reason = e.reason();
+    warn!(app = kind.as_str(), decision = "subscribe_failed", reason = %reason, "{e}");
+    if e.errcode() == Some(43101) {
+        // WeChat says there is no subscription, whatever was counted: trust it.
+        store
+            .write(ledger::zero(kind, openid, template_id, now, "43101"))
+            .await?;
+        return Ok(SendOutcome::Failed { reason });
+    }
+    store
+        .write(ledger::refund(kind, openid, template_id, now))
+        .await?;
+    Ok(match e.class() {
+        ErrorClass::Retryable { after_secs } => SendOutcome::Retry { reason, after_secs },
+        _ => {
+            obs::metric("SendFailures", &[("ErrCode", &reason)], 1.0);
+            SendOutcome::Failed { reason }
+        }
+    })
+}
+
+/// Links a msgid WeChat returned to the outbox item it came from, for the delivery-result event.
+pub fn msg_record(
+    kind: AppKind,
+    msgid: &str,
+    outbox_id: &str,
+    openid: &str,
+    template_id: &str,
+    now: i64,
+    retention_secs: i64,
+) -> Write {
+    Write::put(
+        Table::State,
+        Item::new(keys::wechat_msg(kind, msgid), keys::ONE)
+            .with("outbox_id", outbox_id)
+            .with("openid", openid)
+            .with("template_id", template_id)
+            .with("sent_at", now)
+            .with(TTL_ATTR, now + retention_secs),
+    )
+}

@@ -1,0 +1,137 @@
+//! Presence from `State.StateChange`, one item per (user, platform) ordered by `EventTime`: a
+//! late, older event never overwrites a newer one. A user is online when any platform's latest
+//! state is a fresh Login.
+
+use crate::im::callback::StateChange;
+use crate::keys;
+use crate::store::{Cond, Store, StoreError, Table, Update, Write};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Online,
+    Offline,
+    /// No record, or only a Login older than the staleness limit: mini-program and web clients
+    /// never report going away, so only `query_online_status` can tell.
+    Unknown,
+}
+
+impl Presence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presence::Online => "online",
+            Presence::Offline => "offline",
+            Presence::Unknown => "unknown",
+        }
+    }
+}
+
+fn state_of(action: &str) -> &'static str {
+    match action {
+        "Login" => "online",
+        "Logout" => "offline",
+        // Disconnect is "offline or in the background": either way not looking at the app.
+        _ => "disconnected",
+    }
+}
+
+fn platform_key(p: &str) -> String {
+    let p = p.trim().to_ascii_lowercase();
+    if p.is_empty() { "unknown".into() } else { p }
+}
+
+/// The writes for one state change: the platform it came from, and any devices a Login kicked
+/// off. Each is conditional on being newer than what is stored, so each is written on its own.
+pub fn change_writes(sc: &StateChange, platform: Option<&str>, now: i64) -> Vec<Write> {
+    let pk = keys::presence(&sc.user);
+    let newer = || {
+        Cond::Or(vec![
+            Cond::lacks("event_time_ms"),
+            Cond::lt("event_time_ms", sc.event_time_ms),
+        ])
+    };
+    let this = platform_key(platform.unwrap_or(""));
+    let mut out = vec![
+        Write::update(
+            crate::store::Table::State,
+            &pk,
+            &this,
+            vec![
+                Update::set("user", sc.user.as_str()),
+                Update::set("state", state_of(&sc.action)),
+                Update::set("action", sc.action.as_str()),
+                Update::set("reason", sc.reason.as_str()),
+                Update::set("event_time_ms", sc.event_time_ms),
+                Update::set("updated_at", now),
+            ],
+        )
+        .when(newer()),
+    ];
+    for kicked in &sc.kicked {
+        let p = platform_key(kicked);
+        if p != this {
+            out.push(
+                Write::update(
+                    Table::State,
+                    &pk,
+                    &p,
+                    vec![
+                        Update::set("user", sc.user.as_str()),
+                        Update::set("state", "offline"),
+                        Update::set("action", "Kicked"),
+                        Update::set("reason", "KickedByLogin"),
+                        Update::set("event_time_ms", sc.event_time_ms),
+                        Update::set("updated_at", now),
+                    ],
+                )
+                .when(newer()),
+            );
+        }
+    }
+    out
+}
+
+/// Applies a state change; returns false when it was older than what is stored.
+pub async fn record(
+    store: &dyn Store,
+    sc: &StateChange,
+    platform: Option<&str>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut applied = false;
+    for (i, w) in change_writes(sc, platform, now).into_iter().enumerate() {
+        match store.write(w).await {
+            Ok(_) => applied |= i == 0,
+            Err(StoreError::ConditionFailed { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(applied)
+}
+
+/// What the callbacks say about a user now.
+pub async fn of(
+    store: &dyn Store,
+    user: &str,
+    now: i64,
+    stale_secs: i64,
+) -> Result<Presence, StoreError> {
+    let items = store.query(Table::State, &keys::presence(user), "").await?;
+    if items.is_empty() {
+        return Ok(Presence::Unknown);
+    }
+    let mut stale_login = false;
+    for i in &items {
+        if i.s("state") == Some("online") {
+            let at = i.n("event_time_ms").unwrap_or(0) / 1000;
+            if now - at <= stale_secs {
+                return Ok(Presence::Online);
+            }
+            stale_login = true;
+        }
+    }
+    Ok(if stale_login {
+        Presence::Unknown
+    } else {
+        Presence::Offline
+    })
+}

@@ -1,0 +1,16 @@
+//! Lambda: the outbox table's DynamoDB Stream (INSERT records). Answers a partial-batch response
+//! so that only what failed is retried. All logic is in `common::dispatch`.
+
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let app = common::lambda::init("notify-dispatch").await?;
+    lambda_runtime::run(service_fn(
+        move |ev: LambdaEvent<serde_json::Value>| async move {
+            let resp = common::dispatch::stream(&ev.payload, app, &ev.context.request_id).await;
+            Ok::<_, std::convert::Infallible>(resp)
+        },
+    ))
+    .await
+}

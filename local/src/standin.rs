@@ -1,0 +1,489 @@
+//! Local stand-ins of the WeChat and IM server APIs, speaking their documented wire format
+//! (including their error answers), for the demo, `wxim standins` and the tests. They keep just
+//! enough state to behave like the real services: issued access tokens, used login codes, IM
+//! accounts and presence. Any answer can be scripted ahead (an error, an HTTP failure, a delay)
+//! to rehearse what the real services do on a bad day.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::http::{Request, Response};
+use common::im::usersig;
+use common::notify::keyword::{self, Mode};
+use serde_json::{Value, json};
+
+use crate::httpd;
+
+/// A scripted answer for the next call to a path.
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    /// A JSON body with HTTP 200 (WeChat and IM put their errors in the body).
+    Json(Value),
+    /// An HTTP status with a plain body (gateway failures).
+    Status(u16),
+    /// Wait, then answer the inner script (or the normal answer when `None`).
+    Delay(Duration, Option<Box<Scripted>>),
+}
+
+/// One request as the stand-in received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Recorded {
+    pub fn query(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Vec<Recorded>,
+    scripts: HashMap<String, VecDeque<Scripted>>,
+    /// WeChat: appid → (secret, current token, generation).
+    apps: HashMap<String, (String, String, u32)>,
+    /// WeChat: code → (appid, openid, unionid) and the codes already exchanged.
+    codes: HashMap<String, (String, String, Option<String>)>,
+    used_codes: HashSet<String>,
+    msgid: u64,
+    /// IM: imported accounts, presence, and (from, to, random) already delivered.
+    accounts: HashSet<String>,
+    online: HashMap<String, String>,
+    delivered: HashSet<(String, String, u64)>,
+    allow_delete: bool,
+    im: Option<(u64, String, String)>,
+    print: bool,
+}
+
+#[derive(Clone)]
+pub struct StandIn {
+    pub base: String,
+    shared: Arc<Mutex<Shared>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.task) == 1 {
+            self.task.abort();
+        }
+    }
+}
+
+fn wx_error(code: i64, msg: &str) -> Response {
+    Response::json(200, &json!({ "errcode": code, "errmsg": msg }))
+}
+
+fn im_error(code: i64, info: &str) -> Response {
+    Response::json(
+        200,
+        &json!({ "ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info }),
+    )
+}
+
+fn im_ok(mut extra: Value) -> Response {
+    extra["ActionStatus"] = json!("OK");
+    extra["ErrorCode"] = json!(0);
+    extra["ErrorInfo"] = json!("");
+    Response::json(200, &extra)
+}
+
+impl StandIn {
+    async fn start(
+        port: u16,
+        shared: Shared,
+        route: fn(&Arc<Mutex<Shared>>, &Request, &Value) -> Response,
+    ) -> std::io::Result<StandIn> {
+        let listener = httpd::bind(port).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let shared = Arc::new(Mutex::new(shared));
+        let s2 = shared.clone();
+        let handler: httpd::Handler = Arc::new(move |req: Request| {
+            let shared = s2.clone();
+            Box::pin(async move {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                let (script, print) = {
+                    let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    g.requests.push(Recorded {
+                        path: req.path.clone(),
+                        query: req.query.clone(),
+                        body: body.clone(),
+                    });
+                    (
+                        g.scripts.get_mut(&req.path).and_then(VecDeque::pop_front),
+                        g.print,
+                    )
+                };
+                if print {
+                    let mut shown_body = body.clone();
+                    // Even a stand-in does not print app secrets.
+                    if let Some(o) = shown_body.as_object_mut()
+                        && o.contains_key("secret")
+                    {
+                        o.insert("secret".into(), json!("***"));
+                    }
+                    let shown = if body.is_null() {
+                        String::new()
+                    } else {
+                        serde_json::to_string_pretty(&shown_body).unwrap_or_default()
+                    };
+                    println!(
+                        "   [stand-in] {} {} {}",
+                        req.method,
+                        req.path,
+                        shown.replace('\n', "\n      ")
+                    );
+                }
+                let mut script = script;
+                loop {
+                    match script {
+                        Some(Scripted::Json(v)) => return Response::json(200, &v),
+                        Some(Scripted::Status(s)) => return Response::text(s, "upstream failure"),
+                        Some(Scripted::Delay(d, inner)) => {
+                            tokio::time::sleep(d).await;
+                            script = inner.map(|b| *b);
+                        }
+                        None => return route(&shared, &req, &body),
+                    }
+                }
+            })
+        });
+        let task = tokio::spawn(httpd::serve(listener, handler));
+        Ok(StandIn {
+            base,
+            shared,
+            task: Arc::new(task),
+        })
+    }
+
+    /// The WeChat API: stable_token, subscribe/send, subscribe/bizsend, custom/send,
+    /// jscode2session. `apps` are the (appid, secret) pairs it accepts.
+    pub async fn wechat(port: u16, apps: &[(&str, &str)]) -> std::io::Result<StandIn> {
+        let mut s = Shared::default();
+        for (appid, secret) in apps {
+            s.apps.insert(
+                (*appid).to_owned(),
+                ((*secret).to_owned(), String::new(), 0),
+            );
+        }
+        s.msgid = 3_000_000_000_000_000_000;
+        Self::start(port, s, wechat_route).await
+    }
+
+    /// The IM REST API for one SDKAppID: admin UserSig checked with the key, accounts, presence,
+    /// one-to-one sends. `accounts` exist from the start (the agents, typically).
+    pub async fn im(
+        port: u16,
+        sdkappid: u64,
+        key: &str,
+        admin: &str,
+        accounts: &[&str],
+    ) -> std::io::Result<StandIn> {
+        let s = Shared {
+            im: Some((sdkappid, key.to_owned(), admin.to_owned())),
+            accounts: accounts.iter().map(|a| (*a).to_owned()).collect(),
+            ..Default::default()
+        };
+        Self::start(port, s, im_route).await
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
+        f(&mut self.shared.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Prints every request it receives (the demo shows what would be posted to WeChat).
+    pub fn print_requests(&self, on: bool) {
+        self.with(|s| s.print = on);
+    }
+
+    /// The next answers for `path`, in order, before it goes back to its normal behaviour.
+    pub fn script(&self, path: &str, answers: Vec<Scripted>) {
+        self.with(|s| {
+            s.scripts
+                .entry(path.to_owned())
+                .or_default()
+                .extend(answers)
+        });
+    }
+
+    pub fn requests(&self, path: &str) -> Vec<Recorded> {
+        self.with(|s| {
+            s.requests
+                .iter()
+                .filter(|r| r.path == path)
+                .cloned()
+                .collect()
+        })
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.with(|s| s.requests.iter().filter(|r| r.path == path).count())
+    }
+
+    /// WeChat: a `wx.login` code that `jscode2session` will exchange once.
+    pub fn add_code(&self, code: &str, appid: &str, openid: &str, unionid: Option<&str>) {
+        self.with(|s| {
+            s.codes.insert(
+                code.to_owned(),
+                (
+                    appid.to_owned(),
+                    openid.to_owned(),
+                    unionid.map(str::to_owned),
+                ),
+            )
+        });
+    }
+
+    /// IM: what `query_online_status` reports for a user (`Online`, `PushOnline`, `Offline`).
+    pub fn set_online(&self, user: &str, status: &str) {
+        self.with(|s| s.online.insert(user.to_owned(), status.to_owned()));
+    }
+
+    /// IM: whether `account_delete` is allowed (only the Trial edition allows it).
+    pub fn allow_delete(&self, yes: bool) {
+        self.with(|s| s.allow_delete = yes);
+    }
+
+    pub fn has_account(&self, user: &str) -> bool {
+        self.with(|s| s.accounts.contains(user))
+    }
+
+    /// The current token the stand-in would accept for an app (to simulate a revoked token).
+    pub fn revoke_token(&self, appid: &str) {
+        self.with(|s| {
+            if let Some(a) = s.apps.get_mut(appid) {
+                a.2 += 1;
+                a.1 = format!("ACCESS_TOKEN_{appid}_{}", a.2);
+            }
+        });
+    }
+}
+
+fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Response {
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let token_ok = |s: &Shared| {
+        let t = req.query("access_token").unwrap_or("");
+        !t.is_empty() && s.apps.values().any(|a| a.1 == t)
+    };
+    match req.path.as_str() {
+        "/cgi-bin/stable_token" => {
+            if req.method != "POST" {
+                return wx_error(43002, "require POST method");
+            }
+            if body["grant_type"] != "client_credential" {
+                return wx_error(40002, "invalid grant_type");
+            }
+            let appid = body["appid"].as_str().unwrap_or("");
+            let Some(app) = s.apps.get_mut(appid) else {
+                return wx_error(40013, "invalid appid");
+            };
+            if body["secret"].as_str() != Some(app.0.as_str()) {
+                return wx_error(40125, "invalid appsecret");
+            }
+            // Normal mode returns the same token while it is valid; force_refresh rotates it.
+            if app.1.is_empty() || body["force_refresh"] == true {
+                app.2 += 1;
+                app.1 = format!("ACCESS_TOKEN_{appid}_{}", app.2);
+            }
+            Response::json(200, &json!({ "access_token": app.1, "expires_in": 7200 }))
+        }
+        "/cgi-bin/message/subscribe/send" | "/cgi-bin/message/subscribe/bizsend" => {
+            if !token_ok(&s) {
+                return wx_error(
+                    40001,
+                    "invalid credential, access_token is invalid or not latest",
+                );
+            }
+            if body["touser"].as_str().is_none_or(str::is_empty) {
+                return wx_error(40003, "invalid openid");
+            }
+            if body["template_id"].as_str().is_none_or(str::is_empty) {
+                return wx_error(40037, "invalid template_id");
+            }
+            let Some(data) = body["data"].as_object() else {
+                return wx_error(47003, "argument invalid! data invalid");
+            };
+            for (k, v) in data {
+                let ok = v["value"]
+                    .as_str()
+                    .is_some_and(|val| keyword::normalise(k, val, Mode::Strict).is_ok());
+                if !ok {
+                    return wx_error(47003, &format!("argument invalid! data.{k}.value invalid"));
+                }
+            }
+            s.msgid += 1;
+            Response::json(
+                200,
+                &json!({ "errcode": 0, "errmsg": "ok", "msgid": s.msgid }),
+            )
+        }
+        "/cgi-bin/message/custom/send" => {
+            if !token_ok(&s) {
+                return wx_error(
+                    40001,
+                    "invalid credential, access_token is invalid or not latest",
+                );
+            }
+            if body["touser"].as_str().is_none_or(str::is_empty) {
+                return wx_error(40003, "invalid openid");
+            }
+            wx_error(0, "ok")
+        }
+        "/sns/jscode2session" => {
+            let appid = req.query("appid").unwrap_or("");
+            let Some(app) = s.apps.get(appid) else {
+                return wx_error(40013, "invalid appid");
+            };
+            if req.query("secret") != Some(app.0.as_str()) {
+                return wx_error(40125, "invalid appsecret");
+            }
+            let code = req.query("js_code").unwrap_or("").to_owned();
+            if s.used_codes.contains(&code) {
+                return wx_error(40163, "code been used");
+            }
+            let Some((code_app, openid, unionid)) = s.codes.get(&code).cloned() else {
+                return wx_error(40029, "invalid code");
+            };
+            if code_app != appid {
+                return wx_error(40029, "invalid code");
+            }
+            s.used_codes.insert(code);
+            let mut v = json!({ "openid": openid, "session_key": "tiihtNczf5v6AKRyjwEUhQ==" });
+            if let Some(u) = unionid {
+                v["unionid"] = json!(u);
+            }
+            Response::json(200, &v)
+        }
+        _ => Response::text(404, "not found"),
+    }
+}
+
+fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Response {
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((sdkappid, key, admin)) = s.im.clone() else {
+        return Response::text(500, "not an IM stand-in");
+    };
+    if req.query("sdkappid").and_then(|v| v.parse::<u64>().ok()) != Some(sdkappid) {
+        return im_error(60006, "SDKAppID invalid");
+    }
+    if req.query("identifier") != Some(admin.as_str()) {
+        return im_error(60010, "the request requires app admin permission");
+    }
+    if req
+        .query("random")
+        .and_then(|r| r.parse::<u32>().ok())
+        .is_none()
+    {
+        return im_error(60002, "HTTP parse error: random");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match usersig::verify(
+        sdkappid,
+        &key,
+        req.query("usersig").unwrap_or(""),
+        &admin,
+        now,
+    ) {
+        Ok(_) => {}
+        Err(usersig::UserSigError::Expired { .. }) => return im_error(70001, "UserSig expired"),
+        Err(_) => return im_error(70009, "UserSig verification failed"),
+    }
+    if !body.is_object() {
+        return im_error(90001, "JSON parse error");
+    }
+    match req.path.as_str() {
+        "/v4/openim/query_online_status" => {
+            let users: Vec<String> = body["To_Account"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|u| u.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut result = vec![];
+            let mut errors = vec![];
+            for u in users {
+                if !s.accounts.contains(&u) && !s.online.contains_key(&u) {
+                    errors.push(json!({ "To_Account": u, "ErrorCode": 70107 }));
+                    continue;
+                }
+                let st = s
+                    .online
+                    .get(&u)
+                    .cloned()
+                    .unwrap_or_else(|| "Offline".into());
+                result.push(json!({ "To_Account": u, "Status": st, "Detail": [] }));
+            }
+            im_ok(json!({ "QueryResult": result, "ErrorList": errors }))
+        }
+        "/v4/im_open_login_svc/account_import" => {
+            let Some(u) = body["UserID"]
+                .as_str()
+                .or_else(|| body["Identifier"].as_str())
+            else {
+                return im_error(70402, "UserID is required");
+            };
+            if u.len() > 32 {
+                return im_error(70402, "UserID too long");
+            }
+            s.accounts.insert(u.to_owned());
+            im_ok(json!({}))
+        }
+        "/v4/im_open_login_svc/account_delete" => {
+            if !s.allow_delete {
+                return im_error(
+                    71000,
+                    "account deletion is only allowed in the Trial edition",
+                );
+            }
+            let mut items = vec![];
+            for i in body["DeleteItem"].as_array().into_iter().flatten() {
+                let u = i["UserID"].as_str().unwrap_or("").to_owned();
+                let code = if s.accounts.remove(&u) { 0 } else { 70107 };
+                items.push(json!({ "ResultCode": code, "ResultInfo": "", "UserID": u }));
+            }
+            im_ok(json!({ "ResultItem": items }))
+        }
+        "/v4/openim/sendmsg" => {
+            let to = body["To_Account"].as_str().unwrap_or("").to_owned();
+            let from = body["From_Account"].as_str().unwrap_or(&admin).to_owned();
+            let Some(random) = body["MsgRandom"].as_u64() else {
+                return im_error(90007, "MsgRandom is required");
+            };
+            if body["MsgBody"].as_array().is_none_or(Vec::is_empty) {
+                return im_error(90005, "MsgBody is required");
+            }
+            for u in [&from, &to] {
+                if *u != admin && !s.accounts.contains(u) {
+                    return im_error(
+                        90012,
+                        "To_Account or From_Account is not an imported account",
+                    );
+                }
+            }
+            // A resend with the same MsgRandom is recognised as the same message.
+            s.delivered.insert((from, to, random));
+            im_ok(json!({ "MsgTime": now, "MsgKey": format!("1_{random}_{now}") }))
+        }
+        _ => Response::text(404, "not found"),
+    }
+}
+
+impl StandIn {
+    /// How many distinct one-to-one messages IM actually delivered (resends with the same
+    /// MsgRandom count once).
+    pub fn delivered(&self) -> usize {
+        self.with(|s| s.delivered.len())
+    }
+}

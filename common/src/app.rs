@@ -68,7 +68,7 @@ impl CallError {
 
 impl App {
     pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> App {
-        let http = WechatApi::http_client();
+        let http = WechatApi::http_client(config.http_timeout_ms);
         let wechat = WechatApi::new(http.clone(), &config.wechat_api_base);
         let im = config.im.as_ref().map(|im| ImApi::new(http, im));
         App {

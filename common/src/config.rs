@@ -159,6 +159,8 @@ pub struct Config {
     pub dispatch_max_attempts: i64,
     /// First pause before a failed send is retried; doubles per attempt (at most 20 s).
     pub dispatch_backoff_ms: u64,
+    /// Whole-request timeout of WeChat and IM API calls (above IM's own 3 s).
+    pub http_timeout_ms: u64,
     pub outbox_retention_secs: i64,
     pub admin_token: Option<Secret>,
 }
@@ -242,6 +244,7 @@ impl Config {
             presence_stale_secs: env.int("PRESENCE_STALE_SECS", 600, 0, 7 * 86_400)?,
             dispatch_max_attempts: env.int("DISPATCH_MAX_ATTEMPTS", 5, 1, 50)?,
             dispatch_backoff_ms: env.int("DISPATCH_BACKOFF_MS", 1000, 0, 20_000)? as u64,
+            http_timeout_ms: env.int("HTTP_TIMEOUT_MS", 6000, 100, 60_000)? as u64,
             outbox_retention_secs: env.int(
                 "OUTBOX_RETENTION_SECS",
                 30 * 86_400,

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::clock::Clock as _;
 use common::http::{Request, Response};
 use common::im::usersig;
 use common::notify::keyword::{self, Mode};
@@ -60,6 +61,8 @@ struct Shared {
     allow_delete: bool,
     im: Option<(u64, String, String)>,
     print: bool,
+    /// The time the IM stand-in checks UserSig expiry against (the system clock by default).
+    clock: Option<Arc<dyn common::clock::Clock>>,
 }
 
 #[derive(Clone)]
@@ -196,6 +199,11 @@ impl StandIn {
 
     fn with<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {
         f(&mut self.shared.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Checks UserSig expiry against this clock instead of the system's (tests on a manual clock).
+    pub fn use_clock(&self, clock: Arc<dyn common::clock::Clock>) {
+        self.with(|s| s.clock = Some(clock));
     }
 
     /// Prints every request it receives (the demo shows what would be posted to WeChat).
@@ -383,10 +391,10 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
     {
         return im_error(60002, "HTTP parse error: random");
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = match &s.clock {
+        Some(c) => c.now(),
+        None => common::clock::SystemClock.now(),
+    };
     match usersig::verify(
         sdkappid,
         &key,

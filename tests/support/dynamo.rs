@@ -1,7 +1,8 @@
 //! A DynamoDB-compatible server on 127.0.0.1 for the tests: the one named by
-//! `WXIM_TEST_DYNAMODB_ENDPOINT` (the test script starts one moto server for every test binary),
-//! or else a moto server started here from `.venv` or PATH. Its lifetime is tied to this process
-//! through a pipe: when the test binary exits, the pipe closes and the server stops.
+//! `WXIM_TEST_DYNAMODB_ENDPOINT` (the test script starts one for every test binary), or else
+//! `scripts/dynamodb-server.py` (moto, one request at a time; see there why) started here with
+//! the `.venv` or system Python. Its lifetime is tied to this process through a pipe: when the
+//! test binary exits, the pipe closes and the server stops.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -15,15 +16,6 @@ use common::store::DynamoStore;
 static ENDPOINT: OnceLock<String> = OnceLock::new();
 static CHILD: Mutex<Option<Child>> = Mutex::new(None);
 
-const LAUNCHER: &str = r#"
-import sys
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=int(sys.argv[1]), verbose=False)
-server.start()
-print("ready", flush=True)
-sys.stdin.read()
-server.stop()
-"#;
 
 /// The project's `.venv` first (the test script installs moto there), then the system Python.
 fn pythons() -> Vec<String> {
@@ -41,8 +33,10 @@ fn try_start(python: &str) -> Option<String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .ok()?;
+    let launcher = super::repo_root().join("scripts/dynamodb-server.py");
     let mut child = Command::new(python)
-        .args(["-c", LAUNCHER, &port.to_string()])
+        .arg(launcher)
+        .args([&port.to_string(), "--until-stdin-closes"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -2,8 +2,9 @@
 //! and the sample configuration. The tests themselves live in `tests/tests/`.
 
 pub mod dynamo;
+pub mod harness;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use common::App;
 use common::clock::{Clock, ManualClock, SystemClock};
@@ -34,6 +35,7 @@ pub fn config(overrides: &[(&str, &str)]) -> Config {
 }
 
 pub async fn app(backend: Backend, overrides: &[(&str, &str)]) -> App {
+    logs();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     App::new(
         config(overrides),
@@ -70,4 +72,21 @@ pub fn random_suffix() -> String {
     let mut b = [0u8; 6];
     getrandom::fill(&mut b).expect("random");
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+/// Every log and metric line the tests' handlers write, captured in memory (the process-wide
+/// subscriber is installed once, by whichever test comes first).
+pub fn logs() -> Arc<Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        common::obs::init(common::obs::Sink::Buffer(buf.clone()), "wxim-tests");
+        buf
+    })
+    .clone()
+}
+
+pub fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
 }

@@ -134,10 +134,10 @@ impl WechatApi {
 
     /// The HTTP client shared by the WeChat and IM clients: rustls, pooled, with timeouts well
     /// inside the Lambda's and above IM's 3 s server-side limit.
-    pub fn http_client() -> reqwest::Client {
+    pub fn http_client(timeout_ms: u64) -> reqwest::Client {
         reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(6))
+            .connect_timeout(Duration::from_millis(timeout_ms.min(3000)))
+            .timeout(Duration::from_millis(timeout_ms))
             .pool_idle_timeout(Duration::from_secs(50))
             .build()
             .unwrap_or_default()

@@ -99,6 +99,8 @@ impl TokenManager {
                 self.remember(&app.appid, t, exp);
                 return Ok(t.to_owned());
             }
+            // The lease is only granted while the stored token needs refreshing, so an instance
+            // that read before another's refresh landed cannot refresh a second time.
             if self.take_lease(store, &pk, now).await? {
                 return self.refresh(app, store, api, clock, &pk).await;
             }
@@ -119,9 +121,12 @@ impl TokenManager {
                 Update::set("lease_until", now + LEASE_SECS),
             ],
         )
-        .when(Cond::Or(vec![
-            Cond::lacks("lease_until"),
-            Cond::lt("lease_until", now),
+        .when(Cond::And(vec![
+            Cond::Or(vec![Cond::lacks("lease_until"), Cond::lt("lease_until", now)]),
+            Cond::Or(vec![
+                Cond::lacks("token_expires_at"),
+                Cond::le("token_expires_at", now + MARGIN_SECS),
+            ]),
         ]));
         match store.write(w).await {
             Ok(_) => Ok(true),

@@ -1,0 +1,212 @@
+//! A test world: the sample configuration pointed at fresh stand-ins of the WeChat and IM APIs,
+//! a fresh store (SQLite or moto), and helpers that deliver real, signed webhooks through the
+//! public handlers.
+
+use std::sync::Arc;
+
+use common::App;
+use common::clock::{Clock, ManualClock, SystemClock};
+use common::config::AppKind;
+use common::http::{Request, Response};
+use common::im::usersig;
+use common::store::{Item, Table};
+use common::wechat::push::{self, Delivery};
+use local::routes::{self, Function};
+use local::standin::StandIn;
+use serde_json::{Value, json};
+
+use crate::{Backend, config, store};
+
+pub const MP_OPENID: &str = "otFpruAK8D-E6EfStSYonYSBZ8_4";
+pub const TEMPLATE: &str = "VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc";
+pub const CUSTOMER: &str = "customer_lin";
+pub const SELLER: &str = "shop_support";
+pub const OA_OPENID: &str = "oUSER_openid_0001";
+pub const OA_GH: &str = "gh_abcdef123456";
+
+pub struct World {
+    pub app: App,
+    pub wechat: StandIn,
+    pub im: StandIn,
+    pub clock: Option<Arc<ManualClock>>,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+pub struct Options<'a> {
+    pub backend: Backend,
+    pub overrides: Vec<(&'a str, &'a str)>,
+    /// A manual clock at this time (seconds), or the system clock.
+    pub at: Option<i64>,
+}
+
+impl<'a> Options<'a> {
+    pub fn new(backend: Backend) -> Self {
+        Options {
+            backend,
+            overrides: vec![],
+            at: None,
+        }
+    }
+    pub fn set(mut self, k: &'a str, v: &'a str) -> Self {
+        self.overrides.push((k, v));
+        self
+    }
+    pub fn at(mut self, t: i64) -> Self {
+        self.at = Some(t);
+        self
+    }
+}
+
+impl World {
+    pub async fn new(opts: Options<'_>) -> World {
+        crate::logs();
+        let base = config(&[]);
+        let apps: Vec<(String, String)> = [&base.mp, &base.oa]
+            .into_iter()
+            .flatten()
+            .map(|a| (a.appid.clone(), a.secret.expose().to_owned()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = apps.iter().map(|(a, s)| (a.as_str(), s.as_str())).collect();
+        let wechat = StandIn::wechat(0, &pairs).await.unwrap();
+        let im = base.im.as_ref().unwrap();
+        let mut accounts: Vec<&str> = im.agents.iter().map(String::as_str).collect();
+        accounts.extend([CUSTOMER, SELLER]);
+        let imstand = StandIn::im(0, im.sdkappid, im.secret_key.expose(), &im.admin_user, &accounts)
+            .await
+            .unwrap();
+        let mut overrides = vec![
+            ("WECHAT_API_BASE", wechat.base.as_str()),
+            ("IM_API_BASE", imstand.base.as_str()),
+            ("DISPATCH_BACKOFF_MS", "5"),
+            ("HTTP_TIMEOUT_MS", "400"),
+        ];
+        overrides.extend(opts.overrides.iter().copied());
+        let (clock, manual): (Arc<dyn Clock>, _) = match opts.at {
+            Some(t) => {
+                let m = Arc::new(ManualClock::at(t));
+                (m.clone(), Some(m))
+            }
+            None => (Arc::new(SystemClock), None),
+        };
+        imstand.use_clock(clock.clone());
+        let app = App::new(config(&overrides), store(opts.backend, clock.clone()).await, clock);
+        World {
+            app,
+            wechat,
+            im: imstand,
+            clock: manual,
+            seq: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.app.now()
+    }
+
+    pub fn advance(&self, secs: i64) {
+        self.clock.as_ref().expect("a manual clock").advance(secs);
+    }
+
+    /// A WeChat push for `app`, signed (and encrypted in safe mode) as WeChat sends it, through
+    /// the router (handler, then the local stream).
+    pub async fn push(&self, app: AppKind, plaintext: &str, delivery: Delivery) -> Response {
+        let wapp = self.app.config.app(app).unwrap();
+        let ts = self.now().to_string();
+        let signed = push::seal(wapp, plaintext.as_bytes(), delivery, &ts, "123456").unwrap();
+        let req = Request::new("POST", &format!("/wechat/{app}?{}", signed.query_string())).with_body(signed.body);
+        routes::call(Function::WechatEvent, &req, &self.app).await
+    }
+
+    pub async fn accept(&self, openid: &str, template: &str) {
+        let t = self.now() + self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as i64;
+        let body = json!({
+            "ToUserName": "gh_123456789abc", "FromUserName": openid, "CreateTime": t,
+            "MsgType": "event", "Event": "subscribe_msg_popup_event",
+            "List": {"TemplateId": template, "SubscribeStatusString": "accept", "PopupScene": "0"},
+        });
+        let r = self.push(AppKind::Mp, &body.to_string(), Delivery::Safe).await;
+        assert_eq!(r.status, 200, "{}", r.body_str());
+    }
+
+    pub async fn bind(&self, user: &str, openid: &str) {
+        common::bindings::bind(&*self.app.store, user, AppKind::Mp, openid, None, self.now())
+            .await
+            .unwrap();
+    }
+
+    /// An IM callback request as IM sends it, signed with the configured token at the clock's time.
+    pub fn im_request(&self, command: &str, body: &Value) -> Request {
+        let im = self.app.config.im.as_ref().unwrap();
+        let now = self.now().to_string();
+        let sign = usersig::callback_sign(im.callback_token.as_ref().unwrap().expose(), &now);
+        Request::new(
+            "POST",
+            &format!(
+                "/im/callback?SdkAppid={}&CallbackCommand={command}&contenttype=json&ClientIP=127.0.0.1&OptPlatform=Web&RequestTime={now}&Sign={sign}",
+                im.sdkappid
+            ),
+        )
+        .with_body(body.to_string())
+    }
+
+    /// Through the router: handler, then the local stream (dispatch).
+    pub async fn im(&self, command: &str, body: Value) -> Response {
+        routes::call(Function::ImCallback, &self.im_request(command, &body), &self.app).await
+    }
+
+    /// The handler alone: queued items wait for [`World::stream`].
+    pub async fn im_only(&self, command: &str, body: Value) -> Response {
+        common::handlers::im::callback(&self.im_request(command, &body), &self.app).await
+    }
+
+    pub async fn stream(&self) {
+        routes::stream(&self.app).await;
+    }
+
+    pub async fn state_change(&self, user: &str, action: &str, event_time_ms: i64) -> Response {
+        self.im(
+            "State.StateChange",
+            json!({"CallbackCommand": "State.StateChange", "EventTime": event_time_ms,
+                   "Info": {"Action": action, "To_Account": user, "Reason": "test"}}),
+        )
+        .await
+    }
+
+    /// A one-to-one message from `from` to `to` (a fresh MsgSeq each call unless given).
+    pub fn c2c(&self, from: &str, to: &str, text: &str) -> Value {
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let t = self.now();
+        json!({
+            "CallbackCommand": "C2C.CallbackAfterSendMsg",
+            "From_Account": from, "To_Account": to,
+            "MsgSeq": seq, "MsgRandom": 1000 + seq, "MsgTime": t,
+            "MsgKey": format!("{seq}_{}_{t}", 1000 + seq), "OnlineOnlyFlag": 0,
+            "SendMsgResult": 0, "ErrorInfo": "send msg succeed", "UnreadMsgNum": 1,
+            "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}],
+        })
+    }
+
+    pub async fn outbox(&self) -> Vec<Item> {
+        let mut items = self.app.store.scan(Table::Outbox).await.unwrap();
+        items.sort_by_key(|i| (i.n("created_at").unwrap_or(0), i.n("msg_time").unwrap_or(0)));
+        items
+    }
+
+    pub async fn outbox_of(&self, kind: &str) -> Vec<Item> {
+        self.outbox().await.into_iter().filter(|i| i.s("kind") == Some(kind)).collect()
+    }
+
+    pub async fn credits(&self, openid: &str, template: &str) -> i64 {
+        common::ledger::credits(&*self.app.store, AppKind::Mp, openid, template)
+            .await
+            .unwrap()
+    }
+
+    pub async fn state_item(&self, pk: &str, sk: &str) -> Option<Item> {
+        self.app.store.get(Table::State, pk, sk).await.unwrap()
+    }
+
+    pub fn sends(&self) -> Vec<local::standin::Recorded> {
+        self.wechat.requests("/cgi-bin/message/subscribe/send")
+    }
+}

@@ -32,6 +32,8 @@ def sample_env():
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             k, v = line.split("=", 1)
+            if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
+                v = v[1:-1]
             env[k] = v
     return env
 
@@ -238,12 +240,31 @@ def build():
          "An event this service does not handle (the console's debug_demo): accepted and logged, nothing stored.")
 
     # --- Official account -------------------------------------------------------------------
+    welcome = "Welcome! Send us a message and one of our agents will answer you here."
+    connecting = "Connecting you to an agent, please wait a moment."
+    conv = {"pk": f"conv#oa#{OA_USER}", "sk": "-"}
+    case("wechat-event/oa-safe-xml-subscribe.json",
+         sign(wechat_event("POST", "oa", oa_event("subscribe", [("EventKey", "qrscene_campaign42"), ("Ticket", "gQH47joAAAAAAAAAASxodHRw")])), "safe", "200100"),
+         {"function": "wechat-event", "status": 200, "reply_text": welcome,
+          "items": [conv | {"status": "active", "agent": "agent_alice"},
+                    {"pk": f"bind#im#{OA_USER}", "sk": "oa", "openid": OA_USER, "status": "active"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}]},
+         "A follow (from a parametric QR code): the follower is imported into IM (their IM id is the openid), "
+         "given an agent, and welcomed with an encrypted passive reply.")
+    case("wechat-event/oa-safe-xml-unsubscribe.json",
+         sign(wechat_event("POST", "oa", oa_event("unsubscribe")), "safe", "200101"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-subscribe.json"}],
+          "items": [conv | {"status": "ended"}, {"pk": f"bind#im#{OA_USER}", "sk": "oa", "status": "ended"}],
+          "outbox": [{"kind": "im_import", "status": "sent"},
+                     {"kind": "im_delete", "status": "skipped", "reason": "kept_inactive_71000"}]},
+         "An unfollow: conversation and binding end; the IM account is deleted where the edition allows it "
+         "(the stand-in, like most editions, answers 71000, so it is kept and marked inactive).")
+    case("wechat-event/oa-safe-xml-scan.json",
+         sign(wechat_event("POST", "oa", oa_event("SCAN", [("EventKey", "campaign42"), ("Ticket", "gQH47joAAAAAAAAAASxodHRw")])), "safe", "200102"),
+         {"function": "wechat-event", "status": 200, "body": "success", "nothing_stored": True},
+         "An existing follower scans a QR code: accepted, nothing to do.")
     oa = [
-        ("oa-safe-xml-subscribe.json", oa_event("subscribe", [("EventKey", "qrscene_campaign42"), ("Ticket", "gQH47joAAAAAAAAAASxodHRw")]), "safe",
-         "A follow from a parametric QR code."),
-        ("oa-safe-xml-unsubscribe.json", oa_event("unsubscribe"), "safe", "An unfollow."),
-        ("oa-safe-xml-scan.json", oa_event("SCAN", [("EventKey", "campaign42"), ("Ticket", "gQH47joAAAAAAAAAASxodHRw")]), "safe",
-         "An existing follower scans a QR code."),
         ("oa-safe-xml-text.json", oa_msg("text", [("Content", "你好 hello")], 24000000000000001), "safe",
          "A follower's text message."),
         ("oa-plain-xml-image.json", oa_msg("image", [("PicUrl", "https://mmbiz.example/pic.jpg"), ("MediaId", "media-image-1")], 24000000000000002), "plain",
@@ -261,7 +282,12 @@ def build():
     ]
     for i, (name, body, mode, doc) in enumerate(oa):
         case(f"wechat-event/{name}", sign(wechat_event("POST", "oa", body), mode, f"2000{i:02d}"),
-             {"function": "wechat-event", "status": 200}, doc)
+             {"function": "wechat-event", "status": 200, "reply_text": connecting,
+              "items": [conv | {"status": "active", "agent": "agent_alice"}],
+              "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"}],
+              "im_sends": 1},
+             doc + " Forwarded to the follower's agent in IM (from the follower's own IM account); "
+                   "the passive reply says \"connecting you\" (once per conversation window).")
 
     # --- Bad input ----------------------------------------------------------------------------
     e = sign(wechat_event("POST", "mp", popup_json(MP_USER, [(TPL1, "accept")], TS + 20)), "safe", "300001")
@@ -317,10 +343,151 @@ def build():
          "No such app.")
 
 
+def im_event(command, body, token_time=TS, sign_with="xxxxyyyy", sdkappid="1400000000"):
+    e = base_event("POST", "/im/callback", "/im/callback", json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                   "application/json")
+    q = [("SdkAppid", sdkappid), ("CallbackCommand", command), ("contenttype", "json"), ("ClientIP", "203.0.113.20"),
+         ("OptPlatform", "Web"), ("RequestTime", str(token_time)),
+         ("Sign", hashlib.sha256((sign_with + str(token_time)).encode()).hexdigest())]
+    set_query(e, q)
+    return e
+
+
+def c2c(command, frm, to, seq, text):
+    return {"CallbackCommand": command, "From_Account": frm, "To_Account": to, "MsgSeq": seq, "MsgRandom": 2837546 + seq,
+            "MsgTime": TS, "MsgKey": f"{seq}_{2837546 + seq}_{TS}", "OnlineOnlyFlag": 0, "SendMsgResult": 0,
+            "ErrorInfo": "send msg succeed", "UnreadMsgNum": 1,
+            "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}], "CloudCustomData": ""}
+
+
+IM_OK = '{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}'
+
+
+def build_im():
+    customer, seller = "customer_lin", "shop_support"
+    state = lambda action, reason, t: {"CallbackCommand": "State.StateChange", "EventTime": t * 1000,
+                                        "Info": {"Action": action, "To_Account": customer, "Reason": reason}}
+    case("im-callback/state-login.json", im_event("State.StateChange", state("Login", "Register", TS)),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "items": [{"pk": f"presence#{customer}", "sk": "web", "state": "online"}]},
+         "State.StateChange Login: presence online (per platform, ordered by EventTime).")
+    case("im-callback/state-disconnect.json", im_event("State.StateChange", state("Disconnect", "LinkClose", TS)),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "items": [{"pk": f"presence#{customer}", "sk": "web", "state": "disconnected"}]},
+         "State.StateChange Disconnect: the user is away.")
+    notify_setup = [{"bind": [customer, MP_USER]}, {"invoke": "wechat-event/mp-plain-json-popup-accept.json"},
+                    {"invoke": "im-callback/state-disconnect.json"}]
+    case("im-callback/c2c-after-send-offline.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", seller, customer, 1, "您的订单已发货")),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup,
+          "outbox": [{"kind": "notify", "status": "sent"}], "sends": 1,
+          "items": [sub("mp", MP_USER, TPL1) | {"credits": 0}]},
+         "A message to a user who is bound, offline and has a credit: one subscribe message, one credit spent. "
+         "Setup: customer_lin bound to the sample openid, a popup accept, a disconnect.")
+    case("im-callback/c2c-after-send-no-credit.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", seller, customer, 2, "还在吗？")),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"bind": [customer, MP_USER]}, {"invoke": "im-callback/state-disconnect.json"}],
+          "outbox": [], "sends": 0},
+         "The same without a credit: nothing is queued or sent (logged as no_credit).")
+    case("im-callback/c2c-before-send.json",
+         im_event("C2C.CallbackBeforeSendMsg", c2c("C2C.CallbackBeforeSendMsg", seller, customer, 3, "hello")),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup, "outbox": [], "sends": 0},
+         "Before-send callback: always allowed (never blocks delivery); with the default after-send trigger it queues nothing.")
+    case("im-callback/c2c-agent-reply-oa.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 4, "您好，请问有什么可以帮您？")),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}], "custom_sends": 1},
+         "An agent answers an official-account follower in IM: delivered as a customer-service message. "
+         "Setup: the follower wrote first (oa-safe-xml-text.json).")
+    case("im-callback/group-after-send.json",
+         im_event("Group.CallbackAfterSendMsg", {"CallbackCommand": "Group.CallbackAfterSendMsg", "GroupId": "@TGS#2J4SZEAEL",
+                                                  "Type": "Public", "From_Account": seller, "MsgSeq": 123,
+                                                  "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hi"}}],
+                                                  "EventTime": "1670574414123"}),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "nothing_stored": True},
+         "A command this service does not handle: acknowledged with the OK body, nothing stored.")
+    case("im-callback/bad-sign.json", im_event("State.StateChange", state("Login", "Register", TS), sign_with="wrong"),
+         {"function": "im-callback", "status": 401, "error": "bad_sign", "nothing_stored": True},
+         "Sign made with another token: 401, nothing stored.")
+    case("im-callback/wrong-sdkappid.json", im_event("State.StateChange", state("Login", "Register", TS), sdkappid="1400000001"),
+         {"function": "im-callback", "status": 401, "error": "wrong_sdkappid", "nothing_stored": True},
+         "Another application's callback: 401.")
+    e = im_event("C2C.CallbackAfterSendMsg", {})
+    e["body"] = '{"CallbackCommand":"C2C.CallbackAfterSendMsg","From_Account":'
+    case("im-callback/malformed.json", e,
+         {"function": "im-callback", "status": 400, "error": "malformed_callback", "nothing_stored": True},
+         "Truncated JSON: 400.")
+    # The stream: the outbox item the after-send sample queues, as its INSERT record.
+    out_id = hashlib.sha1(b"notify\0" + f"{seller}|{customer}|1_2837547_{TS}".encode() + b"\0").hexdigest()[:32]
+    stream = {"Records": [{
+        "eventID": "c4ca4238a0b923820dcc509a6f75849b", "eventName": "INSERT", "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb", "awsRegion": "ap-east-1",
+        "dynamodb": {"ApproximateCreationDateTime": TS, "Keys": {"pk": {"S": f"out#{out_id}"}, "sk": {"S": "-"}},
+                     "NewImage": {"pk": {"S": f"out#{out_id}"}, "sk": {"S": "-"}, "kind": {"S": "notify"},
+                                  "status": {"S": "queued"}},
+                     "SequenceNumber": "111100000000000000001", "SizeBytes": 120, "StreamViewType": "NEW_IMAGE"},
+        "eventSourceARN": "arn:aws:dynamodb:ap-east-1:123456789012:table/wxim-outbox/stream/2023-11-14T22:13:20.000"}]}
+    case("notify-dispatch/stream-insert.json", stream,
+         {"function": "notify-dispatch", "body": '{"batchItemFailures":[]}',
+          "setup": notify_setup + [{"handler": "im-callback/c2c-after-send-offline.json"}],
+          "outbox": [{"kind": "notify", "status": "sent"}], "sends": 1},
+         "The outbox stream's INSERT record for the item c2c-after-send-offline.json queues (setup runs that "
+         "callback's handler alone, without the local dispatch): the subscribe message is sent, no retry requested.")
+
+
+def write_readme():
+    env = (EVENTS / "sample.env").read_text()
+    lines = [
+        "# Sample events",
+        "",
+        "One API Gateway (HTTP API, payload v2) event per case, or a DynamoDB Stream event for",
+        "`notify-dispatch`. Every file is signed for the sample configuration below (`sample.env`), and",
+        "`expected.json` records what each produces; `cargo test` checks every file against it.",
+        "Regenerate everything with `python3 scripts/make-events.py` (after `cargo build -p wxim-local`).",
+        "",
+        "```sh",
+        "cp events/sample.env .env",
+        "cargo run -p wxim-local --bin wxim -- invoke wechat-event events/wechat-event/mp-safe-json-popup.json",
+        "# IM callbacks are signed at a fixed RequestTime; refresh it, or the replay window refuses them:",
+        "cargo run -p wxim-local --bin wxim -- sign events/im-callback/state-login.json | cargo run -p wxim-local --bin wxim -- invoke im-callback -",
+        "```",
+        "",
+        "Some cases need state first (\"setup\"): a binding (`wxim bind customer_lin " + MP_USER + "`) or other",
+        "events delivered before them. `wxim invoke` dispatches what a handler queued right away, against",
+        "`WECHAT_API_BASE`/`IM_API_BASE` (run `wxim standins` for local stand-ins of both APIs).",
+        "",
+        "## The sample configuration (`sample.env`)",
+        "",
+        "```",
+        env.strip(),
+        "```",
+        "",
+        "## Cases",
+        "",
+        "| File | Function | Outcome | What it shows |",
+        "|---|---|---|---|",
+    ]
+    for path, _event, expect, doc in CASES:
+        status = expect.get("status", "")
+        outcome = str(status) if status else ""
+        if expect.get("error"):
+            outcome += f" `{expect['error']}`"
+        elif expect.get("body") and len(expect["body"]) < 40:
+            outcome += f" `{expect['body']}`"
+        if expect.get("reply_text"):
+            outcome += " + passive reply"
+        lines.append(f"| `{path}` | {expect['function']} | {outcome.strip()} | {doc} |")
+    (EVENTS / "README.md").write_text("\n".join(lines) + "\n")
+
+
 def main():
     if not WXIM.exists():
         sys.exit("build first: cargo build -p wxim-local --bin wxim")
     build()
+    build_im()
     expected = {}
     for path, event, expect, doc in CASES:
         target = EVENTS / path
@@ -328,6 +495,7 @@ def main():
         target.write_text(json.dumps(event, indent=2, ensure_ascii=False) + "\n")
         expected[path] = expect | {"doc": doc}
     (EVENTS / "expected.json").write_text(json.dumps(expected, indent=2, ensure_ascii=False) + "\n")
+    write_readme()
     print(f"wrote {len(CASES)} events and events/expected.json")
 
 

@@ -16,7 +16,6 @@ use common::store::DynamoStore;
 static ENDPOINT: OnceLock<String> = OnceLock::new();
 static CHILD: Mutex<Option<Child>> = Mutex::new(None);
 
-
 /// The project's `.venv` first (the test script installs moto there), then the system Python.
 fn pythons() -> Vec<String> {
     let venv = super::repo_root().join(".venv/bin/python");

@@ -71,9 +71,15 @@ impl World {
         let im = base.im.as_ref().unwrap();
         let mut accounts: Vec<&str> = im.agents.iter().map(String::as_str).collect();
         accounts.extend([CUSTOMER, SELLER]);
-        let imstand = StandIn::im(0, im.sdkappid, im.secret_key.expose(), &im.admin_user, &accounts)
-            .await
-            .unwrap();
+        let imstand = StandIn::im(
+            0,
+            im.sdkappid,
+            im.secret_key.expose(),
+            &im.admin_user,
+            &accounts,
+        )
+        .await
+        .unwrap();
         let mut overrides = vec![
             ("WECHAT_API_BASE", wechat.base.as_str()),
             ("IM_API_BASE", imstand.base.as_str()),
@@ -89,7 +95,11 @@ impl World {
             None => (Arc::new(SystemClock), None),
         };
         imstand.use_clock(clock.clone());
-        let app = App::new(config(&overrides), store(opts.backend, clock.clone()).await, clock);
+        let app = App::new(
+            config(&overrides),
+            store(opts.backend, clock.clone()).await,
+            clock,
+        );
         World {
             app,
             wechat,
@@ -113,7 +123,8 @@ impl World {
         let wapp = self.app.config.app(app).unwrap();
         let ts = self.now().to_string();
         let signed = push::seal(wapp, plaintext.as_bytes(), delivery, &ts, "123456").unwrap();
-        let req = Request::new("POST", &format!("/wechat/{app}?{}", signed.query_string())).with_body(signed.body);
+        let req = Request::new("POST", &format!("/wechat/{app}?{}", signed.query_string()))
+            .with_body(signed.body);
         routes::call(Function::WechatEvent, &req, &self.app).await
     }
 
@@ -124,14 +135,23 @@ impl World {
             "MsgType": "event", "Event": "subscribe_msg_popup_event",
             "List": {"TemplateId": template, "SubscribeStatusString": "accept", "PopupScene": "0"},
         });
-        let r = self.push(AppKind::Mp, &body.to_string(), Delivery::Safe).await;
+        let r = self
+            .push(AppKind::Mp, &body.to_string(), Delivery::Safe)
+            .await;
         assert_eq!(r.status, 200, "{}", r.body_str());
     }
 
     pub async fn bind(&self, user: &str, openid: &str) {
-        common::bindings::bind(&*self.app.store, user, AppKind::Mp, openid, None, self.now())
-            .await
-            .unwrap();
+        common::bindings::bind(
+            &*self.app.store,
+            user,
+            AppKind::Mp,
+            openid,
+            None,
+            self.now(),
+        )
+        .await
+        .unwrap();
     }
 
     /// An IM callback request as IM sends it, signed with the configured token at the clock's time.
@@ -151,7 +171,12 @@ impl World {
 
     /// Through the router: handler, then the local stream (dispatch).
     pub async fn im(&self, command: &str, body: Value) -> Response {
-        routes::call(Function::ImCallback, &self.im_request(command, &body), &self.app).await
+        routes::call(
+            Function::ImCallback,
+            &self.im_request(command, &body),
+            &self.app,
+        )
+        .await
     }
 
     /// The handler alone: queued items wait for [`World::stream`].
@@ -193,7 +218,11 @@ impl World {
     }
 
     pub async fn outbox_of(&self, kind: &str) -> Vec<Item> {
-        self.outbox().await.into_iter().filter(|i| i.s("kind") == Some(kind)).collect()
+        self.outbox()
+            .await
+            .into_iter()
+            .filter(|i| i.s("kind") == Some(kind))
+            .collect()
     }
 
     pub async fn credits(&self, openid: &str, template: &str) -> i64 {

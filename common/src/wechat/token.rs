@@ -122,7 +122,10 @@ impl TokenManager {
             ],
         )
         .when(Cond::And(vec![
-            Cond::Or(vec![Cond::lacks("lease_until"), Cond::lt("lease_until", now)]),
+            Cond::Or(vec![
+                Cond::lacks("lease_until"),
+                Cond::lt("lease_until", now),
+            ]),
             Cond::Or(vec![
                 Cond::lacks("token_expires_at"),
                 Cond::le("token_expires_at", now + MARGIN_SECS),

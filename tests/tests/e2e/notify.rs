@@ -28,8 +28,17 @@ async fn an_offline_message_becomes_one_subscribe_message() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
         ready(&w, 1).await;
-        let r = w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "您的订单已发货")).await;
-        assert_eq!(r.body_str(), r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#, "{b:?}");
+        let r = w
+            .im(
+                "C2C.CallbackAfterSendMsg",
+                w.c2c(SELLER, CUSTOMER, "您的订单已发货"),
+            )
+            .await;
+        assert_eq!(
+            r.body_str(),
+            r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#,
+            "{b:?}"
+        );
         let sends = w.sends();
         assert_eq!(sends.len(), 1, "{b:?}");
         let body = &sends[0].body;
@@ -41,13 +50,27 @@ async fn an_offline_message_becomes_one_subscribe_message() {
         // 1700000000 is 2023-11-15 06:13 in Asia/Shanghai.
         assert_eq!(body["data"]["time3"]["value"], "2023年11月15日 06:13");
         assert_eq!(body["data"]["number4"]["value"], "1");
-        assert!(sends[0].query("access_token").is_some_and(|t| t.starts_with("ACCESS_TOKEN_")));
+        assert!(
+            sends[0]
+                .query("access_token")
+                .is_some_and(|t| t.starts_with("ACCESS_TOKEN_"))
+        );
         let items = w.outbox_of("notify").await;
         assert_eq!(items.len(), 1, "{b:?}");
         assert_eq!(items[0].s("status"), Some("sent"));
         let msgid = items[0].s("msgid").unwrap().to_owned();
-        assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, 0, "{b:?}: the credit is spent");
-        let rec = w.state_item(&keys::wechat_msg(common::config::AppKind::Mp, &msgid), keys::ONE).await.unwrap();
+        assert_eq!(
+            w.credits(MP_OPENID, TEMPLATE).await,
+            0,
+            "{b:?}: the credit is spent"
+        );
+        let rec = w
+            .state_item(
+                &keys::wechat_msg(common::config::AppKind::Mp, &msgid),
+                keys::ONE,
+            )
+            .await
+            .unwrap();
         assert_eq!(rec.s("outbox_id"), items[0].s("id"));
     }
 }
@@ -56,16 +79,35 @@ async fn an_offline_message_becomes_one_subscribe_message() {
 async fn the_delivery_result_event_lands_on_the_send() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
     ready(&w, 1).await;
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "hi")).await;
-    let msgid = w.outbox_of("notify").await[0].s("msgid").unwrap().to_owned();
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "hi"))
+        .await;
+    let msgid = w.outbox_of("notify").await[0]
+        .s("msgid")
+        .unwrap()
+        .to_owned();
     let ev = json!({"ToUserName": "gh_123456789abc", "FromUserName": MP_OPENID, "CreateTime": T0 + 50,
         "MsgType": "event", "Event": "subscribe_msg_sent_event",
         "List": {"TemplateId": TEMPLATE, "MsgID": msgid, "ErrorCode": "0", "ErrorStatus": "success"}});
-    let r = w.push(common::config::AppKind::Mp, &ev.to_string(), common::wechat::push::Delivery::Safe).await;
+    let r = w
+        .push(
+            common::config::AppKind::Mp,
+            &ev.to_string(),
+            common::wechat::push::Delivery::Safe,
+        )
+        .await;
     assert_eq!(r.status, 200);
-    let rec = w.state_item(&keys::wechat_msg(common::config::AppKind::Mp, &msgid), keys::ONE).await.unwrap();
+    let rec = w
+        .state_item(
+            &keys::wechat_msg(common::config::AppKind::Mp, &msgid),
+            keys::ONE,
+        )
+        .await
+        .unwrap();
     assert_eq!(rec.s("delivery_status"), Some("success"));
-    assert!(rec.s("outbox_id").is_some(), "the send and its result share one record");
+    assert!(
+        rec.s("outbox_id").is_some(),
+        "the send and its result share one record"
+    );
 }
 
 #[tokio::test]
@@ -73,15 +115,18 @@ async fn nothing_is_queued_for_online_unbound_or_credit_less_recipients() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
         // Unbound.
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "a")).await;
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "a"))
+            .await;
         // Bound, offline, no credit.
         w.bind(CUSTOMER, MP_OPENID).await;
         w.state_change(CUSTOMER, "Logout", T0 * 1000).await;
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "b")).await;
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "b"))
+            .await;
         // Credit, but online again.
         w.accept(MP_OPENID, TEMPLATE).await;
         w.state_change(CUSTOMER, "Login", T0 * 1000 + 1).await;
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "c")).await;
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "c"))
+            .await;
         // An online-only message and a message IM failed to deliver never notify either.
         w.state_change(CUSTOMER, "Logout", T0 * 1000 + 2).await;
         let mut m = w.c2c(SELLER, CUSTOMER, "d");
@@ -94,7 +139,13 @@ async fn nothing_is_queued_for_online_unbound_or_credit_less_recipients() {
         assert!(w.sends().is_empty(), "{b:?}");
         assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, 1, "{b:?}");
         let logs = wxim_tests::log_text();
-        for reason in ["recipient_not_bound", "no_credit", "recipient_online", "online_only_message", "not_delivered_in_im"] {
+        for reason in [
+            "recipient_not_bound",
+            "no_credit",
+            "recipient_online",
+            "online_only_message",
+            "not_delivered_in_im",
+        ] {
             assert!(logs.contains(reason), "{reason} is logged as the decision");
         }
     }
@@ -109,30 +160,39 @@ async fn a_late_older_state_change_never_overwrites_a_newer_one() {
         w.state_change(CUSTOMER, "Login", t + 2000).await;
         // The Disconnect of the previous connection arrives late.
         w.state_change(CUSTOMER, "Disconnect", t + 1000).await;
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x")).await;
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
+            .await;
         assert!(w.outbox().await.is_empty(), "{b:?}: still online");
         w.state_change(CUSTOMER, "Disconnect", t + 3000).await;
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "y")).await;
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "y"))
+            .await;
         assert_eq!(w.sends().len(), 1, "{b:?}: offline now");
     }
 }
 
 #[tokio::test]
 async fn unknown_or_stale_presence_is_settled_by_query_online_status() {
-    let w = World::new(Options::new(Backend::Embedded).at(T0).set("PRESENCE_STALE_SECS", "600")).await;
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("PRESENCE_STALE_SECS", "600"),
+    )
+    .await;
     w.bind(CUSTOMER, MP_OPENID).await;
     w.accept(MP_OPENID, TEMPLATE).await;
     w.accept(MP_OPENID, TEMPLATE).await;
     // No presence record at all: IM says Online, so no notification.
     w.im.set_online(CUSTOMER, "Online");
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "a")).await;
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "a"))
+        .await;
     let items = w.outbox_of("notify").await;
     assert_eq!(items[0].s("reason"), Some("recipient_online"), "{items:?}");
     assert_eq!(w.im.count("/v4/openim/query_online_status"), 1);
     // A mini-program login long ago, never followed by a logout: stale, so ask IM again.
     w.state_change(CUSTOMER, "Login", (T0 - 700) * 1000).await;
     w.im.set_online(CUSTOMER, "PushOnline");
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "b")).await;
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "b"))
+        .await;
     assert_eq!(w.sends().len(), 1);
     assert_eq!(w.im.count("/v4/openim/query_online_status"), 2);
     // The admin UserSig the stand-in checked was generated with the configured key.
@@ -163,32 +223,55 @@ async fn a_burst_is_merged_and_the_debounce_window_holds_the_rest() {
         ready(&w, 3).await;
         for text in ["one", "two", "three"] {
             w.advance(1);
-            w.im_only("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, text)).await;
+            w.im_only("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, text))
+                .await;
         }
         w.stream().await;
         let sends = w.sends();
         assert_eq!(sends.len(), 1, "{b:?}: one notification for the batch");
         assert_eq!(sends[0].body["data"]["number4"]["value"], "3");
-        assert_eq!(sends[0].body["data"]["thing2"]["value"], "three", "the latest message speaks");
-        let statuses: Vec<_> = w.outbox().await.iter().map(|i| i.s("status").unwrap().to_owned()).collect();
+        assert_eq!(
+            sends[0].body["data"]["thing2"]["value"], "three",
+            "the latest message speaks"
+        );
+        let statuses: Vec<_> = w
+            .outbox()
+            .await
+            .iter()
+            .map(|i| i.s("status").unwrap().to_owned())
+            .collect();
         assert_eq!(statuses.iter().filter(|s| *s == "sent").count(), 1);
         assert_eq!(statuses.iter().filter(|s| *s == "skipped").count(), 2);
         // Inside the window: held and counted.
         w.advance(10);
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "four")).await;
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "four"))
+            .await;
         assert_eq!(w.sends().len(), 1, "{b:?}");
-        let held = w.outbox_of("notify").await.into_iter().find(|i| i.s("preview") == Some("four")).unwrap();
+        let held = w
+            .outbox_of("notify")
+            .await
+            .into_iter()
+            .find(|i| i.s("preview") == Some("four"))
+            .unwrap();
         assert_eq!(held.s("reason"), Some("merged_within_debounce_window"));
         // After the window the next one says how many are waiting: four and five.
         w.advance(300);
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "five")).await;
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "five"))
+            .await;
         let sends = w.sends();
         assert_eq!(sends.len(), 2, "{b:?}");
         assert_eq!(sends[1].body["data"]["number4"]["value"], "2");
-        assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, 1, "{b:?}: two notifications, two credits");
+        assert_eq!(
+            w.credits(MP_OPENID, TEMPLATE).await,
+            1,
+            "{b:?}: two notifications, two credits"
+        );
         // Coming online clears the count.
         w.state_change(CUSTOMER, "Login", (T0 + 400) * 1000).await;
-        let st = w.state_item(&keys::notify_state(CUSTOMER), keys::ONE).await.unwrap();
+        let st = w
+            .state_item(&keys::notify_state(CUSTOMER), keys::ONE)
+            .await
+            .unwrap();
         assert_eq!(st.n("pending"), Some(0));
     }
 }
@@ -200,11 +283,26 @@ async fn an_invalid_token_is_refreshed_and_the_send_retried_once() {
         ready(&w, 1).await;
         // WeChat says the cached token is no longer valid (40001), once.
         w.wechat.script(SEND, vec![Scripted::Json(json!({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}))]);
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x")).await;
-        assert_eq!(w.sends().len(), 2, "{b:?}: the failed send and its one retry");
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
+            .await;
+        assert_eq!(
+            w.sends().len(),
+            2,
+            "{b:?}: the failed send and its one retry"
+        );
         assert_eq!(w.wechat.count(TOKEN), 2, "{b:?}: a fresh token was fetched");
-        assert_eq!(w.outbox_of("notify").await[0].s("status"), Some("sent"), "{b:?}");
-        assert!(w.wechat.requests(TOKEN).iter().all(|r| r.body["force_refresh"] == false), "never force_refresh");
+        assert_eq!(
+            w.outbox_of("notify").await[0].s("status"),
+            Some("sent"),
+            "{b:?}"
+        );
+        assert!(
+            w.wechat
+                .requests(TOKEN)
+                .iter()
+                .all(|r| r.body["force_refresh"] == false),
+            "never force_refresh"
+        );
     }
 }
 
@@ -213,12 +311,21 @@ async fn a_token_refused_twice_is_recorded_not_looped() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
     ready(&w, 1).await;
     let e = json!({"errcode": 40001, "errmsg": "invalid credential"});
-    w.wechat.script(SEND, vec![Scripted::Json(e.clone()), Scripted::Json(e)]);
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x")).await;
+    w.wechat
+        .script(SEND, vec![Scripted::Json(e.clone()), Scripted::Json(e)]);
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
+        .await;
     assert_eq!(w.sends().len(), 2);
     let item = &w.outbox_of("notify").await[0];
-    assert_eq!((item.s("status"), item.s("reason")), (Some("failed"), Some("40001")));
-    assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, 1, "the credit is given back");
+    assert_eq!(
+        (item.s("status"), item.s("reason")),
+        (Some("failed"), Some("40001"))
+    );
+    assert_eq!(
+        w.credits(MP_OPENID, TEMPLATE).await,
+        1,
+        "the credit is given back"
+    );
 }
 
 #[tokio::test]
@@ -226,14 +333,30 @@ async fn permanent_errors_are_recorded_and_43101_zeroes_the_credits() {
     for (code, credits_after) in [(43101, 0), (45009, 3), (47003, 3), (40003, 3)] {
         let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
         ready(&w, 3).await;
-        w.wechat.script(SEND, vec![Scripted::Json(json!({"errcode": code, "errmsg": "refused"}))]);
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x")).await;
+        w.wechat.script(
+            SEND,
+            vec![Scripted::Json(
+                json!({"errcode": code, "errmsg": "refused"}),
+            )],
+        );
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
+            .await;
         assert_eq!(w.sends().len(), 1, "{code}: never retried");
         let item = &w.outbox_of("notify").await[0];
         let code_s = code.to_string();
-        assert_eq!((item.s("status"), item.s("reason")), (Some("failed"), Some(code_s.as_str())));
-        assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, credits_after, "{code}");
-        assert!(wxim_tests::log_text().contains(&format!("\"ErrCode\":\"{code}\"")), "{code}: EMF metric by errcode");
+        assert_eq!(
+            (item.s("status"), item.s("reason")),
+            (Some("failed"), Some(code_s.as_str()))
+        );
+        assert_eq!(
+            w.credits(MP_OPENID, TEMPLATE).await,
+            credits_after,
+            "{code}"
+        );
+        assert!(
+            wxim_tests::log_text().contains(&format!("\"ErrCode\":\"{code}\"")),
+            "{code}: EMF metric by errcode"
+        );
     }
 }
 
@@ -242,26 +365,40 @@ async fn busy_and_gateway_failures_are_retried_with_backoff_then_sent() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
         ready(&w, 1).await;
-        w.wechat.script(SEND, vec![
-            Scripted::Json(json!({"errcode": -1, "errmsg": "system error"})),
-            Scripted::Status(502),
-            Scripted::Delay(std::time::Duration::from_millis(900), None),
-        ]);
-        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x")).await;
+        w.wechat.script(
+            SEND,
+            vec![
+                Scripted::Json(json!({"errcode": -1, "errmsg": "system error"})),
+                Scripted::Status(502),
+                Scripted::Delay(std::time::Duration::from_millis(900), None),
+            ],
+        );
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
+            .await;
         assert_eq!(w.sends().len(), 4, "{b:?}: -1, 502, timeout, then success");
         let item = &w.outbox_of("notify").await[0];
         assert_eq!(item.s("status"), Some("sent"), "{b:?}");
         assert_eq!(item.n("attempts"), Some(4));
-        assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, 0, "{b:?}: spent exactly once");
+        assert_eq!(
+            w.credits(MP_OPENID, TEMPLATE).await,
+            0,
+            "{b:?}: spent exactly once"
+        );
     }
 }
 
 #[tokio::test]
 async fn retries_stop_at_the_attempt_limit_and_say_why() {
-    let w = World::new(Options::new(Backend::Embedded).at(T0).set("DISPATCH_MAX_ATTEMPTS", "3")).await;
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("DISPATCH_MAX_ATTEMPTS", "3"),
+    )
+    .await;
     ready(&w, 1).await;
     w.wechat.script(SEND, vec![Scripted::Status(503); 10]);
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x")).await;
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
+        .await;
     assert_eq!(w.sends().len(), 3);
     let item = &w.outbox_of("notify").await[0];
     assert_eq!(item.s("status"), Some("failed"));
@@ -271,11 +408,20 @@ async fn retries_stop_at_the_attempt_limit_and_say_why() {
 
 #[tokio::test]
 async fn token_endpoint_errors_are_classified() {
-    let w = World::new(Options::new(Backend::Embedded).at(T0).set("WECHAT_MP_SECRET", "wrong-secret")).await;
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("WECHAT_MP_SECRET", "wrong-secret"),
+    )
+    .await;
     ready(&w, 1).await;
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x")).await;
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
+        .await;
     let item = &w.outbox_of("notify").await[0];
-    assert_eq!((item.s("status"), item.s("reason")), (Some("failed"), Some("token_40125")));
+    assert_eq!(
+        (item.s("status"), item.s("reason")),
+        (Some("failed"), Some("token_40125"))
+    );
     assert!(w.sends().is_empty());
     assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, 1);
 }
@@ -286,8 +432,16 @@ async fn many_dispatchers_at_once_fetch_one_token() {
         // A generous timeout: a slow machine must not turn the slow fetch into a failure.
         let w = World::new(Options::new(b).set("HTTP_TIMEOUT_MS", "5000")).await;
         // Slow token endpoint, so the instances really overlap.
-        w.wechat.script(TOKEN, vec![Scripted::Delay(std::time::Duration::from_millis(300), None)]);
-        let mp = w.app.config.app(common::config::AppKind::Mp).unwrap().clone();
+        w.wechat.script(
+            TOKEN,
+            vec![Scripted::Delay(std::time::Duration::from_millis(300), None)],
+        );
+        let mp = w
+            .app
+            .config
+            .app(common::config::AppKind::Mp)
+            .unwrap()
+            .clone();
         let mut tasks = vec![];
         for _ in 0..16 {
             // Each its own instance: own in-memory cache and lease owner, the same store.
@@ -296,7 +450,9 @@ async fn many_dispatchers_at_once_fetch_one_token() {
             let api = w.app.wechat.clone();
             let clock = w.app.clock.clone();
             let mp = mp.clone();
-            tasks.push(tokio::spawn(async move { tokens.get(&mp, &*store, &api, &*clock).await }));
+            tasks.push(tokio::spawn(async move {
+                tokens.get(&mp, &*store, &api, &*clock).await
+            }));
         }
         let mut got = std::collections::HashSet::new();
         for t in tasks {
@@ -322,28 +478,48 @@ async fn a_token_that_expires_sooner_never_replaces_the_stored_one() {
         ))
         .await
         .unwrap();
-    w.wechat.script(TOKEN, vec![Scripted::Json(json!({"access_token": "SHORTER_LIVED", "expires_in": 100}))]);
+    w.wechat.script(
+        TOKEN,
+        vec![Scripted::Json(
+            json!({"access_token": "SHORTER_LIVED", "expires_in": 100}),
+        )],
+    );
     let mp = w.app.config.app(common::config::AppKind::Mp).unwrap();
-    let t = w.app.tokens.get(mp, store, &w.app.wechat, &*w.app.clock).await.unwrap();
+    let t = w
+        .app
+        .tokens
+        .get(mp, store, &w.app.wechat, &*w.app.clock)
+        .await
+        .unwrap();
     assert_eq!(t, "LONGER_LIVED");
-    let item = w.state_item(&keys::access_token(common::config::AppKind::Mp), keys::ONE).await.unwrap();
+    let item = w
+        .state_item(&keys::access_token(common::config::AppKind::Mp), keys::ONE)
+        .await
+        .unwrap();
     assert_eq!(item.s("token"), Some("LONGER_LIVED"));
     assert!(item.s("lease_owner").is_none(), "the lease is released");
 }
 
 #[tokio::test]
 async fn template_data_that_cannot_be_valid_fails_before_spending() {
-    let w = World::new(
-        Options::new(Backend::Embedded)
-            .at(T0)
-            .set("NOTIFY_DATA", r#"{"thing1":"{sender}","number2":"{preview}"}"#),
-    )
+    let w = World::new(Options::new(Backend::Embedded).at(T0).set(
+        "NOTIFY_DATA",
+        r#"{"thing1":"{sender}","number2":"{preview}"}"#,
+    ))
     .await;
     ready(&w, 1).await;
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "not a number")).await;
+    w.im(
+        "C2C.CallbackAfterSendMsg",
+        w.c2c(SELLER, CUSTOMER, "not a number"),
+    )
+    .await;
     let item = &w.outbox_of("notify").await[0];
     assert_eq!(item.s("status"), Some("failed"));
-    assert!(item.s("reason").unwrap().starts_with("template_data: number2"));
+    assert!(
+        item.s("reason")
+            .unwrap()
+            .starts_with("template_data: number2")
+    );
     assert!(w.sends().is_empty());
     assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, 1);
 }
@@ -353,43 +529,81 @@ async fn long_and_multiline_text_is_shaped_to_the_keyword_rules() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
     ready(&w, 1).await;
     let text = "第一行\n第二行 with a very long English tail that goes on and on";
-    w.im("C2C.CallbackAfterSendMsg", w.c2c("a_very_long_sender_name_xxxxxxxx", CUSTOMER, text)).await;
+    w.im(
+        "C2C.CallbackAfterSendMsg",
+        w.c2c("a_very_long_sender_name_xxxxxxxx", CUSTOMER, text),
+    )
+    .await;
     let body = &w.sends()[0].body;
     let preview = body["data"]["thing2"]["value"].as_str().unwrap();
-    assert!(preview.chars().count() <= 20 && !preview.contains('\n'), "{preview}");
-    assert!(body["data"]["thing1"]["value"].as_str().unwrap().chars().count() <= 20);
+    assert!(
+        preview.chars().count() <= 20 && !preview.contains('\n'),
+        "{preview}"
+    );
+    assert!(
+        body["data"]["thing1"]["value"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count()
+            <= 20
+    );
 }
 
 #[tokio::test]
 async fn quiet_hours_hold_notifications() {
-    let w = World::new(Options::new(Backend::Embedded).at(T0).set("NOTIFY_QUIET_HOURS", "06:00-07:00")).await;
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("NOTIFY_QUIET_HOURS", "06:00-07:00"),
+    )
+    .await;
     ready(&w, 1).await;
     // T0 is 06:13 in Shanghai.
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "late")).await;
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "late"))
+        .await;
     assert!(w.sends().is_empty());
-    assert_eq!(w.outbox_of("notify").await[0].s("reason"), Some("quiet_hours"));
+    assert_eq!(
+        w.outbox_of("notify").await[0].s("reason"),
+        Some("quiet_hours")
+    );
     assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, 1);
 }
 
 #[tokio::test]
 async fn before_send_trigger_queues_and_never_blocks() {
-    let w = World::new(Options::new(Backend::Embedded).at(T0).set("NOTIFY_TRIGGER", "before")).await;
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("NOTIFY_TRIGGER", "before"),
+    )
+    .await;
     ready(&w, 1).await;
     let mut m = w.c2c(SELLER, CUSTOMER, "x");
     m["CallbackCommand"] = json!("C2C.CallbackBeforeSendMsg");
     let r = w.im("C2C.CallbackBeforeSendMsg", m).await;
-    assert_eq!(r.body_str(), r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#);
+    assert_eq!(
+        r.body_str(),
+        r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#
+    );
     assert_eq!(w.sends().len(), 1);
     // With the before trigger, the after-send callback of the same message does not notify again.
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "y")).await;
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "y"))
+        .await;
     assert_eq!(w.sends().len(), 1);
 }
 
 #[tokio::test]
 async fn before_send_is_allowed_even_when_the_store_is_down() {
     // A table that does not exist on the DynamoDB-compatible server: every store call fails.
-    let clock: std::sync::Arc<dyn common::clock::Clock> = std::sync::Arc::new(common::clock::SystemClock);
-    let broken = common::store::DynamoStore::new(wxim_tests::dynamo::client(), "no-such-table", "no-such-outbox", clock.clone());
+    let clock: std::sync::Arc<dyn common::clock::Clock> =
+        std::sync::Arc::new(common::clock::SystemClock);
+    let broken = common::store::DynamoStore::new(
+        wxim_tests::dynamo::client(),
+        "no-such-table",
+        "no-such-outbox",
+        clock.clone(),
+    );
     let app = common::App::new(
         wxim_tests::config(&[("NOTIFY_TRIGGER", "before"), ("HTTP_TIMEOUT_MS", "400")]),
         std::sync::Arc::new(broken),
@@ -400,12 +614,20 @@ async fn before_send_is_allowed_even_when_the_store_is_down() {
     m["CallbackCommand"] = json!("C2C.CallbackBeforeSendMsg");
     let req = w.im_request("C2C.CallbackBeforeSendMsg", &m);
     let r = common::handlers::im::callback(&req, &app).await;
-    assert_eq!((r.status, r.body_str()), (200, r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#));
+    assert_eq!(
+        (r.status, r.body_str()),
+        (200, r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#)
+    );
     // An after-send callback that cannot be recorded asks IM to retry instead.
     let req = w.im_request("C2C.CallbackAfterSendMsg", &w.c2c(SELLER, CUSTOMER, "y"));
     let app = common::App::new(
         wxim_tests::config(&[("HTTP_TIMEOUT_MS", "400")]),
-        std::sync::Arc::new(common::store::DynamoStore::new(wxim_tests::dynamo::client(), "no-such-table", "no-such-outbox", std::sync::Arc::new(common::clock::SystemClock))),
+        std::sync::Arc::new(common::store::DynamoStore::new(
+            wxim_tests::dynamo::client(),
+            "no-such-table",
+            "no-such-outbox",
+            std::sync::Arc::new(common::clock::SystemClock),
+        )),
         std::sync::Arc::new(common::clock::SystemClock),
     );
     let r = common::handlers::im::callback(&req, &app).await;
@@ -414,22 +636,49 @@ async fn before_send_is_allowed_even_when_the_store_is_down() {
 
 #[tokio::test]
 async fn the_stream_handler_reports_only_what_must_be_retried() {
-    let w = World::new(Options::new(Backend::Embedded).at(T0).set("DISPATCH_MAX_ATTEMPTS", "5")).await;
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("DISPATCH_MAX_ATTEMPTS", "5"),
+    )
+    .await;
     ready(&w, 1).await;
-    w.im_only("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x")).await;
+    w.im_only("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
+        .await;
     let id = w.outbox_of("notify").await[0].s("id").unwrap().to_owned();
     let event = json!({"Records": [
         {"eventName": "MODIFY", "dynamodb": {"Keys": {"pk": {"S": "out#other"}, "sk": {"S": "-"}}, "SequenceNumber": "100"}},
         {"eventName": "INSERT", "dynamodb": {"Keys": {"pk": {"S": format!("out#{id}")}, "sk": {"S": "-"}}, "SequenceNumber": "200"}},
     ]});
-    w.wechat.script(SEND, vec![Scripted::Json(json!({"errcode": -1, "errmsg": "busy"}))]);
-    let out = local::routes::invoke(local::routes::Function::NotifyDispatch, &event.to_string(), &w.app).await.unwrap();
+    w.wechat.script(
+        SEND,
+        vec![Scripted::Json(json!({"errcode": -1, "errmsg": "busy"}))],
+    );
+    let out = local::routes::invoke(
+        local::routes::Function::NotifyDispatch,
+        &event.to_string(),
+        &w.app,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, r#"{"batchItemFailures":[{"itemIdentifier":"200"}]}"#);
     // Lambda retries the record: now it goes through.
-    let out = local::routes::invoke(local::routes::Function::NotifyDispatch, &event.to_string(), &w.app).await.unwrap();
+    let out = local::routes::invoke(
+        local::routes::Function::NotifyDispatch,
+        &event.to_string(),
+        &w.app,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, r#"{"batchItemFailures":[]}"#);
     // And a third delivery of the same record (a replay) sends nothing more.
-    let out = local::routes::invoke(local::routes::Function::NotifyDispatch, &event.to_string(), &w.app).await.unwrap();
+    let out = local::routes::invoke(
+        local::routes::Function::NotifyDispatch,
+        &event.to_string(),
+        &w.app,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, r#"{"batchItemFailures":[]}"#);
     assert_eq!(w.sends().len(), 2);
 }
@@ -445,12 +694,48 @@ async fn im_callbacks_are_authenticated_and_bad_input_is_refused() {
         req
     };
     let cases: Vec<(common::http::Request, u16, &str)> = vec![
-        (call(good.clone(), &|q| q.iter_mut().filter(|(k, _)| k == "SdkAppid").for_each(|p| p.1 = "1400000001".into())), 401, "wrong_sdkappid"),
-        (call(good.clone(), &|q| q.iter_mut().filter(|(k, _)| k == "Sign").for_each(|p| p.1 = "0".repeat(64))), 401, "bad_sign"),
-        (call(good.clone(), &|q| q.retain(|(k, _)| k != "Sign")), 401, "missing_sign"),
-        (call(good.clone(), &|q| q.iter_mut().filter(|(k, _)| k == "RequestTime").for_each(|p| p.1 = (T0 - 301).to_string())), 401, "stale_request"),
-        (good.clone().with_body("{not json"), 400, "malformed_callback"),
-        (good.clone().with_body(vec![b'x'; 70 * 1024]), 413, "body_too_large"),
+        (
+            call(good.clone(), &|q| {
+                q.iter_mut()
+                    .filter(|(k, _)| k == "SdkAppid")
+                    .for_each(|p| p.1 = "1400000001".into())
+            }),
+            401,
+            "wrong_sdkappid",
+        ),
+        (
+            call(good.clone(), &|q| {
+                q.iter_mut()
+                    .filter(|(k, _)| k == "Sign")
+                    .for_each(|p| p.1 = "0".repeat(64))
+            }),
+            401,
+            "bad_sign",
+        ),
+        (
+            call(good.clone(), &|q| q.retain(|(k, _)| k != "Sign")),
+            401,
+            "missing_sign",
+        ),
+        (
+            call(good.clone(), &|q| {
+                q.iter_mut()
+                    .filter(|(k, _)| k == "RequestTime")
+                    .for_each(|p| p.1 = (T0 - 301).to_string())
+            }),
+            401,
+            "stale_request",
+        ),
+        (
+            good.clone().with_body("{not json"),
+            400,
+            "malformed_callback",
+        ),
+        (
+            good.clone().with_body(vec![b'x'; 70 * 1024]),
+            413,
+            "body_too_large",
+        ),
     ];
     for (req, status, code) in cases {
         let r = common::handlers::im::callback(&req, &w.app).await;
@@ -458,40 +743,64 @@ async fn im_callbacks_are_authenticated_and_bad_input_is_refused() {
         assert!(r.body_str().contains(code), "{code}: {}", r.body_str());
     }
     for t in Table::ALL {
-        assert!(w.app.store.scan(t).await.unwrap().is_empty(), "nothing stored");
+        assert!(
+            w.app.store.scan(t).await.unwrap().is_empty(),
+            "nothing stored"
+        );
     }
     let r = common::handlers::im::callback(&good, &w.app).await;
     assert_eq!(r.status, 200);
-    let other = w.im_request("Group.CallbackAfterSendMsg", &json!({"CallbackCommand": "Group.CallbackAfterSendMsg"}));
+    let other = w.im_request(
+        "Group.CallbackAfterSendMsg",
+        &json!({"CallbackCommand": "Group.CallbackAfterSendMsg"}),
+    );
     let r = common::handlers::im::callback(&other, &w.app).await;
-    assert_eq!((r.status, r.body_str()), (200, r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#));
+    assert_eq!(
+        (r.status, r.body_str()),
+        (200, r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#)
+    );
 }
 
 #[tokio::test]
 async fn no_secret_reaches_any_log_line() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
     ready(&w, 2).await;
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x")).await;
-    w.wechat.script(SEND, vec![Scripted::Json(json!({"errcode": 40001, "errmsg": "invalid credential"}))]);
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
+        .await;
+    w.wechat.script(
+        SEND,
+        vec![Scripted::Json(
+            json!({"errcode": 40001, "errmsg": "invalid credential"}),
+        )],
+    );
     w.advance(400);
-    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "y")).await;
+    w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "y"))
+        .await;
     w.im.set_online(CUSTOMER, "Online");
     let logs = wxim_tests::log_text();
     assert!(!logs.is_empty());
     let mut secrets = w.app.config.secrets();
     secrets.push("ACCESS_TOKEN_".into());
     secrets.push("tiihtNczf5v6AKRyjwEUhQ==".into());
-    let admin_sig = common::im::usersig::generate(1400000000, "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e", "administrator", 7 * 86400, T0);
+    let admin_sig = common::im::usersig::generate(
+        1400000000,
+        "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e",
+        "administrator",
+        7 * 86400,
+        T0,
+    );
     secrets.push(admin_sig[..40].to_owned());
     for s in secrets {
-        assert!(!logs.contains(&s), "a secret reached the logs: {}…", &s[..s.len().min(4)]);
+        assert!(
+            !logs.contains(&s),
+            "a secret reached the logs: {}…",
+            &s[..s.len().min(4)]
+        );
     }
     for line in logs.lines() {
-        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not a JSON line: {line}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a JSON line: {line}"
+        );
     }
 }
-
-
-
-
-

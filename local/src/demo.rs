@@ -138,7 +138,7 @@ impl Demo {
             .iter()
             .map(|i| {
                 format!(
-                    "{} {:<7} {:<8} {}{}",
+                    "{} {:<12} {:<8} {}{}",
                     short(outbox::id_of(i), 8),
                     i.s("kind").unwrap_or(""),
                     i.s("status").unwrap_or(""),
@@ -391,5 +391,140 @@ pub async fn run() -> Result<(), String> {
         "\nDone. Next: `cp events/sample.env .env`, `wxim standins` in one terminal, `wxim serve` in another,"
     );
     println!("and post the files in events/ (see README).");
+    Ok(())
+}
+
+const FOLLOWER: &str = "oUSER_openid_0001";
+
+impl Demo {
+    /// An official-account push from the follower, through the router.
+    async fn oa_push(&self, inner_xml: &str, ts: i64) -> Result<Response, String> {
+        let oa = self
+            .app
+            .config
+            .app(AppKind::Oa)
+            .ok_or("sample config lacks oa")?;
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[gh_abcdef123456]]></ToUserName><FromUserName><![CDATA[{FOLLOWER}]]></FromUserName><CreateTime>{ts}</CreateTime>{inner_xml}</xml>"
+        );
+        let signed = push::seal(
+            oa,
+            xml.as_bytes(),
+            Delivery::Safe,
+            &ts.to_string(),
+            "20240511",
+        )?;
+        let req = Request::new("POST", &format!("/wechat/oa?{}", signed.query_string()))
+            .with_body(signed.body);
+        Ok(self.send(Function::WechatEvent, req).await)
+    }
+
+    /// The text of an encrypted passive reply, as the follower sees it.
+    fn reply_text(&self, resp: &Response) -> String {
+        let Some(oa) = self.app.config.app(AppKind::Oa) else {
+            return String::new();
+        };
+        let env = common::wechat::message::parse_envelope(&resp.body).ok();
+        let plain = match (env.and_then(|e| e.encrypt), &oa.crypto) {
+            (Some(e), Some(c)) => c.decrypt(&e).unwrap_or_default(),
+            _ => return resp.body_str().to_owned(),
+        };
+        match common::wechat::message::parse_message(&plain).map(|m| m.kind) {
+            Ok(common::wechat::message::MessageKind::Text { content }) => content,
+            _ => String::from_utf8_lossy(&plain).into_owned(),
+        }
+    }
+
+    async fn agent_says(&self, agent: &str, seq: u64, text: &str) -> Response {
+        let now = self.app.now();
+        let mut body = c2c(seq, text, now);
+        body["From_Account"] = json!(agent);
+        body["To_Account"] = json!(FOLLOWER);
+        self.send(
+            Function::ImCallback,
+            self.im_callback("C2C.CallbackAfterSendMsg", body),
+        )
+        .await
+    }
+}
+
+pub async fn run_oa() -> Result<(), String> {
+    let (mut d, wechat, im, dir) = setup("demo-oa", &[]).await?;
+    wechat.print_requests(true);
+    im.print_requests(true);
+    println!("wxim demo oa: official-account followers talk to human agents who sit in IM");
+    println!("  store: {}/wxim.db (removed at the end)", dir.display());
+    println!(
+        "  configuration: events/sample.env (official account wxfedcba0987654321 in safe mode; agents agent_alice, agent_bob)"
+    );
+    println!(
+        "  WeChat API stand-in {}, IM REST stand-in {} (both print what they receive)",
+        wechat.base, im.base
+    );
+    let now = d.app.now();
+
+    d.title("A user follows the official account (subscribe event, safe mode)");
+    let r = d.oa_push("<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>", now).await?;
+    println!("   passive reply (decrypted): \"{}\"", d.reply_text(&r));
+    println!("   imported into IM as {FOLLOWER}; assigned agent: agent_alice (round robin)");
+
+    d.title("The follower asks a question: forwarded to their agent, \"connecting you\" as the passive reply");
+    let r = d.oa_push("<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[你好，我的订单什么时候发货？]]></Content><MsgId>24000000000000101</MsgId>", now + 1).await?;
+    println!("   passive reply (decrypted): \"{}\"", d.reply_text(&r));
+
+    d.title("A photo right after: forwarded as a readable summary; no second \"connecting you\"");
+    let r = d.oa_push("<MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[https://mmbiz.example/order.jpg]]></PicUrl><MediaId><![CDATA[media-image-1]]></MediaId><MsgId>24000000000000102</MsgId>", now + 2).await?;
+    println!("   passive reply: {}", r.body_str());
+
+    d.title("agent_alice answers in her IM client: delivered as a customer-service message");
+    d.agent_says("agent_alice", 1, "您好！您的订单今天下午发货。")
+        .await;
+
+    d.title("The follower had also accepted the reply-waiting notification (订阅通知) once");
+    d.oa_push(
+        "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_popup_event]]></Event><SubscribeMsgPopupEvent><List><TemplateId><![CDATA[oa_reply_waiting_T0001]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>2</PopupScene></List></SubscribeMsgPopupEvent>",
+        now + 3,
+    )
+    .await?;
+
+    d.title("Two days later agent_alice follows up: outside the 48-hour window (WeChat answers 45015), so the subscribe notification goes instead");
+    wechat.script(
+        "/cgi-bin/message/custom/send",
+        vec![crate::standin::Scripted::Json(json!({"errcode": 45015, "errmsg": "response out of time limit or subscription is canceled"}))],
+    );
+    d.agent_says("agent_alice", 2, "包裹已签收，请确认。").await;
+
+    d.title("Once more, with no notification credit left: undeliverable, recorded, and agent_alice is told in IM");
+    wechat.script(
+        "/cgi-bin/message/custom/send",
+        vec![crate::standin::Scripted::Json(json!({"errcode": 45015, "errmsg": "response out of time limit or subscription is canceled"}))],
+    );
+    d.agent_says("agent_alice", 3, "还有其他问题吗？").await;
+
+    d.title("The follower unfollows: conversation ended, IM account deleted where the edition allows (here 71000: kept, inactive)");
+    d.oa_push(
+        "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event>",
+        now + 4,
+    )
+    .await?;
+    wechat.print_requests(false);
+    im.print_requests(false);
+
+    println!("\nThe outbox: every outbound call, and how it ended");
+    for l in d.outbox_lines().await? {
+        println!("  {l}");
+    }
+    let conv = d
+        .app
+        .store
+        .get(Table::State, &keys::conversation(FOLLOWER), keys::ONE)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(c) = conv {
+        println!("\nconv#oa#{FOLLOWER}: {}", c.to_json());
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("\nDone.");
     Ok(())
 }

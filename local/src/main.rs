@@ -52,8 +52,12 @@ enum Cmd {
         #[arg(long)]
         nonce: Option<String>,
     },
-    /// A guided tour on the embedded store with the sample configuration.
-    Demo,
+    /// A guided tour on the embedded store with the sample configuration: `wxim demo` (mini
+    /// program notifications), `wxim demo oa` (official-account customer service).
+    Demo {
+        /// `oa` for the official-account customer-service story.
+        scenario: Option<String>,
+    },
     /// Print a UserSig for the configured IM app, or check one.
     Usersig {
         /// The IM user id (identifier) the sig is for.
@@ -102,8 +106,16 @@ fn read_input(path: &str) -> Result<String, String> {
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
-        Cmd::Demo => {
-            demo::run().await?;
+        Cmd::Demo { scenario } => {
+            match scenario.as_deref() {
+                None | Some("mp") => demo::run().await?,
+                Some("oa") => demo::run_oa().await?,
+                Some(other) => {
+                    return Err(format!(
+                        "unknown demo {other}; try `wxim demo` or `wxim demo oa`"
+                    ));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Usersig {
@@ -297,7 +309,7 @@ async fn main() -> ExitCode {
     wiring::load_dotenv();
     let cli = Cli::parse();
     // The demo narrates each step itself; its JSON log lines only show with RUST_LOG set.
-    let quiet = matches!(cli.cmd, Cmd::Demo) && std::env::var_os("RUST_LOG").is_none();
+    let quiet = matches!(cli.cmd, Cmd::Demo { .. }) && std::env::var_os("RUST_LOG").is_none();
     let sink = if quiet {
         obs::Sink::Buffer(Default::default())
     } else {

@@ -2,6 +2,7 @@
 //! and one link instead of many keeps the test build fast on 2 cores.
 
 mod notify;
+mod oa;
 mod sample_events;
 mod store_conformance;
 mod wechat_vectors;

@@ -1,0 +1,490 @@
+//! The official-account customer-service bridge, end to end: signed pushes from followers and
+//! signed IM callbacks from agents, through the public handlers, against the stand-ins.
+
+use common::config::AppKind;
+use common::keys;
+use common::store::Table;
+use common::wechat::message::{MessageKind, parse_envelope, parse_message};
+use common::wechat::push::Delivery;
+use local::standin::Scripted;
+use serde_json::json;
+use wxim_tests::harness::{OA_GH, Options, World};
+use wxim_tests::{BACKENDS, Backend};
+
+const T0: i64 = 1_700_000_000;
+const CUSTOM: &str = "/cgi-bin/message/custom/send";
+const BIZSEND: &str = "/cgi-bin/message/subscribe/bizsend";
+const SENDMSG: &str = "/v4/openim/sendmsg";
+const WELCOME: &str = "Welcome! Send us a message and one of our agents will answer you here.";
+const CONNECTING: &str = "Connecting you to an agent, please wait a moment.";
+
+fn xml(from: &str, ts: i64, inner: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{OA_GH}]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName><CreateTime>{ts}</CreateTime>{inner}</xml>"
+    )
+}
+
+async fn follow(w: &World, who: &str) -> String {
+    let r = w
+        .push(
+            AppKind::Oa,
+            &xml(
+                who,
+                w.now(),
+                "<MsgType>event</MsgType><Event>subscribe</Event>",
+            ),
+            Delivery::Safe,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    reply(w, r.body_str())
+}
+
+async fn say(w: &World, who: &str, msg_id: u64, text: &str) -> String {
+    let r = w
+        .push(
+            AppKind::Oa,
+            &xml(who, w.now(), &format!("<MsgType>text</MsgType><Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId>")),
+            Delivery::Safe,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    reply(w, r.body_str())
+}
+
+/// The passive reply's text, decrypted ("success" when there is none).
+fn reply(w: &World, body: &str) -> String {
+    let Ok(env) = parse_envelope(body.as_bytes()) else {
+        return body.to_owned();
+    };
+    let Some(enc) = env.encrypt else {
+        return body.to_owned();
+    };
+    let oa = w.app.config.app(AppKind::Oa).unwrap();
+    let plain = oa.crypto.as_ref().unwrap().decrypt(&enc).unwrap();
+    match parse_message(&plain).unwrap().kind {
+        MessageKind::Text { content } => content,
+        k => panic!("{k:?}"),
+    }
+}
+
+async fn agent_replies(w: &World, agent: &str, to: &str, text: &str) -> serde_json::Value {
+    let m = {
+        let mut m = w.c2c(agent, to, text);
+        m["From_Account"] = json!(agent);
+        m
+    };
+    let r = w.im("C2C.CallbackAfterSendMsg", m.clone()).await;
+    assert_eq!(r.status, 200);
+    m
+}
+
+async fn conv(w: &World, openid: &str) -> common::store::Item {
+    w.state_item(&keys::conversation(openid), keys::ONE)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_follow_imports_assigns_and_welcomes_once() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        assert_eq!(follow(&w, "oFollower1").await, WELCOME, "{b:?}");
+        assert!(
+            w.im.has_account("oFollower1"),
+            "{b:?}: imported, IM user id = openid"
+        );
+        let c = conv(&w, "oFollower1").await;
+        assert_eq!(
+            (c.s("status"), c.s("agent")),
+            (Some("active"), Some("agent_alice"))
+        );
+        // WeChat's retry of the follow gets the same welcome and imports nothing more.
+        let again = w
+            .push(
+                AppKind::Oa,
+                &xml(
+                    "oFollower1",
+                    T0,
+                    "<MsgType>event</MsgType><Event>subscribe</Event>",
+                ),
+                Delivery::Safe,
+            )
+            .await;
+        assert_eq!(reply(&w, again.body_str()), WELCOME, "{b:?}");
+        assert_eq!(
+            w.im.count("/v4/im_open_login_svc/account_import"),
+            1,
+            "{b:?}"
+        );
+        // Importing an account that already exists is not an error.
+        w.advance(10);
+        follow(&w, "oFollower1").await;
+        assert_eq!(
+            w.outbox_of("im_import")
+                .await
+                .iter()
+                .filter(|i| i.s("status") == Some("sent"))
+                .count(),
+            2
+        );
+    }
+}
+
+#[tokio::test]
+async fn new_followers_are_spread_and_keep_their_agent() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    for who in ["oA", "oB", "oC"] {
+        follow(&w, who).await;
+    }
+    let agents: Vec<_> = [
+        conv(&w, "oA").await,
+        conv(&w, "oB").await,
+        conv(&w, "oC").await,
+    ]
+    .iter()
+    .map(|c| c.s("agent").unwrap().to_owned())
+    .collect();
+    assert_eq!(agents, ["agent_alice", "agent_bob", "agent_alice"]);
+    say(&w, "oB", 1, "hi").await;
+    say(&w, "oB", 2, "again").await;
+    assert_eq!(
+        conv(&w, "oB").await.s("agent"),
+        Some("agent_bob"),
+        "a follower keeps their agent"
+    );
+    let to: Vec<_> =
+        w.im.requests(SENDMSG)
+            .iter()
+            .map(|r| r.body["To_Account"].as_str().unwrap().to_owned())
+            .collect();
+    assert_eq!(to, ["agent_bob", "agent_bob"]);
+    assert!(
+        w.im.requests(SENDMSG)
+            .iter()
+            .all(|r| r.body["From_Account"] == "oB"),
+        "sent from the follower's own account"
+    );
+}
+
+#[tokio::test]
+async fn a_removed_agent_hands_over_to_the_remaining_ones() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    follow(&w, "oA").await;
+    assert_eq!(conv(&w, "oA").await.s("agent"), Some("agent_alice"));
+    // The same store, with agent_alice no longer on duty.
+    let app2 = common::App::new(
+        wxim_tests::config(&[
+            ("IM_AGENT_ACCOUNTS", "agent_bob"),
+            ("WECHAT_API_BASE", &w.wechat.base),
+            ("IM_API_BASE", &w.im.base),
+        ]),
+        w.app.store.clone(),
+        w.app.clock.clone(),
+    );
+    let oa = app2.config.app(AppKind::Oa).unwrap();
+    let signed = common::wechat::push::seal(
+        oa,
+        xml(
+            "oA",
+            T0 + 5,
+            "<MsgType>text</MsgType><Content>hi</Content><MsgId>9</MsgId>",
+        )
+        .as_bytes(),
+        Delivery::Safe,
+        "1700000005",
+        "1",
+    )
+    .unwrap();
+    let req = common::http::Request::new("POST", &format!("/wechat/oa?{}", signed.query_string()))
+        .with_body(signed.body);
+    local::routes::call(local::routes::Function::WechatEvent, &req, &app2).await;
+    assert_eq!(conv(&w, "oA").await.s("agent"), Some("agent_bob"));
+}
+
+#[tokio::test]
+async fn connecting_you_is_said_once_per_conversation_window() {
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("OA_CONVERSATION_WINDOW_SECS", "1800"),
+    )
+    .await;
+    follow(&w, "oA").await;
+    assert_eq!(say(&w, "oA", 1, "first").await, CONNECTING);
+    w.advance(60);
+    assert_eq!(say(&w, "oA", 2, "second").await, "success");
+    w.advance(1800);
+    assert_eq!(say(&w, "oA", 3, "much later").await, CONNECTING);
+    assert_eq!(w.im.delivered(), 3, "every message was forwarded");
+    // Custom texts from configuration.
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("OA_CONNECTING_TEXT", "稍等，客服马上来")
+            .set("OA_WELCOME_TEXT", "欢迎关注"),
+    )
+    .await;
+    assert_eq!(follow(&w, "oA").await, "欢迎关注");
+    assert_eq!(say(&w, "oA", 1, "hi").await, "稍等，客服马上来");
+}
+
+#[tokio::test]
+async fn non_text_messages_reach_the_agent_as_readable_summaries() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    follow(&w, "oA").await;
+    let kinds = [
+        "<MsgType>image</MsgType><PicUrl>https://p/x.jpg</PicUrl><MediaId>m1</MediaId><MsgId>1</MsgId>",
+        "<MsgType>voice</MsgType><MediaId>m2</MediaId><Format>amr</Format><Recognition>你好</Recognition><MsgId>2</MsgId>",
+        "<MsgType>video</MsgType><MediaId>m3</MediaId><ThumbMediaId>t</ThumbMediaId><MsgId>3</MsgId>",
+        "<MsgType>location</MsgType><Location_X>23.1</Location_X><Location_Y>113.3</Location_Y><Scale>20</Scale><Label>广州</Label><MsgId>4</MsgId>",
+        "<MsgType>link</MsgType><Title>Docs</Title><Description>d</Description><Url>https://e/d</Url><MsgId>5</MsgId>",
+    ];
+    for (i, k) in kinds.iter().enumerate() {
+        w.push(AppKind::Oa, &xml("oA", T0 + i as i64, k), Delivery::Safe)
+            .await;
+    }
+    let texts: Vec<String> =
+        w.im.requests(SENDMSG)
+            .iter()
+            .map(|r| {
+                r.body["MsgBody"][0]["MsgContent"]["Text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+    assert_eq!(
+        texts,
+        [
+            "[图片] https://p/x.jpg (media_id m1)",
+            "[语音] 你好 (media_id m2)",
+            "[视频] (media_id m3)",
+            "[位置] 广州 (23.1, 113.3)",
+            "[链接] Docs https://e/d",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_forward_whose_answer_was_lost_is_resent_once_with_the_same_random() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    follow(&w, "oA").await;
+    // IM takes the message but the answer never arrives in time: the job is retried.
+    w.im.script(
+        SENDMSG,
+        vec![Scripted::Delay(std::time::Duration::from_millis(800), None)],
+    );
+    say(&w, "oA", 1, "hello").await;
+    let sends = w.im.requests(SENDMSG);
+    assert_eq!(sends.len(), 2, "sent, timed out, sent again");
+    assert_eq!(sends[0].body["MsgRandom"], sends[1].body["MsgRandom"]);
+    assert_eq!(w.im.delivered(), 1, "IM sees one message");
+    assert_eq!(w.outbox_of("forward").await[0].s("status"), Some("sent"));
+}
+
+#[tokio::test]
+async fn a_forward_before_the_import_imports_first() {
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("DISPATCH_MAX_ATTEMPTS", "2"),
+    )
+    .await;
+    // IM is down during the follow: the import fails for good.
+    w.im.script(
+        "/v4/im_open_login_svc/account_import",
+        vec![Scripted::Status(502), Scripted::Status(502)],
+    );
+    follow(&w, "oA").await;
+    assert_eq!(
+        w.outbox_of("im_import").await[0].s("status"),
+        Some("failed")
+    );
+    assert!(!w.im.has_account("oA"));
+    // The first message finds the account missing (90012), imports it, and is delivered.
+    say(&w, "oA", 1, "hello").await;
+    assert!(w.im.has_account("oA"));
+    assert_eq!(w.outbox_of("forward").await[0].s("status"), Some("sent"));
+    assert_eq!(w.im.delivered(), 1);
+}
+
+#[tokio::test]
+async fn an_agent_reply_becomes_a_customer_service_message_once() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        say(&w, "oA", 1, "where is my order?").await;
+        let m = agent_replies(&w, "agent_alice", "oA", "它今天发货").await;
+        let sent = w.wechat.requests(CUSTOM);
+        assert_eq!(sent.len(), 1, "{b:?}");
+        assert_eq!(
+            sent[0].body,
+            json!({"touser": "oA", "msgtype": "text", "text": {"content": "它今天发货"}})
+        );
+        // IM's retry of the same callback does nothing more.
+        w.im("C2C.CallbackAfterSendMsg", m).await;
+        assert_eq!(w.wechat.count(CUSTOM), 1, "{b:?}");
+        assert_eq!(w.outbox_of("kf").await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn outside_the_window_the_reply_falls_back_to_a_subscribe_message_with_a_credit() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    follow(&w, "oA").await;
+    let popup = xml(
+        "oA",
+        T0 + 1,
+        "<MsgType>event</MsgType><Event>subscribe_msg_popup_event</Event><SubscribeMsgPopupEvent><List><TemplateId>oa_reply_waiting_T0001</TemplateId><SubscribeStatusString>accept</SubscribeStatusString><PopupScene>2</PopupScene></List></SubscribeMsgPopupEvent>",
+    );
+    w.push(AppKind::Oa, &popup, Delivery::Safe).await;
+    w.wechat.script(CUSTOM, vec![Scripted::Json(json!({"errcode": 45015, "errmsg": "response out of time limit or subscription is canceled"}))]);
+    agent_replies(&w, "agent_alice", "oA", "包裹已签收").await;
+    let biz = w.wechat.requests(BIZSEND);
+    assert_eq!(biz.len(), 1);
+    assert_eq!(biz[0].body["template_id"], "oa_reply_waiting_T0001");
+    assert_eq!(biz[0].body["data"]["thing1"]["value"], "agent_alice");
+    assert_eq!(biz[0].body["data"]["thing2"]["value"], "包裹已签收");
+    let kf = &w.outbox_of("kf").await[0];
+    assert_eq!(
+        (kf.s("status"), kf.s("reason")),
+        (Some("sent"), Some("fallback_subscribe after 45015"))
+    );
+    let credits =
+        common::ledger::credits(&*w.app.store, AppKind::Oa, "oA", "oa_reply_waiting_T0001")
+            .await
+            .unwrap();
+    assert_eq!(credits, 0);
+    assert_eq!(w.im.delivered(), 0, "nothing to tell the agent");
+}
+
+#[tokio::test]
+async fn with_no_credit_the_reply_is_undeliverable_and_the_agent_is_told() {
+    for code in [45015, 45047] {
+        let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+        follow(&w, "oA").await;
+        w.wechat.script(
+            CUSTOM,
+            vec![Scripted::Json(
+                json!({"errcode": code, "errmsg": "out of limit"}),
+            )],
+        );
+        agent_replies(&w, "agent_bob", "oA", "还在吗").await;
+        assert!(w.wechat.requests(BIZSEND).is_empty());
+        let kf = &w.outbox_of("kf").await[0];
+        assert_eq!(kf.s("status"), Some("failed"));
+        assert_eq!(
+            kf.s("reason"),
+            Some(format!("undeliverable: {code}").as_str())
+        );
+        let notice =
+            w.im.requests(SENDMSG)
+                .into_iter()
+                .find(|r| r.body["To_Account"] == "agent_bob")
+                .unwrap();
+        assert!(
+            notice.body.get("From_Account").is_none(),
+            "{code}: from the admin account"
+        );
+        let text = notice.body["MsgBody"][0]["MsgContent"]["Text"]
+            .as_str()
+            .unwrap();
+        assert!(
+            text.contains("oA") && text.contains(&code.to_string()),
+            "{text}"
+        );
+        assert_eq!(
+            w.outbox_of("agent_notice").await[0].s("status"),
+            Some("sent")
+        );
+    }
+}
+
+#[tokio::test]
+async fn wechat_and_im_failures_mid_way_are_retried_and_recorded() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    follow(&w, "oA").await;
+    w.wechat.script(
+        CUSTOM,
+        vec![
+            Scripted::Status(502),
+            Scripted::Json(json!({"errcode": -1, "errmsg": "system busy"})),
+        ],
+    );
+    agent_replies(&w, "agent_alice", "oA", "retry me").await;
+    assert_eq!(w.wechat.count(CUSTOM), 3);
+    assert_eq!(w.outbox_of("kf").await[0].s("status"), Some("sent"));
+    // A permanent refusal from IM is recorded, not retried.
+    w.im.script(
+        SENDMSG,
+        vec![Scripted::Json(
+            json!({"ActionStatus": "FAIL", "ErrorCode": 80001, "ErrorInfo": "sensitive words"}),
+        )],
+    );
+    say(&w, "oA", 7, "something sensitive").await;
+    let f = &w.outbox_of("forward").await[0];
+    assert_eq!(
+        (f.s("status"), f.s("reason")),
+        (Some("failed"), Some("im_80001"))
+    );
+    assert_eq!(w.im.count(SENDMSG), 1);
+}
+
+#[tokio::test]
+async fn an_unfollow_ends_the_conversation_and_deletes_where_allowed() {
+    for allowed in [false, true] {
+        let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+        w.im.allow_delete(allowed);
+        follow(&w, "oA").await;
+        w.push(
+            AppKind::Oa,
+            &xml(
+                "oA",
+                T0 + 9,
+                "<MsgType>event</MsgType><Event>unsubscribe</Event>",
+            ),
+            Delivery::Safe,
+        )
+        .await;
+        let c = conv(&w, "oA").await;
+        assert_eq!(c.s("status"), Some("ended"));
+        let bind = w
+            .state_item(&keys::binding_by_openid(AppKind::Oa, "oA"), keys::ONE)
+            .await
+            .unwrap();
+        assert_eq!(bind.s("status"), Some("ended"));
+        let del = &w.outbox_of("im_delete").await[0];
+        if allowed {
+            assert_eq!(
+                (del.s("status"), del.s("reason")),
+                (Some("sent"), Some("deleted"))
+            );
+            assert!(!w.im.has_account("oA"));
+        } else {
+            assert_eq!(
+                (del.s("status"), del.s("reason")),
+                (Some("skipped"), Some("kept_inactive_71000"))
+            );
+            assert!(w.im.has_account("oA"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn messages_from_non_agents_are_not_bridged() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    follow(&w, "oA").await;
+    agent_replies(&w, "someone_else", "oA", "hi").await;
+    assert_eq!(w.wechat.count(CUSTOM), 0);
+    assert!(w.outbox_of("kf").await.is_empty());
+    assert!(
+        w.app
+            .store
+            .scan(Table::Outbox)
+            .await
+            .unwrap()
+            .iter()
+            .all(|i| i.s("kind") != Some("kf"))
+    );
+}

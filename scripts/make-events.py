@@ -438,6 +438,113 @@ def build_im():
          "callback's handler alone, without the local dispatch): the subscribe message is sent, no retry requested.")
 
 
+LOGIN_CODE = "0c3Sample0LoginCode0CustomerLin1"  # local/src/sample.rs LOGIN_CODES
+NEW_PHONE_CODE = "0c3Sample0LoginCode0NewPhone0002"
+NEW_PHONE_OPENID = "otFpruNEWPHONE-8D3kQ2mZ0Xy7wA"
+IAM = {"accessKey": "ASIAEXAMPLEACCESSKEY", "accountId": "123456789012", "callerId": "AIDAEXAMPLECALLERID01",
+       "principalOrgId": None, "userArn": "arn:aws:iam::123456789012:user/ops-console",
+       "userId": "AIDAEXAMPLECALLERID01"}
+
+
+def bind_event(user, code, sig_time=TS, env_overrides=None, sig_user=None):
+    """A POST /bind whose userSig `wxim sign` makes for sig_user (default: user) at sig_time."""
+    body = {"code": code, "userId": sig_user or user, "userSig": ""}
+    e = sign(base_event("POST", "/bind", "/bind", json.dumps(body), "application/json"), None, "0", env_overrides,
+             ts=sig_time)
+    body = json.loads(e["body"])
+    body["userId"] = user
+    e["body"] = json.dumps({"code": code, "userId": user, "userSig": body["userSig"]}, separators=(",", ":"))
+    return e
+
+
+def binding(user, openid):
+    return [{"pk": f"bind#im#{user}", "sk": "mp", "openid": openid, "user_id": user},
+            {"pk": f"bind#mp#{openid}", "sk": "-", "user_id": user}]
+
+
+def build_bind():
+    customer, seller = "customer_lin", "shop_support"
+    case("bind/ok.json", bind_event(customer, LOGIN_CODE),
+         {"function": "bind", "status": 200, "json": {"bound": True, "userId": customer, "app": "mp"},
+          "items": binding(customer, MP_USER)},
+         "The mini program posts its wx.login code with the user's IM UserSig: the sig is verified with the IM "
+         "secret key, the code exchanged with jscode2session (the stand-in knows this code), and the binding stored "
+         "both ways.")
+    case("bind/rebind-new-phone.json", bind_event(customer, NEW_PHONE_CODE),
+         {"function": "bind", "status": 200, "setup": [{"invoke": "bind/ok.json"}],
+          "items": binding(customer, NEW_PHONE_OPENID), "absent": [{"pk": f"bind#mp#{MP_USER}", "sk": "-"}]},
+         "The same IM user binds again from a WeChat account with another openid: the binding moves, the old "
+         "openid is released. Setup: bind/ok.json.")
+    case("bind/code-used-twice.json", bind_event(seller, LOGIN_CODE),
+         {"function": "bind", "status": 409, "error": "code_used", "setup": [{"invoke": "bind/ok.json"}],
+          "items": binding(customer, MP_USER)[1:], "absent": [{"pk": f"bind#im#{seller}", "sk": "mp"}]},
+         "A login code replayed (here for another IM user): 409, the first binding stands. Setup: bind/ok.json.")
+    case("bind/expired-usersig.json", bind_event(customer, LOGIN_CODE, sig_time=TS - 200 * 86400),
+         {"function": "bind", "status": 401, "error": "usersig_expired", "nothing_stored": True},
+         "A UserSig past its validity: 401 before WeChat is asked, nothing stored.")
+    case("bind/forged-usersig.json",
+         bind_event(customer, LOGIN_CODE, env_overrides={"IM_SECRET_KEY": "0123456789abcdef" * 4}),
+         {"function": "bind", "status": 401, "error": "invalid_usersig", "nothing_stored": True},
+         "A UserSig made with another key: 401, nothing stored.")
+    case("bind/usersig-of-another-user.json", bind_event(customer, LOGIN_CODE, sig_user=seller),
+         {"function": "bind", "status": 401, "error": "invalid_usersig", "nothing_stored": True},
+         "A genuine UserSig of another IM user: 401, nothing stored.")
+    case("bind/invalid-code.json", bind_event(customer, "0c3Unknown0LoginCode000000000000"),
+         {"function": "bind", "status": 400, "error": "invalid_code", "nothing_stored": True},
+         "A login code WeChat does not know (40029): 400, nothing stored.")
+    e = base_event("POST", "/bind", "/bind", json.dumps({"code": LOGIN_CODE, "userId": customer}), "application/json")
+    case("bind/missing-usersig.json", e,
+         {"function": "bind", "status": 400, "error": "missing_field", "nothing_stored": True},
+         "No userSig: 400 naming the field.")
+
+
+def admin_event(method, path, route, body=None, key=None, iam=True, path_params=None):
+    e = base_event(method, path, route, json.dumps(body, ensure_ascii=False, separators=(",", ":")) if body else "",
+                   "application/json" if body else None, path_params)
+    if iam:
+        e["requestContext"]["authorizer"] = {"iam": IAM}
+    if key:
+        e["headers"]["idempotency-key"] = key
+    return e
+
+
+def build_admin():
+    customer = "customer_lin"
+    done = {"thing1": "工单已完成", "character_string2": "WO-2024-0001", "time3": "2023年11月15日 06:13"}
+    send = {"to": {"userId": customer}, "templateId": TPL1, "data": done, "page": "pages/order/index?id=WO-2024-0001"}
+    ready = [{"bind": [customer, MP_USER]}, {"invoke": "wechat-event/mp-plain-json-popup-accept.json"}]
+    key = "wo-2024-0001-done"
+    case("admin-notify/send-to-user.json", admin_event("POST", "/notify", "/notify", send, key),
+         {"function": "admin-notify", "status": 202, "setup": ready, "idempotent": True,
+          "outbox": [{"kind": "send", "status": "sent"}], "sends": 1,
+          "items": [sub("mp", MP_USER, TPL1) | {"credits": 0}]},
+         "An operator's subscribe message to an IM user (IAM-signed; an Idempotency-Key makes a retried POST queue "
+         "nothing new): 202 with an id, sent through the outbox, one credit spent. Setup: a binding and a popup "
+         "accept.")
+    out_id = hashlib.sha1(b"send\0" + key.encode() + b"\0").hexdigest()[:32]
+    case("admin-notify/status.json",
+         admin_event("GET", f"/notify/{out_id}", "/notify/{id}", path_params={"id": out_id}),
+         {"function": "admin-notify", "status": 200, "setup": ready + [{"invoke": "admin-notify/send-to-user.json"}],
+          "json": {"id": out_id, "status": "sent", "msgid": "3000000000000000001", "to": {"userId": customer}}},
+         "GET /notify/{id} of the message above: sent, with WeChat's msgid.")
+    case("admin-notify/send-no-credit.json",
+         admin_event("POST", "/notify", "/notify", send | {"to": {"openid": MP_USER}}),
+         {"function": "admin-notify", "status": 202, "outbox": [{"kind": "send", "status": "skipped",
+                                                                  "reason": "no_credit"}], "sends": 0},
+         "To an openid that accepted nothing: queued, then skipped (no_credit) without calling WeChat.")
+    bad = send | {"data": done | {"thing1": "您提交的售后工单已经全部处理完成，请查收"}}
+    case("admin-notify/invalid-data.json", admin_event("POST", "/notify", "/notify", bad),
+         {"function": "admin-notify", "status": 400, "error": "invalid_data", "nothing_stored": True},
+         "A thing value over 20 characters: 400 naming the keyword (never silently cut), nothing queued.")
+    case("admin-notify/not-bound.json",
+         admin_event("POST", "/notify", "/notify", send | {"to": {"userId": "nobody_here"}}),
+         {"function": "admin-notify", "status": 422, "error": "not_bound", "nothing_stored": True},
+         "An IM user with no binding: 422, nothing queued.")
+    case("admin-notify/unsigned.json", admin_event("POST", "/notify", "/notify", send, iam=False),
+         {"function": "admin-notify", "status": 401, "error": "unauthorized", "nothing_stored": True},
+         "No IAM principal and no bearer token: 401, nothing queued.")
+
+
 def write_readme():
     env = (EVENTS / "sample.env").read_text()
     lines = [
@@ -457,7 +564,12 @@ def write_readme():
         "",
         "Some cases need state first (\"setup\"): a binding (`wxim bind customer_lin " + MP_USER + "`) or other",
         "events delivered before them. `wxim invoke` dispatches what a handler queued right away, against",
-        "`WECHAT_API_BASE`/`IM_API_BASE` (run `wxim standins` for local stand-ins of both APIs).",
+        "`WECHAT_API_BASE`/`IM_API_BASE` (run `wxim standins` for local stand-ins of both APIs; it knows the",
+        "login codes of `bind/`, each good for one exchange, as on WeChat).",
+        "",
+        "The `bind/` samples carry UserSigs issued at the signing time below, valid 180 days; refresh one",
+        "with `wxim sign events/bind/ok.json`. The `admin-notify/` samples carry the IAM principal API",
+        "Gateway's `AWS_IAM` authorizer adds, as Lambda receives them.",
         "",
         "## The sample configuration (`sample.env`)",
         "",
@@ -488,6 +600,8 @@ def main():
         sys.exit("build first: cargo build -p wxim-local --bin wxim")
     build()
     build_im()
+    build_bind()
+    build_admin()
     expected = {}
     for path, event, expect, doc in CASES:
         target = EVENTS / path

@@ -4,7 +4,7 @@
 
 use crate::config::AppKind;
 use crate::keys;
-use crate::store::{Item, Store, StoreError, Table, Write};
+use crate::store::{Cond, Item, Store, StoreError, Table, Write};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
@@ -53,18 +53,25 @@ pub async fn by_openid(
     Ok(item.and_then(|i| i.s("user_id").map(str::to_owned)))
 }
 
-/// Binds `user_id` to `openid` for `app`, moving either side away from a previous partner.
-/// Returns the previous binding of the user, if it pointed elsewhere.
-pub async fn bind(
+/// The writes that bind `user_id` to `openid` for `app`, moving either side away from a previous
+/// partner, and the user's previous binding when it pointed elsewhere. The caller commits them in
+/// one transaction (with whatever else belongs with them). The two puts are conditional on what
+/// was read, so a concurrent rebind makes the transaction fail (index 0 or 1) instead of leaving
+/// the two directions disagreeing.
+pub async fn bind_writes(
     store: &dyn Store,
     user_id: &str,
     app: AppKind,
     openid: &str,
     unionid: Option<&str>,
     now: i64,
-) -> Result<Option<Binding>, StoreError> {
+) -> Result<(Vec<Write>, Option<Binding>), StoreError> {
     let previous = by_user(store, user_id, app).await?;
     let previous_owner = by_openid(store, app, openid).await?;
+    let unchanged = |attr: &str, was: Option<&str>| match was {
+        Some(v) => Cond::eq(attr, v),
+        None => Cond::NotExists,
+    };
     let mut ws = vec![
         Write::put(
             Table::State,
@@ -74,7 +81,11 @@ pub async fn bind(
                 .with("openid", openid)
                 .with_opt("unionid", unionid)
                 .with("bound_at", now),
-        ),
+        )
+        .when(unchanged(
+            "openid",
+            previous.as_ref().map(|p| p.openid.as_str()),
+        )),
         Write::put(
             Table::State,
             Item::new(keys::binding_by_openid(app, openid), keys::ONE)
@@ -82,7 +93,8 @@ pub async fn bind(
                 .with("app", app.as_str())
                 .with("openid", openid)
                 .with("bound_at", now),
-        ),
+        )
+        .when(unchanged("user_id", previous_owner.as_deref())),
     ];
     if let Some(p) = &previous
         && p.openid != openid
@@ -102,6 +114,19 @@ pub async fn bind(
             app.as_str(),
         ));
     }
+    Ok((ws, previous.filter(|p| p.openid != openid)))
+}
+
+/// Binds `user_id` to `openid` for `app` (see [`bind_writes`]).
+pub async fn bind(
+    store: &dyn Store,
+    user_id: &str,
+    app: AppKind,
+    openid: &str,
+    unionid: Option<&str>,
+    now: i64,
+) -> Result<Option<Binding>, StoreError> {
+    let (ws, previous) = bind_writes(store, user_id, app, openid, unionid, now).await?;
     store.transact(ws).await?;
-    Ok(previous.filter(|p| p.openid != openid))
+    Ok(previous)
 }

@@ -15,6 +15,10 @@ pub struct Request {
     pub body: Vec<u8>,
     /// API Gateway's request id (or a generated one locally), carried into every log line.
     pub request_id: String,
+    /// The caller the platform has already authenticated: the IAM principal API Gateway's
+    /// `AWS_IAM` authorizer verified, or the local operator (`wxim notify`). `None` for anonymous
+    /// requests, which the admin routes refuse unless they carry the configured bearer token.
+    pub principal: Option<String>,
 }
 
 impl Request {

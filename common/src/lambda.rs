@@ -40,12 +40,21 @@ pub fn request(req: lambda_http::Request) -> Request {
                 .collect()
         })
         .unwrap_or_default();
-    let request_id = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
-        _ => None,
-    }
-    .or_else(|| req.lambda_context_ref().map(|c| c.request_id.clone()))
-    .unwrap_or_default();
+    let (request_id, principal) = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => (
+            ctx.request_id.clone(),
+            // Present only when the route's AWS_IAM authorizer verified the SigV4 signature.
+            ctx.authorizer
+                .as_ref()
+                .and_then(|a| a.iam.as_ref())
+                .and_then(|iam| iam.user_arn.clone().or_else(|| iam.caller_id.clone()))
+                .filter(|p| !p.is_empty()),
+        ),
+        _ => (None, None),
+    };
+    let request_id = request_id
+        .or_else(|| req.lambda_context_ref().map(|c| c.request_id.clone()))
+        .unwrap_or_default();
     let headers = req
         .headers()
         .iter()
@@ -59,6 +68,7 @@ pub fn request(req: lambda_http::Request) -> Request {
         path_params,
         body: req.body().as_ref().to_vec(),
         request_id,
+        principal,
     }
 }
 

@@ -75,6 +75,8 @@ async fn to_request(
         path_params: vec![],
         body: body.to_vec(),
         request_id: format!("local-{conn_id}-{}", random_suffix()),
+        // Nothing on a local socket vouches for the caller: admin routes need the bearer token.
+        principal: None,
     })
 }
 

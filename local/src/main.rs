@@ -40,8 +40,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: StateCmd,
     },
-    /// Re-sign a WeChat event for the configured app (fresh timestamp, nonce, signatures; the
-    /// body re-encrypted in compat/safe mode) and print it.
+    /// Re-sign an event for the configured apps and print it: a WeChat push or URL check (fresh
+    /// timestamp, nonce, signatures; the body re-encrypted in compat/safe mode), an IM callback
+    /// (RequestTime and Sign), or a /bind request (a fresh UserSig for its userId).
     Sign {
         event: String,
         /// plain, compat or safe (default: the event's current mode).
@@ -77,13 +78,57 @@ enum Cmd {
         #[arg(long)]
         app: Option<String>,
     },
+    /// Queue a subscribe message through the admin API (POST /notify), or read its state
+    /// (GET /notify/{id}), as the local operator.
+    Notify {
+        #[command(subcommand)]
+        cmd: NotifyCmd,
+    },
     /// Serve local stand-ins of the WeChat and IM APIs (for `wxim serve` without the internet).
     Standins {
         #[arg(long, default_value_t = 9101)]
         wechat_port: u16,
         #[arg(long, default_value_t = 9102)]
         im_port: u16,
+        /// A `wx.login` code the WeChat stand-in will exchange (once) for an openid of the mini
+        /// program, as CODE=OPENID; repeatable. The codes of events/bind/ are always accepted.
+        #[arg(long = "code", value_name = "CODE=OPENID")]
+        codes: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum NotifyCmd {
+    /// POST /notify: queue a subscribe message, dispatch it as the stream would, print its state.
+    Send {
+        /// The recipient's IM user id (bound with POST /bind or `wxim bind`).
+        #[arg(long, conflicts_with = "openid", required_unless_present = "openid")]
+        user_id: Option<String>,
+        /// The recipient's openid.
+        #[arg(long)]
+        openid: Option<String>,
+        #[arg(long)]
+        template: String,
+        /// Template data as JSON: {"thing1":"工单已完成"} or {"thing1":{"value":"…"}}.
+        #[arg(long)]
+        data: String,
+        #[arg(long)]
+        page: Option<String>,
+        /// developer, trial or formal (mini program only).
+        #[arg(long)]
+        state: Option<String>,
+        /// zh_CN, en_US, zh_HK or zh_TW.
+        #[arg(long)]
+        lang: Option<String>,
+        /// mp or oa (default: NOTIFY_APP, else mp).
+        #[arg(long)]
+        app: Option<String>,
+        /// Idempotency-Key: the same key and request queue one message however often sent.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// GET /notify/{id}: the state of a queued message.
+    Status { id: String },
 }
 
 #[derive(Subcommand)]
@@ -193,9 +238,70 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Notify { cmd } => {
+            let app = wiring::app(wiring::config()?).await?;
+            let id = match cmd {
+                NotifyCmd::Send {
+                    user_id,
+                    openid,
+                    template,
+                    data,
+                    page,
+                    state,
+                    lang,
+                    app: kind,
+                    key,
+                } => {
+                    let data: serde_json::Value = serde_json::from_str(&data)
+                        .map_err(|e| format!("--data is not JSON: {e}"))?;
+                    let to = match (user_id, openid) {
+                        (Some(u), _) => serde_json::json!({ "userId": u }),
+                        (None, Some(o)) => serde_json::json!({ "openid": o }),
+                        (None, None) => return Err("give --user-id or --openid".into()),
+                    };
+                    let mut body =
+                        serde_json::json!({ "to": to, "templateId": template, "data": data });
+                    for (k, v) in [
+                        ("page", page),
+                        ("miniprogramState", state),
+                        ("lang", lang),
+                        ("app", kind),
+                    ] {
+                        if let Some(v) = v {
+                            body[k] = serde_json::Value::String(v);
+                        }
+                    }
+                    let mut req = local::routes::operator_request("POST", "/notify")
+                        .with_body(body.to_string());
+                    if let Some(k) = key {
+                        req = req.with_header("idempotency-key", &k);
+                    }
+                    // The handler, then the local stream: the message is sent (or not) by now.
+                    let resp = local::routes::call(Function::AdminNotify, &req, &app).await;
+                    println!("{}", resp.body_str());
+                    if resp.status >= 400 {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    serde_json::from_slice::<serde_json::Value>(&resp.body)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned))
+                        .ok_or("the answer carries no id")?
+                }
+                NotifyCmd::Status { id } => id,
+            };
+            let req = local::routes::operator_request("GET", &format!("/notify/{id}"));
+            let resp = local::routes::call(Function::AdminNotify, &req, &app).await;
+            println!("{}", resp.body_str());
+            Ok(if resp.status < 400 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Cmd::Standins {
             wechat_port,
             im_port,
+            codes,
         } => {
             let config = wiring::config()?;
             let apps: Vec<(String, String)> = [&config.mp, &config.oa]
@@ -209,6 +315,20 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 .await
                 .map_err(|e| format!("cannot listen on {wechat_port}: {e}"))?;
             wx.print_requests(true);
+            if let Some(mp) = &config.mp {
+                for (code, openid) in local::sample::LOGIN_CODES {
+                    wx.add_code(code, &mp.appid, openid, None);
+                }
+                for c in &codes {
+                    let (code, openid) = c
+                        .split_once('=')
+                        .filter(|(c, o)| !c.is_empty() && !o.is_empty())
+                        .ok_or("--code takes CODE=OPENID")?;
+                    wx.add_code(code, &mp.appid, openid, None);
+                }
+            } else if !codes.is_empty() {
+                return Err("--code needs the mini program (WECHAT_MP_APPID)".into());
+            }
             eprintln!(
                 "WeChat API stand-in: {} (set WECHAT_API_BASE to it)",
                 wx.base

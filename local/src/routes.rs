@@ -13,14 +13,18 @@ pub enum Function {
     WechatEvent,
     ImCallback,
     NotifyDispatch,
+    Bind,
+    AdminNotify,
 }
 
 impl Function {
-    pub const ALL: [Function; 4] = [
+    pub const ALL: [Function; 6] = [
         Function::WechatVerify,
         Function::WechatEvent,
         Function::ImCallback,
         Function::NotifyDispatch,
+        Function::Bind,
+        Function::AdminNotify,
     ];
 
     pub fn name(self) -> &'static str {
@@ -29,6 +33,8 @@ impl Function {
             Function::WechatEvent => "wechat-event",
             Function::ImCallback => "im-callback",
             Function::NotifyDispatch => "notify-dispatch",
+            Function::Bind => "bind",
+            Function::AdminNotify => "admin-notify",
         }
     }
 
@@ -47,13 +53,18 @@ impl Function {
             ("GET", ["wechat", _]) => Some(Function::WechatVerify),
             ("POST", ["wechat", _]) => Some(Function::WechatEvent),
             ("POST", ["im", "callback"]) => Some(Function::ImCallback),
+            ("POST", ["bind"]) => Some(Function::Bind),
+            ("POST", ["notify"]) | ("GET", ["notify", _]) => Some(Function::AdminNotify),
             _ => None,
         }
     }
 
     /// Whether the function may write outbox items (so the local stream should run after it).
     fn writes_outbox(self) -> bool {
-        matches!(self, Function::WechatEvent | Function::ImCallback)
+        matches!(
+            self,
+            Function::WechatEvent | Function::ImCallback | Function::AdminNotify
+        )
     }
 }
 
@@ -63,6 +74,8 @@ pub async fn call(f: Function, req: &Request, app: &App) -> Response {
         Function::WechatVerify => handlers::wechat::verify(req, app).await,
         Function::WechatEvent => handlers::wechat::event(req, app).await,
         Function::ImCallback => handlers::im::callback(req, app).await,
+        Function::Bind => handlers::bind::bind(req, app).await,
+        Function::AdminNotify => handlers::admin::notify(req, app).await,
         Function::NotifyDispatch => {
             return Response::error(
                 400,
@@ -84,6 +97,15 @@ pub async fn stream(app: &App) {
     if let Err(e) = dispatch::drain(app, rounds).await {
         tracing::warn!(decision = "dispatch_failed", reason = %e, "local dispatch could not read the outbox");
     }
+}
+
+/// A request from the local operator (`wxim notify`): whoever runs `wxim` already holds the
+/// store and the secrets, so they are an authenticated caller of the admin routes.
+pub fn operator_request(method: &str, path: &str) -> Request {
+    let mut req = Request::new(method, path);
+    req.principal = Some("wxim (local operator)".into());
+    req.request_id = "local-cli".into();
+    req
 }
 
 /// `wxim invoke`: one event through one function, the response as one JSON object.
@@ -128,7 +150,7 @@ pub fn summary(config: &common::config::Config) -> String {
         None => format!("embedded store in {}", config.data_dir),
     };
     format!(
-        "WeChat apps: {}; IM: {}; notifications: {}; {store}; WeChat API {}",
+        "WeChat apps: {}; IM: {}; notifications: {}; {store}; WeChat API {}; {}",
         if apps.is_empty() {
             "none".to_owned()
         } else {
@@ -141,5 +163,10 @@ pub fn summary(config: &common::config::Config) -> String {
             .unwrap_or_else(|| "not configured".into()),
         if config.notify.is_some() { "on" } else { "off" },
         config.wechat_api_base,
+        if config.admin_token.is_some() {
+            "/notify needs Authorization: Bearer $WXIM_ADMIN_TOKEN"
+        } else {
+            "/notify refuses every request until WXIM_ADMIN_TOKEN is set"
+        },
     )
 }

@@ -5,6 +5,19 @@ use common::config::{Config, ConfigError};
 
 pub const SAMPLE_ENV: &str = include_str!("../../events/sample.env");
 
+/// The `wx.login` codes the samples in events/bind/ carry, and the mini-program openids the
+/// WeChat stand-in (`wxim standins`, the tests) exchanges them for, once each as WeChat does.
+pub const LOGIN_CODES: [(&str, &str); 2] = [
+    (
+        "0c3Sample0LoginCode0CustomerLin1",
+        "otFpruAK8D-E6EfStSYonYSBZ8_4",
+    ),
+    (
+        "0c3Sample0LoginCode0NewPhone0002",
+        "otFpruNEWPHONE-8D3kQ2mZ0Xy7wA",
+    ),
+];
+
 pub fn vars() -> Vec<(String, String)> {
     dotenvy::from_read_iter(SAMPLE_ENV.as_bytes())
         .filter_map(Result::ok)

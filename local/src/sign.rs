@@ -79,8 +79,40 @@ fn sign_im(config: &Config, event: &mut Value, opts: &SignOptions) -> Result<Str
     Ok(what)
 }
 
-/// Signs a WeChat event (GET verification or POST push) for the app its path names, or an IM
-/// callback.
+/// The validity the official UserSig libraries default to (180 days).
+pub const USERSIG_EXPIRE_SECS: i64 = 180 * 86_400;
+
+/// Refreshes a bind request's `userSig` for its `userId` (issued at the timestamp, or now), so
+/// that a sample stays valid after its original sig expired.
+fn sign_bind(config: &Config, event: &mut Value, opts: &SignOptions) -> Result<String, String> {
+    let im = config
+        .im
+        .as_ref()
+        .ok_or("IM is not configured (set IM_SDKAPPID and IM_SECRET_KEY)")?;
+    let mut body: Value = serde_json::from_slice(&body_of(event)?)
+        .map_err(|_| "the body of a /bind event must be JSON".to_owned())?;
+    let user = body["userId"]
+        .as_str()
+        .ok_or("the /bind body has no userId")?
+        .to_owned();
+    let ts = opts.timestamp.clone().unwrap_or_else(now);
+    let time: i64 = ts.parse().map_err(|_| "--timestamp must be unix seconds")?;
+    body["userSig"] = Value::String(common::im::usersig::generate(
+        im.sdkappid,
+        im.secret_key.expose(),
+        &user,
+        USERSIG_EXPIRE_SECS,
+        time,
+    ));
+    event["body"] = Value::String(body.to_string());
+    event["isBase64Encoded"] = Value::Bool(false);
+    Ok(format!(
+        "signed a UserSig for {user} (issued at {ts}, valid 180 days)"
+    ))
+}
+
+/// Signs a WeChat event (GET verification or POST push) for the app its path names, an IM
+/// callback, or a bind request's UserSig.
 pub fn sign_event(
     config: &Config,
     event: &mut Value,
@@ -94,6 +126,9 @@ pub fn sign_event(
     if path.ends_with("/im/callback") {
         return sign_im(config, event, opts);
     }
+    if path.ends_with("/bind") {
+        return sign_bind(config, event, opts);
+    }
     let name = event
         .pointer("/pathParameters/app")
         .and_then(Value::as_str)
@@ -102,7 +137,7 @@ pub fn sign_event(
         .unwrap_or_default();
     let kind = AppKind::parse(&name)
         .filter(|_| path.contains("/wechat/"))
-        .ok_or("only WeChat events (rawPath /wechat/mp or /wechat/oa) and IM callbacks (/im/callback) can be signed")?;
+        .ok_or("only WeChat events (rawPath /wechat/mp or /wechat/oa), IM callbacks (/im/callback) and bind requests (/bind) can be signed")?;
     let app = config.app(kind).ok_or_else(|| {
         format!(
             "WeChat app {kind} is not configured (set WECHAT_{}_APPID etc.)",

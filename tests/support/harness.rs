@@ -68,6 +68,10 @@ impl World {
             .collect();
         let pairs: Vec<(&str, &str)> = apps.iter().map(|(a, s)| (a.as_str(), s.as_str())).collect();
         let wechat = StandIn::wechat(0, &pairs).await.unwrap();
+        // The codes of events/bind/, as `wxim standins` knows them.
+        for (code, openid) in crate::sample::LOGIN_CODES {
+            wechat.add_code(code, &base.mp.as_ref().unwrap().appid, openid, None);
+        }
         let im = base.im.as_ref().unwrap();
         let mut accounts: Vec<&str> = im.agents.iter().map(String::as_str).collect();
         accounts.extend([CUSTOMER, SELLER]);

@@ -689,7 +689,8 @@ async fn im_callbacks_are_authenticated_and_bad_input_is_refused() {
     let body = json!({"CallbackCommand": "State.StateChange", "EventTime": T0 * 1000,
         "Info": {"Action": "Login", "To_Account": CUSTOMER, "Reason": "Register"}});
     let good = w.im_request("State.StateChange", &body);
-    let call = |mut req: common::http::Request, f: &dyn Fn(&mut Vec<(String, String)>)| {
+    type Edit<'a> = &'a dyn Fn(&mut Vec<(String, String)>);
+    let call = |mut req: common::http::Request, f: Edit| {
         f(&mut req.query);
         req
     };

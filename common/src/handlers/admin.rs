@@ -1,0 +1,362 @@
+//! `POST /notify` and `GET /notify/{id}`: an operator's subscribe message ("your work order is
+//! done") to a user named by IM user id or openid. It goes through the same outbox as the offline
+//! notifications, so the same rules hold: validated data, one credit spent per send, retries with
+//! backoff, and an end state (sent with msgid, skipped or failed with the reason) that
+//! `GET /notify/{id}` answers.
+//!
+//! Only authenticated callers get here: API Gateway's `AWS_IAM` authorizer in production (the
+//! verified principal arrives in the request context), or a bearer token equal to
+//! `WXIM_ADMIN_TOKEN` (what `wxim serve` requires, since nothing vouches for a local socket).
+
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tracing::{Instrument, info, warn};
+
+use super::input;
+use crate::app::App;
+use crate::bindings;
+use crate::config::AppKind;
+use crate::http::{Request, Response};
+use crate::keys;
+use crate::notify::render;
+use crate::outbox::{self, Kind};
+use crate::store::{Attr, Item, StoreError, Table};
+
+const MAX_BODY_BYTES: usize = 16 * 1024;
+const STATES: [&str; 3] = ["developer", "trial", "formal"];
+const LANGS: [&str; 4] = ["zh_CN", "en_US", "zh_HK", "zh_TW"];
+
+fn refuse(status: u16, code: &str, message: &str) -> Response {
+    warn!(decision = "refused", reason = code, status, "{message}");
+    Response::error(status, code, message)
+}
+
+fn unavailable(e: &StoreError) -> Response {
+    warn!(decision = "retry_later", reason = %e, "store failure");
+    Response::error(
+        503,
+        "store_unavailable",
+        "temporarily unable to reach the store; try again",
+    )
+}
+
+/// Who is asking: the platform-verified principal, or a holder of the admin bearer token. A
+/// bearer token that is presented must be right, whatever else the request carries.
+fn authorize(req: &Request, app: &App) -> Result<String, Response> {
+    let bearer = req.header("authorization").and_then(|h| {
+        let (scheme, token) = h.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    let expected = app
+        .config
+        .admin_token
+        .as_ref()
+        .map(|t| t.expose().as_bytes());
+    match (bearer, expected) {
+        (Some(given), Some(want)) if bool::from(given.as_bytes().ct_eq(want)) => {
+            Ok("bearer-token".into())
+        }
+        (Some(_), _) => {
+            let mut r = refuse(401, "unauthorized", "the bearer token is not valid");
+            r.headers.push(("www-authenticate".into(), "Bearer".into()));
+            Err(r)
+        }
+        (None, _) => req.principal.clone().ok_or_else(|| {
+            let mut r = refuse(
+                401,
+                "unauthorized",
+                "admin routes need an IAM-signed request (SigV4 through API Gateway) or, locally, \
+                 Authorization: Bearer <WXIM_ADMIN_TOKEN>",
+            );
+            r.headers.push(("www-authenticate".into(), "Bearer".into()));
+            r
+        }),
+    }
+}
+
+/// The admin-notify function: both routes.
+pub async fn notify(req: &Request, app: &App) -> Response {
+    let span =
+        tracing::info_span!("request", request_id = %req.request_id, function = "admin-notify");
+    async {
+        let caller = match authorize(req, app) {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+        match (req.method.as_str(), req.path_param("id", "/notify/")) {
+            ("POST", None) => submit(req, app, &caller).await,
+            ("GET", Some(id)) => status(&id, app).await,
+            ("GET", None) => Response::error(405, "method_not_allowed", "use GET /notify/{id}"),
+            _ => Response::error(
+                405,
+                "method_not_allowed",
+                "use POST /notify or GET /notify/{id}",
+            ),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// A validated send request.
+struct Send<'a> {
+    app: AppKind,
+    user_id: Option<&'a str>,
+    openid: Option<&'a str>,
+    template_id: &'a str,
+    data: Value,
+    page: Option<&'a str>,
+    state: Option<&'a str>,
+    lang: Option<&'a str>,
+}
+
+impl<'a> Send<'a> {
+    fn parse(body: &'a input::Object, app: &App) -> Result<Send<'a>, Response> {
+        let to = body
+            .get("to")
+            .and_then(Value::as_object)
+            .ok_or_else(invalid_recipient)?;
+        let user_id = input::opt_string(to, "userId", 32)?;
+        let openid = input::opt_string(to, "openid", 128)?;
+        if user_id.is_some() == openid.is_some() || to.len() != 1 {
+            return Err(invalid_recipient());
+        }
+        let kind = match input::opt_choice(body, "app", &["mp", "oa"])? {
+            Some(a) => AppKind::parse(a).unwrap_or(AppKind::Mp),
+            None => app
+                .config
+                .notify
+                .as_ref()
+                .map(|n| n.app)
+                .unwrap_or(AppKind::Mp),
+        };
+        if app.config.app(kind).is_none() {
+            return Err(Response::error(
+                422,
+                "app_not_configured",
+                &format!("the WeChat app {kind} is not configured"),
+            ));
+        }
+        let template_id = input::string(body, "templateId", 128)?;
+        if !template_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(Response::error(
+                400,
+                "invalid_field",
+                "\"templateId\" must be a WeChat template id (letters, digits, _ and -)",
+            ));
+        }
+        let data = body.get("data").unwrap_or(&Value::Null);
+        let data = render::validate_supplied(data)
+            .map_err(|e| Response::error(400, "invalid_data", &e.to_string()))?;
+        let state = input::opt_choice(body, "miniprogramState", &STATES)?;
+        if state.is_some() && kind != AppKind::Mp {
+            return Err(Response::error(
+                400,
+                "invalid_field",
+                "\"miniprogramState\" applies to mini-program messages only",
+            ));
+        }
+        Ok(Send {
+            app: kind,
+            user_id,
+            openid,
+            template_id,
+            data,
+            page: input::opt_string(body, "page", 1024)?,
+            state,
+            lang: input::opt_choice(body, "lang", &LANGS)?,
+        })
+    }
+
+    /// What makes two requests the same request, for the idempotency key.
+    fn fingerprint(&self, openid: &str) -> String {
+        let mut data: Vec<(&String, &Value)> =
+            self.data.as_object().into_iter().flatten().collect();
+        data.sort_by_key(|(k, _)| *k);
+        let data = serde_json::to_string(&data).unwrap_or_default();
+        outbox::id_for(&[
+            self.app.as_str(),
+            openid,
+            self.template_id,
+            &data,
+            self.page.unwrap_or(""),
+            self.state.unwrap_or(""),
+            self.lang.unwrap_or(""),
+        ])
+    }
+}
+
+fn invalid_recipient() -> Response {
+    Response::error(
+        400,
+        "invalid_recipient",
+        "\"to\" must be {\"userId\": …} or {\"openid\": …} (exactly one)",
+    )
+}
+
+async fn submit(req: &Request, app: &App, caller: &str) -> Response {
+    let body = match input::object(&req.body, MAX_BODY_BYTES) {
+        Ok(b) => b,
+        Err(r) => {
+            warn!(decision = "refused", reason = "bad_request");
+            return r;
+        }
+    };
+    let send = match Send::parse(&body, app) {
+        Ok(s) => s,
+        Err(r) => {
+            warn!(
+                decision = "refused",
+                reason = "bad_request",
+                status = r.status
+            );
+            return r;
+        }
+    };
+    let key = req.header("idempotency-key").map(str::trim);
+    if key.is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return refuse(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 characters",
+        );
+    }
+    let openid = match (send.user_id, send.openid) {
+        (_, Some(o)) => o.to_owned(),
+        (Some(u), None) => match bindings::by_user(&*app.store, u, send.app).await {
+            Ok(Some(b)) => b.openid,
+            Ok(None) => {
+                return refuse(
+                    422,
+                    "not_bound",
+                    &format!(
+                        "this userId has no {} openid binding (POST /bind first)",
+                        send.app
+                    ),
+                );
+            }
+            Err(e) => return unavailable(&e),
+        },
+        (None, None) => return invalid_recipient(),
+    };
+    let fingerprint = send.fingerprint(&openid);
+    let id = match key {
+        Some(k) => outbox::id_for(&["send", k]),
+        None => outbox::random_id(),
+    };
+    let mut attrs: Vec<(&str, Attr)> = vec![
+        ("app", send.app.as_str().into()),
+        ("openid", openid.as_str().into()),
+        ("template_id", send.template_id.into()),
+        ("data", send.data.to_string().into()),
+        ("fingerprint", fingerprint.as_str().into()),
+        ("requested_by", caller.into()),
+    ];
+    for (name, v) in [
+        ("user_id", send.user_id),
+        ("page", send.page),
+        ("miniprogram_state", send.state),
+        ("lang", send.lang),
+    ] {
+        if let Some(v) = v {
+            attrs.push((name, v.into()));
+        }
+    }
+    let now = app.now();
+    let write = outbox::enqueue(
+        &id,
+        Kind::Send,
+        attrs,
+        now,
+        app.config.outbox_retention_secs,
+    );
+    let status = match app.store.write(write).await {
+        Ok(_) => "queued".to_owned(),
+        Err(StoreError::ConditionFailed { .. }) => match outbox::get(&*app.store, &id).await {
+            Ok(Some(item)) if item.s("fingerprint") == Some(fingerprint.as_str()) => {
+                info!(outbox_id = %id, decision = "idempotent_replay");
+                item.s("status").unwrap_or("queued").to_owned()
+            }
+            Ok(_) => {
+                return refuse(
+                    409,
+                    "idempotency_conflict",
+                    "this Idempotency-Key was already used for a different request",
+                );
+            }
+            Err(e) => return unavailable(&e),
+        },
+        Err(e) => return unavailable(&e),
+    };
+    info!(outbox_id = %id, app = send.app.as_str(), template_id = send.template_id, caller, decision = "send_queued");
+    let mut r = Response::json(202, &json!({ "id": id, "status": status }));
+    r.headers.push(("location".into(), format!("/notify/{id}")));
+    r
+}
+
+async fn status(id: &str, app: &App) -> Response {
+    let not_found = || Response::error(404, "not_found", "no such notification");
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return not_found();
+    }
+    let item = match outbox::get(&*app.store, id).await {
+        Ok(Some(i)) if i.s("kind") == Some(Kind::Send.as_str()) => i,
+        Ok(_) => return not_found(),
+        Err(e) => return unavailable(&e),
+    };
+    let delivery = match (
+        item.s("msgid").filter(|m| !m.is_empty()),
+        item.s("app").and_then(AppKind::parse),
+    ) {
+        (Some(msgid), Some(kind)) => {
+            match app
+                .store
+                .get(Table::State, &keys::wechat_msg(kind, msgid), keys::ONE)
+                .await
+            {
+                Ok(rec) => rec,
+                Err(e) => return unavailable(&e),
+            }
+        }
+        _ => None,
+    };
+    Response::json(200, &view(&item, delivery.as_ref()))
+}
+
+/// The API's picture of a send: its state and, once WeChat reports it
+/// (`subscribe_msg_sent_event`), the delivery result.
+fn view(item: &Item, delivery: Option<&Item>) -> Value {
+    let mut v = json!({
+        "id": outbox::id_of(item),
+        "status": item.s("status"),
+        "app": item.s("app"),
+        "to": { "openid": item.s("openid") },
+        "templateId": item.s("template_id"),
+        "attempts": item.n("attempts"),
+        "createdAt": item.n("created_at"),
+        "updatedAt": item.n("updated_at"),
+    });
+    if let Some(u) = item.s("user_id") {
+        v["to"]["userId"] = json!(u);
+    }
+    for (attr, field) in [
+        ("msgid", "msgid"),
+        ("reason", "reason"),
+        ("last_error", "lastError"),
+    ] {
+        if let Some(x) = item.s(attr).filter(|x| !x.is_empty()) {
+            v[field] = json!(x);
+        }
+    }
+    if let Some(d) = delivery.filter(|d| d.s("delivery_status").is_some()) {
+        v["delivery"] = json!({
+            "status": d.s("delivery_status"),
+            "errcode": d.n("delivery_errcode"),
+            "at": d.n("delivered_at"),
+        });
+    }
+    v
+}

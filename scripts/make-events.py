@@ -532,7 +532,7 @@ def build_admin():
          {"function": "admin-notify", "status": 202, "outbox": [{"kind": "send", "status": "skipped",
                                                                   "reason": "no_credit"}], "sends": 0},
          "To an openid that accepted nothing: queued, then skipped (no_credit) without calling WeChat.")
-    bad = send | {"data": done | {"thing1": "您提交的售后工单已经全部处理完成，请查收"}}
+    bad = send | {"data": done | {"thing1": "您提交的售后工单已经全部处理完成，请查收。"}}
     case("admin-notify/invalid-data.json", admin_event("POST", "/notify", "/notify", bad),
          {"function": "admin-notify", "status": 400, "error": "invalid_data", "nothing_stored": True},
          "A thing value over 20 characters: 400 naming the keyword (never silently cut), nothing queued.")

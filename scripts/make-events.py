@@ -3,7 +3,8 @@
 sample configuration in events/sample.env with `wxim sign`, plus events/expected.json, the
 documented outcome of each file that the tests check.
 
-Usage: cargo build -p wxim-local --bin wxim && python3 scripts/make-events.py
+Usage: cargo build -p wxim-local --bin wxim && .venv/bin/python scripts/make-events.py
+(the .venv of scripts/pyenv.sh has `cryptography`, used for the one deliberately broken ciphertext)
 """
 
 import hashlib
@@ -96,6 +97,20 @@ def sign(event, mode, nonce, env_overrides=None, ts=TS):
     if out.returncode != 0:
         sys.exit(f"wxim sign failed: {out.stderr}")
     return json.loads(out.stdout)
+
+
+def bad_padding_ciphertext(key43, appid, msg):
+    """A correctly encrypted message whose 32-byte PKCS#7 padding is invalid (last byte 0)."""
+    import base64
+    import struct
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = base64.b64decode(key43 + "=")
+    body = b"0123456789abcdef" + struct.pack(">I", len(msg)) + msg + appid.encode()
+    body += b"\0" * (32 - len(body) % 32)
+    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    return base64.b64encode(enc.update(body) + enc.finalize()).decode()
 
 
 def sha1_sig(*parts):
@@ -324,6 +339,27 @@ def build():
     case("wechat-event/mp-plain-json-malformed.json", e,
          {"function": "wechat-event", "status": 400, "error": "malformed_message", "nothing_stored": True},
          "Truncated JSON: 400 with a clear message.")
+    enc = bad_padding_ciphertext(env["WECHAT_MP_AES_KEY"], env["WECHAT_MP_APPID"],
+                                 popup_json(MP_USER, [(TPL1, "accept")]).encode())
+    e = wechat_event("POST", "mp", json.dumps({"ToUserName": MP_GH, "Encrypt": enc}))
+    set_query(e, [("signature", sha1_sig(env["WECHAT_MP_TOKEN"], str(TS), "300008")), ("timestamp", str(TS)),
+                  ("nonce", "300008"), ("encrypt_type", "aes"),
+                  ("msg_signature", sha1_sig(env["WECHAT_MP_TOKEN"], str(TS), "300008", enc))])
+    case("wechat-event/mp-safe-json-bad-padding.json", e,
+         {"function": "wechat-event", "status": 400, "error": "bad_ciphertext", "nothing_stored": True},
+         "Signed and encrypted with the right key, but its PKCS#7 padding is invalid: 400.")
+    e = sign(wechat_event("POST", "mp", popup_json(MP_USER, [(TPL1, "accept")], TS + 22)), "plain", "300009")
+    case("wechat-event/mp-plain-json-downgrade.json", e,
+         {"function": "wechat-event", "status": 403, "error": "plaintext_refused", "nothing_stored": True,
+          "config": {"WECHAT_MP_ALLOW_PLAINTEXT": ""}},
+         "A correctly signed plaintext push to an app with an EncodingAESKey and WECHAT_MP_ALLOW_PLAINTEXT unset "
+         "(the production default): refused, since the plaintext signature does not cover the body.")
+    e = sign(wechat_event("POST", "mp", popup_json(MP_USER, [(TPL1, "accept")], TS - 3600)), "safe", "300010",
+             ts=TS - 3600)
+    case("wechat-event/mp-safe-json-stale.json", e,
+         {"function": "wechat-event", "status": 403, "error": "stale_timestamp", "nothing_stored": True},
+         "A genuine push signed an hour before the time it arrives (a replay): outside WECHAT_TIMESTAMP_WINDOW_SECS, "
+         "refused.")
     e = wechat_event("POST", "mp", popup_json(MP_USER, [(TPL1, "accept")]))
     set_query(e, [("signature", sha1_sig(env["WECHAT_MP_TOKEN"], str(TS), "300006")), ("nonce", "300006")])
     case("wechat-event/mp-missing-timestamp.json", e,

@@ -88,7 +88,7 @@ fn safe_mode_1kb(c: &mut Criterion) {
     let crypto = app.crypto.as_ref().unwrap();
     c.bench_function("safe_mode_decrypt_parse_encrypted_reply_1kb", |b| {
         b.iter(|| {
-            let inbound = push::open(app, black_box(&req)).unwrap();
+            let inbound = push::open(app, black_box(&req), 1700000001, 300).unwrap();
             let m = &inbound.message;
             let text = reply::text_xml(
                 &m.from_user,

@@ -92,6 +92,11 @@ pub struct WechatApp {
     pub token: Secret,
     /// Present when an EncodingAESKey is configured (compatible and safe modes).
     pub crypto: Option<MessageCrypto>,
+    /// Whether a push without `encrypt_type=aes` is accepted. Without an AES key that is the only
+    /// mode; with one it is refused unless `WECHAT_*_ALLOW_PLAINTEXT` is set, because the
+    /// plaintext `signature` does not cover the body and would let anyone holding one push URL
+    /// post any body (a downgrade from safe mode).
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +152,9 @@ pub struct Config {
     pub mp: Option<WechatApp>,
     pub oa: Option<WechatApp>,
     pub wechat_api_base: String,
+    /// How far a push's `timestamp` may be from now (0: not checked). WeChat's retries of one push
+    /// come within seconds; an older push is a replay.
+    pub push_window_secs: i64,
     /// DynamoDB tables; `None` means the embedded store (local command line only).
     pub table_name: Option<String>,
     pub outbox_table_name: Option<String>,
@@ -234,6 +242,7 @@ impl Config {
             mp,
             oa,
             wechat_api_base: env.url("WECHAT_API_BASE", DEFAULT_WECHAT_API_BASE)?,
+            push_window_secs: env.int("WECHAT_TIMESTAMP_WINDOW_SECS", 300, 0, 86_400)?,
             table_name,
             outbox_table_name,
             data_dir: env.opt("WXIM_DATA_DIR").unwrap_or_else(|| "./.wxim".into()),
@@ -259,7 +268,7 @@ impl Config {
         let p = kind.env_prefix();
         let var = |s: &str| format!("{p}{s}");
         let appid = env.opt(&var("APPID"));
-        let any_other = ["SECRET", "TOKEN", "AES_KEY"]
+        let any_other = ["SECRET", "TOKEN", "AES_KEY", "ALLOW_PLAINTEXT"]
             .iter()
             .find(|s| env.opt(&var(s)).is_some());
         let Some(appid) = appid else {
@@ -287,12 +296,24 @@ impl Config {
                     .map_err(|e| ConfigError::new(&var("AES_KEY"), e.to_string()))?,
             ),
         };
+        let allow_plaintext = match env.opt(&var("ALLOW_PLAINTEXT")).as_deref().map(str::trim) {
+            None => crypto.is_none(),
+            Some("true" | "1" | "yes") => true,
+            Some("false" | "0" | "no") => crypto.is_none(),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    &var("ALLOW_PLAINTEXT"),
+                    "must be true or false",
+                ));
+            }
+        };
         Ok(Some(WechatApp {
             kind,
             appid,
             secret,
             token: Secret::new(token),
             crypto,
+            allow_plaintext,
         }))
     }
 

@@ -52,6 +52,10 @@ enum Cmd {
         timestamp: Option<String>,
         #[arg(long)]
         nonce: Option<String>,
+        /// Also give the message a new CreateTime (and MsgId), so that it is a new delivery,
+        /// not a retry that deduplication answers without applying.
+        #[arg(long)]
+        fresh: bool,
     },
     /// A guided tour on the embedded store with the sample configuration: `wxim demo` (mini
     /// program notifications), `wxim demo oa` (official-account customer service).
@@ -394,6 +398,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             mode,
             timestamp,
             nonce,
+            fresh,
         } => {
             let config = wiring::config()?;
             let delivery = match mode.as_deref() {
@@ -412,6 +417,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     delivery,
                     timestamp,
                     nonce,
+                    fresh,
                 },
             )?;
             eprintln!("wxim sign: {what}");

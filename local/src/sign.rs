@@ -10,6 +10,36 @@ pub struct SignOptions {
     pub delivery: Option<Delivery>,
     pub timestamp: Option<String>,
     pub nonce: Option<String>,
+    /// Give a WeChat message a new `CreateTime` (the timestamp) and, when it has one, a new
+    /// `MsgId`, so that the signed copy is a new delivery rather than a retry of the original.
+    pub fresh: bool,
+}
+
+/// Rewrites the identity of a plaintext message (XML or JSON): `CreateTime` to `ts`, `MsgId` to
+/// a random 17-digit id where present.
+fn refresh_identity(plaintext: &[u8], ts: &str) -> Result<Vec<u8>, String> {
+    let msg_id = format!("9{}", random_digits(16));
+    let text = std::str::from_utf8(plaintext).map_err(|_| "the message is not UTF-8")?;
+    if text.trim_start().starts_with('{') {
+        let mut v: Value =
+            serde_json::from_str(text).map_err(|e| format!("the message is not JSON: {e}"))?;
+        let t: i64 = ts.parse().map_err(|_| "--timestamp must be unix seconds")?;
+        v["CreateTime"] = Value::from(t);
+        if v.get("MsgId").is_some() {
+            v["MsgId"] = Value::from(msg_id.parse::<u64>().unwrap_or(0));
+        }
+        return serde_json::to_vec(&v).map_err(|e| e.to_string());
+    }
+    let mut out = text.to_owned();
+    for (tag, value) in [("CreateTime", ts), ("MsgId", msg_id.as_str())] {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        if let Some(a) = out.find(&open)
+            && let Some(len) = out[a..].find(&close)
+        {
+            out.replace_range(a + open.len()..a + len, value);
+        }
+    }
+    Ok(out.into_bytes())
 }
 
 fn random_digits(n: usize) -> String {
@@ -177,7 +207,10 @@ pub fn sign_event(
         return Ok(format!("signed GET verification for {kind}"));
     }
     let body = body_of(event)?;
-    let plaintext = push::plaintext_of(app, &body)?;
+    let mut plaintext = push::plaintext_of(app, &body)?;
+    if opts.fresh {
+        plaintext = refresh_identity(&plaintext, &ts)?;
+    }
     let delivery = opts
         .delivery
         .unwrap_or(if old("encrypt_type").as_deref() == Some("aes") {

@@ -50,6 +50,7 @@ pub async fn app_at(
     overrides: &[(&str, &str)],
     secs: i64,
 ) -> (App, Arc<ManualClock>) {
+    logs();
     let clock = Arc::new(ManualClock::at(secs));
     let dynclock: Arc<dyn Clock> = clock.clone();
     let app = App::new(

@@ -94,7 +94,7 @@ pub async fn event(req: &Request, app: &App) -> Response {
             Ok(a) => a,
             Err(r) => return r,
         };
-        let inbound = match push::open(wapp, req) {
+        let inbound = match push::open(wapp, req, app.now(), app.config.push_window_secs) {
             Ok(i) => i,
             Err(e) => return refuse(&e, wapp.kind),
         };
@@ -172,7 +172,17 @@ pub async fn event(req: &Request, app: &App) -> Response {
 }
 
 /// A store failure must make WeChat retry: nothing was applied, and the marker was not written.
+/// A write the store refuses outright (over a storage limit) would fail every retry: 400.
 fn unavailable(e: &StoreError, app: AppKind) -> Response {
+    if let StoreError::Invalid(why) = e {
+        warn!(
+            app = app.as_str(),
+            decision = "refused",
+            reason = "unstorable",
+            "{why}"
+        );
+        return Response::error(400, "unstorable", "the push exceeds a storage limit");
+    }
     warn!(app = app.as_str(), decision = "retry_later", reason = %e, "store write failed");
     Response::error(
         503,

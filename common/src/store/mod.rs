@@ -439,5 +439,11 @@ pub(crate) fn validate_key(pk: &str, sk: &str) -> Result<(), StoreError> {
             "key attributes must not be empty".into(),
         ));
     }
+    // DynamoDB's limits on key attribute sizes.
+    if pk.len() > 2048 || sk.len() > 1024 {
+        return Err(StoreError::Invalid(
+            "key attributes too large (partition key at most 2048 bytes, sort key 1024)".into(),
+        ));
+    }
     Ok(())
 }

@@ -47,6 +47,12 @@ pub enum PushError {
     MissingParam(&'static str),
     #[error("signature does not match")]
     BadSignature,
+    #[error("timestamp is outside the accepted window (a replayed or delayed push)")]
+    StaleTimestamp,
+    #[error(
+        "plaintext push refused: this app has an EncodingAESKey, so pushes must be encrypted (set the ALLOW_PLAINTEXT variable while switching modes)"
+    )]
+    PlaintextRefused,
     #[error("unsupported encrypt_type")]
     UnsupportedEncryptType,
     #[error("encrypted push received but no EncodingAESKey is configured for this app")]
@@ -63,7 +69,10 @@ impl PushError {
     pub fn status(&self) -> u16 {
         match self {
             PushError::TooLarge => 413,
-            PushError::BadSignature | PushError::Crypto(CryptoError::AppIdMismatch) => 403,
+            PushError::BadSignature
+            | PushError::StaleTimestamp
+            | PushError::PlaintextRefused
+            | PushError::Crypto(CryptoError::AppIdMismatch) => 403,
             _ => 400,
         }
     }
@@ -74,6 +83,8 @@ impl PushError {
             PushError::TooLarge => "body_too_large",
             PushError::MissingParam(_) => "missing_parameter",
             PushError::BadSignature => "bad_signature",
+            PushError::StaleTimestamp => "stale_timestamp",
+            PushError::PlaintextRefused => "plaintext_refused",
             PushError::UnsupportedEncryptType => "unsupported_encrypt_type",
             PushError::NoAesKey => "aes_not_configured",
             PushError::Envelope(ParseError::Doctype) | PushError::Message(ParseError::Doctype) => {
@@ -106,8 +117,14 @@ pub fn verify_url<'a>(app: &WechatApp, req: &'a Request) -> Result<&'a str, Push
     Ok(echostr)
 }
 
-/// POST: checks the right signature for the mode, decrypts when needed, and parses.
-pub fn open(app: &WechatApp, req: &Request) -> Result<Inbound, PushError> {
+/// POST: checks the right signature for the mode, decrypts when needed, and parses. With
+/// `window_secs > 0` the push's timestamp must be within that many seconds of `now`.
+pub fn open(
+    app: &WechatApp,
+    req: &Request,
+    now: i64,
+    window_secs: i64,
+) -> Result<Inbound, PushError> {
     if req.body.len() > MAX_BODY_BYTES {
         return Err(PushError::TooLarge);
     }
@@ -124,6 +141,9 @@ pub fn open(app: &WechatApp, req: &Request) -> Result<Inbound, PushError> {
             let sig = param(req, "signature")?;
             if !signature::verify(sig, &[token, ts, nonce]) {
                 return Err(PushError::BadSignature);
+            }
+            if !app.allow_plaintext {
+                return Err(PushError::PlaintextRefused);
             }
             let format = message::detect_format(&req.body).map_err(PushError::Message)?;
             (format, std::borrow::Cow::Borrowed(&req.body[..]))
@@ -146,6 +166,13 @@ pub fn open(app: &WechatApp, req: &Request) -> Result<Inbound, PushError> {
             (env.format, std::borrow::Cow::Owned(plain))
         }
     };
+    // Checked once the request is known to be WeChat's, so a forger learns nothing from it.
+    if window_secs > 0 {
+        let t: i64 = ts.parse().map_err(|_| PushError::StaleTimestamp)?;
+        if now.abs_diff(t) > window_secs.unsigned_abs() {
+            return Err(PushError::StaleTimestamp);
+        }
+    }
     let message = message::parse_message(&body).map_err(PushError::Message)?;
     Ok(Inbound {
         mode,

@@ -317,7 +317,8 @@ async fn without_im_or_the_mini_program_the_route_says_so() {
             .set("WECHAT_MP_APPID", "")
             .set("WECHAT_MP_SECRET", "")
             .set("WECHAT_MP_TOKEN", "")
-            .set("WECHAT_MP_AES_KEY", ""),
+            .set("WECHAT_MP_AES_KEY", "")
+            .set("WECHAT_MP_ALLOW_PLAINTEXT", ""),
     )
     .await;
     let (status, v) = post(&w, json!({"code": "c", "userId": "u", "userSig": "s"})).await;

@@ -7,4 +7,5 @@ mod notify;
 mod oa;
 mod sample_events;
 mod store_conformance;
+mod wechat_push;
 mod wechat_vectors;

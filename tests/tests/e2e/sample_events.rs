@@ -240,7 +240,11 @@ async fn sample_events_produce_their_documented_outcome() {
     for backend in BACKENDS {
         for (file, exp) in expected() {
             let tag = format!("{backend:?}");
-            let w = World::new(Options::new(backend).at(T)).await;
+            let mut opts = Options::new(backend).at(T);
+            for (k, v) in exp["config"].as_object().into_iter().flatten() {
+                opts = opts.set(k, v.as_str().unwrap());
+            }
+            let w = World::new(opts).await;
             run_setup(&w, &exp).await;
             let f = function_of(&file);
             let raw = read(&file);

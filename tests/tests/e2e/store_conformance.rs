@@ -251,6 +251,20 @@ on_both!(
                 .unwrap_err(),
             StoreError::Invalid(_)
         ));
+        for (pk, sk) in [
+            ("p".repeat(2049), "-".to_owned()),
+            ("p".into(), "s".repeat(1025)),
+        ] {
+            assert!(
+                matches!(
+                    s.write(Write::put(Table::State, Item::new(pk, sk)))
+                        .await
+                        .unwrap_err(),
+                    StoreError::Invalid(_)
+                ),
+                "{b:?}: DynamoDB's key size limits"
+            );
+        }
         assert!(
             s.scan(Table::State).await.unwrap().is_empty(),
             "{b:?}: nothing written"

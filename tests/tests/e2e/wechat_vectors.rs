@@ -5,7 +5,7 @@
 
 use common::http::{Request, Response};
 use common::store::Table;
-use wxim_tests::{Backend, app};
+use wxim_tests::{Backend, app, app_at};
 
 const K43A: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
@@ -17,8 +17,15 @@ fn official(appid: &'static str) -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// The push arrives at the time it was signed (vectors carry fixed timestamps, and pushes outside
+/// the replay window are refused).
 async fn post(overrides: &[(&str, &str)], query: &str, body: &str) -> (Response, common::App) {
-    let app = app(Backend::Embedded, overrides).await;
+    let ts = common::http::parse_query(query)
+        .into_iter()
+        .find(|(k, _)| k == "timestamp")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap();
+    let (app, _) = app_at(Backend::Embedded, overrides, ts).await;
     let req =
         Request::new("POST", &format!("/wechat/mp?{query}")).with_body(body.as_bytes().to_vec());
     (common::handlers::wechat::event(&req, &app).await, app)

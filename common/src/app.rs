@@ -85,20 +85,16 @@ impl App {
     /// standard AWS environment (`AWS_ENDPOINT_URL_DYNAMODB` points it at a local server).
     pub async fn from_env() -> Result<App, ConfigError> {
         let config = Config::from_env()?;
-        let table = config.table_name.clone().ok_or_else(|| {
-            ConfigError::new(
-                "TABLE_NAME",
-                "is required (the DynamoDB table of this stack)",
-            )
-        })?;
-        let outbox = config
-            .outbox_table_name
-            .clone()
-            .unwrap_or_else(|| format!("{table}-outbox"));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let client = DynamoStore::client_from_env().await;
-        let store = Arc::new(DynamoStore::new(client, table, outbox, clock.clone()));
-        Ok(App::new(config, store, clock))
+        let store = DynamoStore::from_config(&config, clock.clone())
+            .await
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "TABLE_NAME",
+                    "is required (the DynamoDB table of this stack)",
+                )
+            })?;
+        Ok(App::new(config, Arc::new(store), clock))
     }
 
     pub fn now(&self) -> i64 {

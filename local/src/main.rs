@@ -40,6 +40,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: StateCmd,
     },
+    /// Manage the DynamoDB tables named by TABLE_NAME / OUTBOX_TABLE_NAME.
+    Tables {
+        #[command(subcommand)]
+        cmd: TablesCmd,
+    },
     /// Re-sign an event for the configured apps and print it: a WeChat push or URL check (fresh
     /// timestamp, nonce, signatures; the body re-encrypted in compat/safe mode), an IM callback
     /// (RequestTime and Sign), or a /bind request (a fresh UserSig for its userId).
@@ -133,6 +138,14 @@ enum NotifyCmd {
     },
     /// GET /notify/{id}: the state of a queued message.
     Status { id: String },
+}
+
+#[derive(Subcommand)]
+enum TablesCmd {
+    /// Create both tables (keys, TTL, the outbox stream) as template.yaml declares them, at the
+    /// configured endpoint (AWS_ENDPOINT_URL_DYNAMODB: a local DynamoDB-compatible server);
+    /// existing tables are left as they are.
+    Create,
 }
 
 #[derive(Subcommand)]
@@ -378,6 +391,27 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 local::routes::summary(&app.config)
             );
             httpd::serve(listener, local::routes::handler(app)).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Tables {
+            cmd: TablesCmd::Create,
+        } => {
+            let config = wiring::config()?;
+            let store = common::store::DynamoStore::from_config(
+                &config,
+                Arc::new(common::clock::SystemClock),
+            )
+            .await
+            .ok_or("set TABLE_NAME (and AWS_ENDPOINT_URL_DYNAMODB for a local server)")?;
+            store
+                .ensure_tables()
+                .await
+                .map_err(|e| format!("cannot create the tables: {e}"))?;
+            println!(
+                "tables ready: {} and {}",
+                store.table_name(Table::State),
+                store.table_name(Table::Outbox)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::State {

@@ -23,20 +23,8 @@ pub fn db_path(config: &Config) -> PathBuf {
 }
 
 pub async fn store(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Store>, String> {
-    match &config.table_name {
-        Some(table) => {
-            let outbox = config
-                .outbox_table_name
-                .clone()
-                .unwrap_or_else(|| format!("{table}-outbox"));
-            let client = DynamoStore::client_from_env().await;
-            Ok(Arc::new(DynamoStore::new(
-                client,
-                table.clone(),
-                outbox,
-                clock,
-            )))
-        }
+    match DynamoStore::from_config(config, clock.clone()).await {
+        Some(store) => Ok(Arc::new(store)),
         None => {
             let path = db_path(config);
             EmbeddedStore::open(&path, clock)

@@ -48,6 +48,25 @@ impl DynamoStore {
         }
     }
 
+    /// The tables the configuration names (`TABLE_NAME`, `OUTBOX_TABLE_NAME`), through a client
+    /// from the standard AWS environment; `None` when no table is configured.
+    pub async fn from_config(
+        config: &crate::config::Config,
+        clock: Arc<dyn Clock>,
+    ) -> Option<Self> {
+        let table = config.table_name.clone()?;
+        let outbox = config
+            .outbox_table_name
+            .clone()
+            .unwrap_or_else(|| format!("{table}-outbox"));
+        Some(Self::new(
+            Self::client_from_env().await,
+            table,
+            outbox,
+            clock,
+        ))
+    }
+
     /// A client from the standard AWS environment (region, credentials, and
     /// `AWS_ENDPOINT_URL_DYNAMODB` for local servers), built once per cold start.
     pub async fn client_from_env() -> Client {

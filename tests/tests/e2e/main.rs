@@ -3,6 +3,7 @@
 
 mod admin;
 mod bind;
+mod docs;
 mod notify;
 mod oa;
 mod sample_events;

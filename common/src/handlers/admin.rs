@@ -99,7 +99,7 @@ pub async fn notify(req: &Request, app: &App) -> Response {
 }
 
 /// A validated send request.
-struct Send<'a> {
+struct SendRequest<'a> {
     app: AppKind,
     user_id: Option<&'a str>,
     openid: Option<&'a str>,
@@ -110,8 +110,8 @@ struct Send<'a> {
     lang: Option<&'a str>,
 }
 
-impl<'a> Send<'a> {
-    fn parse(body: &'a input::Object, app: &App) -> Result<Send<'a>, Response> {
+impl<'a> SendRequest<'a> {
+    fn parse(body: &'a input::Object, app: &App) -> Result<SendRequest<'a>, Response> {
         let to = body
             .get("to")
             .and_then(Value::as_object)
@@ -159,7 +159,7 @@ impl<'a> Send<'a> {
                 "\"miniprogramState\" applies to mini-program messages only",
             ));
         }
-        Ok(Send {
+        Ok(SendRequest {
             app: kind,
             user_id,
             openid,
@@ -205,7 +205,7 @@ async fn submit(req: &Request, app: &App, caller: &str) -> Response {
             return r;
         }
     };
-    let send = match Send::parse(&body, app) {
+    let send = match SendRequest::parse(&body, app) {
         Ok(s) => s,
         Err(r) => {
             warn!(

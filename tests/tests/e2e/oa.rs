@@ -79,6 +79,28 @@ async fn agent_replies(w: &World, agent: &str, to: &str, text: &str) -> serde_js
     m
 }
 
+/// An agent's message with any `MsgBody`, as IM's after-send callback reports it.
+async fn agent_sends(
+    w: &World,
+    agent: &str,
+    to: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let mut m = w.c2c(agent, to, "");
+    m["MsgBody"] = body;
+    let r = w.im("C2C.CallbackAfterSendMsg", m.clone()).await;
+    assert_eq!(r.status, 200);
+    m
+}
+
+fn custom_texts(w: &World) -> Vec<String> {
+    w.wechat
+        .requests(CUSTOM)
+        .iter()
+        .map(|r| r.body["text"]["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn conv(w: &World, openid: &str) -> common::store::Item {
     w.state_item(&keys::conversation(openid), keys::ONE)
         .await
@@ -487,4 +509,47 @@ async fn messages_from_non_agents_are_not_bridged() {
             .iter()
             .all(|i| i.s("kind") != Some("kf"))
     );
+}
+
+#[tokio::test]
+async fn agent_media_replies_reach_the_follower_as_summaries_with_their_urls() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        say(&w, "oA", 1, "can you show me?").await;
+        agent_sends(
+            &w,
+            "agent_alice",
+            "oA",
+            json!([{"MsgType": "TIMImageElem", "MsgContent": {"UUID": "i1", "ImageFormat": 1,
+                "ImageInfoArray": [{"Type": 3, "URL": "https://im.example/thumb.jpg"},
+                                   {"Type": 1, "URL": "https://im.example/orig.jpg"}]}}]),
+        )
+        .await;
+        agent_sends(
+            &w,
+            "agent_alice",
+            "oA",
+            json!([{"MsgType": "TIMSoundElem", "MsgContent": {"Url": "https://im.example/v.silk",
+                "UUID": "s1", "Size": 4096, "Second": 7, "Download_Flag": 2}}]),
+        )
+        .await;
+        agent_sends(
+            &w,
+            "agent_alice",
+            "oA",
+            json!([{"MsgType": "TIMFileElem", "MsgContent": {"Url": "https://im.example/a.pdf",
+                "UUID": "f1", "FileSize": 10, "FileName": "invoice.pdf", "Download_Flag": 2}}]),
+        )
+        .await;
+        assert_eq!(
+            custom_texts(&w),
+            [
+                "[图片] https://im.example/orig.jpg",
+                "[语音] 7\" https://im.example/v.silk",
+                "[文件] invoice.pdf https://im.example/a.pdf",
+            ],
+            "{b:?}"
+        );
+    }
 }

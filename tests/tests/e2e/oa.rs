@@ -553,3 +553,68 @@ async fn agent_media_replies_reach_the_follower_as_summaries_with_their_urls() {
         );
     }
 }
+
+async fn unfollow(w: &World, who: &str) {
+    let r = w
+        .push(
+            AppKind::Oa,
+            &xml(
+                who,
+                w.now(),
+                "<MsgType>event</MsgType><Event>unsubscribe</Event>",
+            ),
+            Delivery::Safe,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn an_account_delete_refused_per_item_is_a_failure_not_a_deletion() {
+    const DELETE: &str = "/v4/im_open_login_svc/account_delete";
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        w.im.allow_delete(true);
+        follow(&w, "oA").await;
+        // The call succeeds as a whole, but the item says no.
+        w.im.script(
+            DELETE,
+            vec![Scripted::Json(json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "",
+                "ResultItem": [{"ResultCode": 70402, "ResultInfo": "invalid parameter", "UserID": "oA"}]}))],
+        );
+        w.advance(5);
+        unfollow(&w, "oA").await;
+        let del = &w.outbox_of("im_delete").await[0];
+        assert_eq!(
+            (del.s("status"), del.s("reason")),
+            (Some("failed"), Some("im_70402")),
+            "{b:?}"
+        );
+        assert!(w.im.has_account("oA"), "{b:?}: nothing was deleted");
+        assert_eq!(
+            w.im.count(DELETE),
+            1,
+            "{b:?}: a permanent refusal is not retried"
+        );
+    }
+    // A retryable per-item error is retried, and the retry deletes the account.
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    w.im.allow_delete(true);
+    follow(&w, "oB").await;
+    w.im.script(
+        DELETE,
+        vec![Scripted::Json(
+            json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "",
+            "ResultItem": [{"ResultCode": 70500, "ResultInfo": "internal error", "UserID": "oB"}]}),
+        )],
+    );
+    w.advance(5);
+    unfollow(&w, "oB").await;
+    let del = &w.outbox_of("im_delete").await[0];
+    assert_eq!(
+        (del.s("status"), del.s("reason")),
+        (Some("sent"), Some("deleted"))
+    );
+    assert_eq!(w.im.count(DELETE), 2);
+    assert!(!w.im.has_account("oB"));
+}

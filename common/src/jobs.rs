@@ -21,8 +21,10 @@ fn s<'a>(item: &'a Item, k: &str) -> &'a str {
     item.s(k).unwrap_or("")
 }
 
-/// A stable 32-bit `MsgRandom` for an IM send, derived from the job id: a retried job sends the
-/// same value, which IM uses to recognise the duplicate.
+/// A stable 32-bit `MsgRandom` for an IM send, derived from the job id: a job retried after a
+/// lost answer sends the same value, which IM recognises as a duplicate within the same second.
+/// Beyond that second only our own state protects: a webhook retry writes no new job (the
+/// deterministic id), and a job that ended is never claimed again.
 pub fn msg_random(id: &str) -> u32 {
     u32::from_str_radix(id.get(..8).unwrap_or("0"), 16).unwrap_or(0)
 }

@@ -292,7 +292,9 @@ async fn non_text_messages_reach_the_agent_as_readable_summaries() {
 async fn a_forward_whose_answer_was_lost_is_resent_once_with_the_same_random() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
     follow(&w, "oA").await;
-    // IM takes the message but the answer never arrives in time: the job is retried.
+    // IM takes the message but the answer never arrives in time: the job is retried, within
+    // the same second here, where IM recognises the MsgRandom (a retry in a later second would
+    // be a second message: IM's deduplication does not reach further, reference §3.2).
     w.im.script(
         SENDMSG,
         vec![Scripted::Delay(std::time::Duration::from_millis(800), None)],
@@ -617,4 +619,57 @@ async fn an_account_delete_refused_per_item_is_a_failure_not_a_deletion() {
     );
     assert_eq!(w.im.count(DELETE), 2);
     assert!(!w.im.has_account("oB"));
+}
+
+#[tokio::test]
+async fn the_im_stand_in_deduplicates_a_resend_only_within_the_same_second() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    let im = w.app.im.as_ref().unwrap();
+    let clock = &*w.app.clock;
+    let first = im
+        .send_text(None, "agent_alice", "hi", 42, clock)
+        .await
+        .unwrap();
+    let again = im
+        .send_text(None, "agent_alice", "hi", 42, clock)
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the same message, the same MsgKey");
+    assert_eq!(w.im.delivered(), 1);
+    // IM only recognises a resend within the same second: a late one is a new message.
+    w.advance(1);
+    im.send_text(None, "agent_alice", "hi", 42, clock)
+        .await
+        .unwrap();
+    assert_eq!(w.im.delivered(), 2);
+}
+
+#[tokio::test]
+async fn a_retried_push_or_stream_record_never_forwards_twice() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        let msg = xml(
+            "oA",
+            T0,
+            "<MsgType>text</MsgType><Content>where is it?</Content><MsgId>77</MsgId>",
+        );
+        let r = w.push(AppKind::Oa, &msg, Delivery::Safe).await;
+        assert_eq!(reply(&w, r.body_str()), CONNECTING, "{b:?}");
+        assert_eq!(w.im.count(SENDMSG), 1, "{b:?}");
+        // Seconds later (past IM's own same-second deduplication) WeChat retries the push,
+        // and the stream delivers the forward's record again: neither sends anything.
+        w.advance(4);
+        let r = w.push(AppKind::Oa, &msg, Delivery::Safe).await;
+        assert_eq!(
+            reply(&w, r.body_str()),
+            CONNECTING,
+            "{b:?}: the reply is replayed"
+        );
+        let id = common::outbox::id_of(&w.outbox_of("forward").await[0]).to_owned();
+        assert!(common::dispatch::run(&w.app, &[id]).await.is_empty());
+        assert_eq!(w.im.count(SENDMSG), 1, "{b:?}");
+        assert_eq!(w.im.delivered(), 1, "{b:?}");
+        assert_eq!(w.outbox_of("forward").await.len(), 1, "{b:?}");
+    }
 }

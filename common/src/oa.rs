@@ -208,10 +208,13 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
         .await?;
     let agent = assign_agent(app, conv.as_ref()).await?;
     let mut writes = conversation_writes(openid, agent.as_deref(), "active", now);
+    // A conversation window lasts while the follower keeps writing: "connecting you" opens a
+    // new one only after they have been quiet for the whole window, however long the current
+    // conversation has been going on.
     let window = app.config.oa_bridge.conversation_window_secs;
     let greet = conv
         .as_ref()
-        .and_then(|c| c.n("connecting_sent_at"))
+        .and_then(|c| c.n("last_user_msg_at"))
         .is_none_or(|t| now - t >= window);
     if let Some(Write::Update { updates, .. }) = writes.first_mut() {
         // The customer-service window (48 h) opens with each message the follower sends.

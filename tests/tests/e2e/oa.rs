@@ -673,3 +673,29 @@ async fn a_retried_push_or_stream_record_never_forwards_twice() {
         assert_eq!(w.outbox_of("forward").await.len(), 1, "{b:?}");
     }
 }
+
+#[tokio::test]
+async fn connecting_you_waits_for_a_whole_window_of_silence() {
+    for b in BACKENDS {
+        let w = World::new(
+            Options::new(b)
+                .at(T0)
+                .set("OA_CONVERSATION_WINDOW_SECS", "1800"),
+        )
+        .await;
+        follow(&w, "oA").await;
+        assert_eq!(say(&w, "oA", 1, "first").await, CONNECTING, "{b:?}");
+        // A follower who keeps writing every 20 minutes for two hours is in one conversation.
+        for i in 2..=7 {
+            w.advance(1200);
+            assert_eq!(say(&w, "oA", i, "still here").await, "success", "{b:?} {i}");
+        }
+        // Quiet for just under the window: still the same conversation.
+        w.advance(1799);
+        assert_eq!(say(&w, "oA", 8, "hello?").await, "success", "{b:?}");
+        // Quiet for the whole window: a new one.
+        w.advance(1800);
+        assert_eq!(say(&w, "oA", 9, "new question").await, CONNECTING, "{b:?}");
+        assert_eq!(w.im.delivered(), 9, "{b:?}: every message was forwarded");
+    }
+}

@@ -9,7 +9,7 @@ use crate::im::callback::C2cMessage;
 use crate::keys;
 use crate::obs;
 use crate::outbox::{self, Kind};
-use crate::store::{Attr, Item, StoreError, Table, Update, Write};
+use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
 use crate::wechat::message::{Message, MessageKind};
 
 /// The text an agent sees for a follower's message: the text itself, or a readable summary with
@@ -46,46 +46,90 @@ pub fn is_agent(app: &App, user: &str) -> bool {
         .is_some_and(|im| im.agents.iter().any(|a| a == user))
 }
 
-/// The agent for a follower: the one they were given while that agent is still listed, else
-/// the next in a round-robin shared by all instances (an atomic counter in the store).
-async fn assign_agent(app: &App, conv: Option<&Item>) -> Result<Option<String>, StoreError> {
-    let Some(im) = &app.config.im else {
-        return Ok(None);
+/// How many times an assignment is tried against concurrent writers before the push fails (503,
+/// and WeChat retries it).
+const ASSIGN_ATTEMPTS: usize = 6;
+
+/// The agent for a follower: the one they were given while that agent is still listed, else the
+/// next in a round-robin shared by all instances. The choice is written conditionally (only if
+/// the conversation has no agent, or still the one found unlisted), so deliveries racing for a
+/// new follower agree on one agent; the cursor moves in the same transaction, so only an
+/// assignment that took moves it, never a duplicate delivery.
+async fn assign_agent(
+    app: &App,
+    openid: &str,
+    conv: Option<&Item>,
+) -> Result<Option<String>, StoreError> {
+    let agents = match &app.config.im {
+        Some(im) if !im.agents.is_empty() => &im.agents,
+        _ => return Ok(None),
     };
-    if let Some(a) = conv.and_then(|c| c.s("agent"))
-        && im.agents.iter().any(|x| x == a)
-    {
-        return Ok(Some(a.to_owned()));
-    }
-    if im.agents.is_empty() {
-        return Ok(None);
-    }
-    let cursor = app
-        .store
-        .write(Write::update(
+    let conv_key = keys::conversation(openid);
+    let mut current = conv.cloned();
+    for attempt in 0..ASSIGN_ATTEMPTS {
+        let held = current.as_ref().and_then(|c| c.s("agent"));
+        if let Some(a) = held
+            && agents.iter().any(|x| x == a)
+        {
+            return Ok(Some(a.to_owned()));
+        }
+        let cursor = app
+            .store
+            .get(Table::State, keys::AGENT_CURSOR, keys::ONE)
+            .await?
+            .and_then(|c| c.n("next"));
+        let pick = &agents[cursor.unwrap_or(0).rem_euclid(agents.len() as i64) as usize];
+        let now = app.now();
+        let conv_write = Write::update(
+            Table::State,
+            &conv_key,
+            keys::ONE,
+            vec![
+                Update::set("agent", pick.as_str()),
+                Update::set("openid", openid),
+                Update::set("assigned_at", now),
+                Update::set_if_absent("created_at", now),
+            ],
+        )
+        .when(match held {
+            None => Cond::lacks("agent"),
+            Some(old) => Cond::eq("agent", old),
+        });
+        let mut cursor_write = Write::update(
             Table::State,
             keys::AGENT_CURSOR,
             keys::ONE,
             vec![Update::add("next", 1)],
-        ))
-        .await?
-        .and_then(|i| i.n("next"))
-        .unwrap_or(1);
-    Ok(Some(
-        im.agents[((cursor - 1).rem_euclid(im.agents.len() as i64)) as usize].clone(),
+        );
+        // Holding the cursor to the value read spreads simultaneous new followers evenly; after
+        // a few collisions a plain increment guarantees progress at the cost of evenness.
+        if attempt < ASSIGN_ATTEMPTS / 2 {
+            cursor_write = cursor_write.when(match cursor {
+                Some(n) => Cond::eq("next", n),
+                None => Cond::lacks("next"),
+            });
+        }
+        match app.store.transact(vec![conv_write, cursor_write]).await {
+            Ok(()) => return Ok(Some(pick.clone())),
+            Err(StoreError::ConditionFailed { .. }) => {
+                current = app.store.get(Table::State, &conv_key, keys::ONE).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Unavailable(
+        "agent assignment kept colliding with concurrent writes".into(),
     ))
 }
 
-fn conversation_writes(openid: &str, agent: Option<&str>, status: &str, now: i64) -> Vec<Write> {
-    let mut u = vec![
+fn conversation_writes(openid: &str, status: &str, now: i64) -> Vec<Write> {
+    // The agent is not written here: only assign_agent's conditional write sets it.
+    let u = vec![
         Update::set("openid", openid),
         Update::set("status", status),
         Update::set("updated_at", now),
         Update::set_if_absent("created_at", now),
     ];
-    if let Some(a) = agent {
-        u.push(Update::set("agent", a));
-    }
     vec![Write::update(
         Table::State,
         &keys::conversation(openid),
@@ -144,8 +188,8 @@ pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan,
         .store
         .get(Table::State, &keys::conversation(openid), keys::ONE)
         .await?;
-    let agent = assign_agent(app, conv.as_ref()).await?;
-    let mut writes = conversation_writes(openid, agent.as_deref(), "active", now);
+    assign_agent(app, openid, conv.as_ref()).await?;
+    let mut writes = conversation_writes(openid, "active", now);
     if let Some(Write::Update { updates, .. }) = writes.first_mut() {
         updates.push(Update::set("followed_at", now));
         updates.push(Update::remove("ended_at"));
@@ -171,7 +215,7 @@ pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan,
 pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let openid = msg.from_user.as_str();
     let now = app.now();
-    let mut writes = conversation_writes(openid, None, "ended", now);
+    let mut writes = conversation_writes(openid, "ended", now);
     if let Some(Write::Update { updates, .. }) = writes.first_mut() {
         updates.push(Update::set("ended_at", now));
     }
@@ -206,8 +250,8 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
         .store
         .get(Table::State, &keys::conversation(openid), keys::ONE)
         .await?;
-    let agent = assign_agent(app, conv.as_ref()).await?;
-    let mut writes = conversation_writes(openid, agent.as_deref(), "active", now);
+    let agent = assign_agent(app, openid, conv.as_ref()).await?;
+    let mut writes = conversation_writes(openid, "active", now);
     // A conversation window lasts while the follower keeps writing: "connecting you" opens a
     // new one only after they have been quiet for the whole window, however long the current
     // conversation has been going on.
@@ -223,8 +267,9 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
             updates.push(Update::set("connecting_sent_at", now));
         }
     }
-    if conv.is_none() {
-        // A follower from before the bridge existed: make sure they exist in IM.
+    // No status means no push of theirs was ever recorded (the assignment alone may have been):
+    // a follower from before the bridge existed, who must be made to exist in IM.
+    if conv.as_ref().and_then(|c| c.s("status")).is_none() {
         writes.extend(binding_writes(openid, "active", now));
         if app.config.im.is_some() {
             writes.push(job(

@@ -699,3 +699,71 @@ async fn connecting_you_waits_for_a_whole_window_of_silence() {
         assert_eq!(w.im.delivered(), 9, "{b:?}: every message was forwarded");
     }
 }
+
+#[tokio::test]
+async fn racing_first_messages_agree_on_one_agent_and_duplicates_do_not_move_the_cursor() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        // A follower from before the bridge writes several messages at once; WeChat also
+        // retries one of them while the first delivery is still in flight.
+        let msg = |id: u64| {
+            xml(
+                "oNew",
+                T0,
+                &format!("<MsgType>text</MsgType><Content>m{id}</Content><MsgId>{id}</MsgId>"),
+            )
+        };
+        let (m1, m2, m3) = (msg(1), msg(2), msg(3));
+        let (r1, r2, r3, r4) = tokio::join!(
+            w.push(AppKind::Oa, &m1, Delivery::Safe),
+            w.push(AppKind::Oa, &m2, Delivery::Safe),
+            w.push(AppKind::Oa, &m3, Delivery::Safe),
+            w.push(AppKind::Oa, &m1, Delivery::Safe),
+        );
+        for r in [r1, r2, r3, r4] {
+            assert_eq!(r.status, 200, "{b:?}: {}", r.body_str());
+        }
+        // And once more afterwards.
+        w.push(AppKind::Oa, &m2, Delivery::Safe).await;
+        let agent = conv(&w, "oNew").await.s("agent").unwrap().to_owned();
+        let to: Vec<String> =
+            w.im.requests(SENDMSG)
+                .iter()
+                .map(|r| r.body["To_Account"].as_str().unwrap().to_owned())
+                .collect();
+        assert!(
+            to.iter().all(|t| *t == agent),
+            "{b:?}: one agent for the whole conversation: {to:?}"
+        );
+        assert_eq!(w.im.delivered(), 3, "{b:?}: each message once");
+        let cursor = w.state_item(keys::AGENT_CURSOR, keys::ONE).await.unwrap();
+        assert_eq!(cursor.n("next"), Some(1), "{b:?}: one assignment, one step");
+        // The next new follower gets the other agent.
+        follow(&w, "oOther").await;
+        let other = conv(&w, "oOther").await.s("agent").unwrap().to_owned();
+        assert_ne!(other, agent, "{b:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_retried_follow_does_not_move_the_cursor() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        let sub = xml("oA", T0, "<MsgType>event</MsgType><Event>subscribe</Event>");
+        let (r1, r2) = tokio::join!(
+            w.push(AppKind::Oa, &sub, Delivery::Safe),
+            w.push(AppKind::Oa, &sub, Delivery::Safe),
+        );
+        assert_eq!((r1.status, r2.status), (200, 200), "{b:?}");
+        w.push(AppKind::Oa, &sub, Delivery::Safe).await;
+        assert_eq!(
+            conv(&w, "oA").await.s("agent"),
+            Some("agent_alice"),
+            "{b:?}"
+        );
+        let cursor = w.state_item(keys::AGENT_CURSOR, keys::ONE).await.unwrap();
+        assert_eq!(cursor.n("next"), Some(1), "{b:?}");
+        follow(&w, "oB").await;
+        assert_eq!(conv(&w, "oB").await.s("agent"), Some("agent_bob"), "{b:?}");
+    }
+}

@@ -8,13 +8,14 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::config::AppKind;
-use crate::im::rest::{Deletion, ImError, ImErrorClass};
+use crate::im::rest::{Deletion, ImApi, ImError, ImErrorClass};
+use crate::keys;
 use crate::notify::deliver::format_time;
 use crate::notify::render;
 use crate::notify::send::{self, SendOutcome};
 use crate::obs;
 use crate::outbox::{self, Delivery, Kind, Status};
-use crate::store::{Attr, Item, StoreError, Write};
+use crate::store::{Attr, Item, StoreError, Table, Write};
 use crate::wechat::api::ErrorClass;
 
 fn s<'a>(item: &'a Item, k: &str) -> &'a str {
@@ -164,32 +165,19 @@ async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreErr
     let clock = &*app.clock;
     let id = outbox::id_of(item);
     match kind {
-        Kind::Import => match im
-            .account_import(s(item, "user_id"), item.s("nick"), clock)
-            .await
-        {
-            Ok(()) => end(app, item, Status::Sent, None, vec![]).await,
-            Err(e) => im_failure(app, item, &e).await,
-        },
-        Kind::Delete => match im.account_delete(s(item, "user_id"), clock).await {
-            Ok(Deletion::Deleted) => end(app, item, Status::Sent, Some("deleted"), vec![]).await,
-            Ok(Deletion::NotFound) => {
-                end(app, item, Status::Sent, Some("account_not_found"), vec![]).await
+        Kind::Import => {
+            let user = s(item, "user_id");
+            // An unfollow recorded since this job was queued has its own deletion job, which
+            // may already have run: importing now would bring back an account nobody uses.
+            if follower_status(app, user).await?.as_deref() == Some("ended") {
+                return end(app, item, Status::Skipped, Some("follower_left"), vec![]).await;
             }
-            // Only the Trial edition may delete accounts; the account stays, marked inactive by
-            // the unsubscribe that queued this job.
-            Ok(Deletion::NotAllowed) => {
-                end(
-                    app,
-                    item,
-                    Status::Skipped,
-                    Some("kept_inactive_71000"),
-                    vec![],
-                )
-                .await
+            match im.account_import(user, item.s("nick"), clock).await {
+                Ok(()) => end(app, item, Status::Sent, None, vec![]).await,
+                Err(e) => im_failure(app, item, &e).await,
             }
-            Err(e) => im_failure(app, item, &e).await,
-        },
+        }
+        Kind::Delete => delete_account(app, item, im).await,
         Kind::Forward => {
             let (from, to, text) = (s(item, "from"), s(item, "to"), s(item, "text"));
             let random = msg_random(id);
@@ -234,6 +222,77 @@ async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreErr
             Err(e) => im_failure(app, item, &e).await,
         },
         _ => Err(StoreError::Invalid("not an IM job".into())),
+    }
+}
+
+/// The status of an official-account follower's conversation (`active`, `ended`), if any.
+async fn follower_status(app: &App, openid: &str) -> Result<Option<String>, StoreError> {
+    Ok(app
+        .store
+        .get(Table::State, &keys::conversation(openid), keys::ONE)
+        .await?
+        .and_then(|c| c.s("status").map(str::to_owned)))
+}
+
+/// The IM account of a follower who unfollowed. They may have followed again since: then their
+/// new import may already have run, and the deletion must not take the account away.
+async fn delete_account(app: &App, item: &Item, im: &ImApi) -> Result<Delivery, StoreError> {
+    let user = s(item, "user_id");
+    if follower_status(app, user).await?.as_deref() == Some("active") {
+        return end(
+            app,
+            item,
+            Status::Skipped,
+            Some("follower_active_again"),
+            vec![],
+        )
+        .await;
+    }
+    match im.account_delete(user, &*app.clock).await {
+        Ok(Deletion::Deleted) => {
+            // A follow recorded while the deletion was in flight: its import may have run just
+            // before, so import once more rather than leave the follower without an account.
+            if follower_status(app, user).await?.as_deref() == Some("active") {
+                let id = outbox::id_of(item);
+                let now = app.now();
+                let ws = vec![
+                    outbox::finish(
+                        id,
+                        Status::Sent,
+                        Some("deleted_then_reimport_queued"),
+                        vec![],
+                        now,
+                    ),
+                    outbox::enqueue(
+                        &outbox::id_for(&["reimport", id]),
+                        Kind::Import,
+                        vec![("user_id", Attr::from(user))],
+                        now,
+                        app.config.outbox_retention_secs,
+                    ),
+                ];
+                app.store.transact(ws).await?;
+                warn!(outbox_id = %id, decision = "reimport_queued", reason = "follower_active_again");
+                return Ok(Delivery::Done);
+            }
+            end(app, item, Status::Sent, Some("deleted"), vec![]).await
+        }
+        Ok(Deletion::NotFound) => {
+            end(app, item, Status::Sent, Some("account_not_found"), vec![]).await
+        }
+        // Only the Trial edition may delete accounts; the account stays, marked inactive by
+        // the unsubscribe that queued this job.
+        Ok(Deletion::NotAllowed) => {
+            end(
+                app,
+                item,
+                Status::Skipped,
+                Some("kept_inactive_71000"),
+                vec![],
+            )
+            .await
+        }
+        Err(e) => im_failure(app, item, &e).await,
     }
 }
 

@@ -767,3 +767,146 @@ async fn a_retried_follow_does_not_move_the_cursor() {
         assert_eq!(conv(&w, "oB").await.s("agent"), Some("agent_bob"), "{b:?}");
     }
 }
+
+const DELETE: &str = "/v4/im_open_login_svc/account_delete";
+
+fn event(who: &str, ts: i64, name: &str) -> String {
+    xml(
+        who,
+        ts,
+        &format!("<MsgType>event</MsgType><Event>{name}</Event>"),
+    )
+}
+
+async fn job_id(w: &World, kind: &str) -> String {
+    let items = w.outbox_of(kind).await;
+    assert_eq!(items.len(), 1, "one {kind} job");
+    common::outbox::id_of(&items[0]).to_owned()
+}
+
+#[tokio::test]
+async fn a_deletion_that_runs_after_a_quick_refollow_keeps_the_account() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        w.im.allow_delete(true);
+        follow(&w, "oA").await;
+        // Unfollow, then follow again a moment later; the stream runs the new import before
+        // the deletion.
+        w.advance(5);
+        let r = w
+            .push_only(
+                AppKind::Oa,
+                &event("oA", w.now(), "unsubscribe"),
+                Delivery::Safe,
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let delete = job_id(&w, "im_delete").await;
+        w.advance(2);
+        let r = w
+            .push_only(
+                AppKind::Oa,
+                &event("oA", w.now(), "subscribe"),
+                Delivery::Safe,
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let import = w
+            .outbox_of("im_import")
+            .await
+            .iter()
+            .find(|i| i.s("status") == Some("queued"))
+            .map(|i| common::outbox::id_of(i).to_owned())
+            .unwrap();
+        assert!(common::dispatch::run(&w.app, &[import]).await.is_empty());
+        assert!(common::dispatch::run(&w.app, &[delete]).await.is_empty());
+        let del = &w.outbox_of("im_delete").await[0];
+        assert_eq!(
+            (del.s("status"), del.s("reason")),
+            (Some("skipped"), Some("follower_active_again")),
+            "{b:?}"
+        );
+        assert_eq!(w.im.count(DELETE), 0, "{b:?}");
+        assert!(w.im.has_account("oA"), "{b:?}");
+        assert_eq!(conv(&w, "oA").await.s("status"), Some("active"));
+    }
+}
+
+#[tokio::test]
+async fn a_refollow_during_the_deletion_call_is_imported_again() {
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("HTTP_TIMEOUT_MS", "3000"),
+    )
+    .await;
+    w.im.allow_delete(true);
+    follow(&w, "oA").await;
+    w.advance(5);
+    w.push_only(
+        AppKind::Oa,
+        &event("oA", w.now(), "unsubscribe"),
+        Delivery::Safe,
+    )
+    .await;
+    let delete = job_id(&w, "im_delete").await;
+    // IM takes its time over the deletion; meanwhile the follower comes back and their import
+    // runs, before IM deletes the account.
+    w.im.script(
+        DELETE,
+        vec![Scripted::Delay(std::time::Duration::from_millis(800), None)],
+    );
+    let refollow = async {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        w.push(
+            AppKind::Oa,
+            &event("oA", T0 + 7, "subscribe"),
+            Delivery::Safe,
+        )
+        .await
+    };
+    let ids = [delete];
+    let (retry, r) = tokio::join!(common::dispatch::run(&w.app, &ids), refollow);
+    assert!(retry.is_empty());
+    assert_eq!(r.status, 200);
+    let del = &w.outbox_of("im_delete").await[0];
+    assert_eq!(
+        (del.s("status"), del.s("reason")),
+        (Some("sent"), Some("deleted_then_reimport_queued"))
+    );
+    w.stream().await;
+    assert!(
+        w.im.has_account("oA"),
+        "the follower has their account back"
+    );
+    let imports = w.outbox_of("im_import").await;
+    assert_eq!(imports.len(), 3, "follow, re-follow, and the re-import");
+    assert!(imports.iter().all(|i| i.s("status") == Some("sent")));
+}
+
+#[tokio::test]
+async fn an_import_that_runs_after_the_unfollow_is_skipped() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        w.push_only(AppKind::Oa, &event("oA", T0, "subscribe"), Delivery::Safe)
+            .await;
+        w.advance(3);
+        w.push_only(
+            AppKind::Oa,
+            &event("oA", T0 + 3, "unsubscribe"),
+            Delivery::Safe,
+        )
+        .await;
+        w.stream().await;
+        let import = &w.outbox_of("im_import").await[0];
+        assert_eq!(
+            (import.s("status"), import.s("reason")),
+            (Some("skipped"), Some("follower_left")),
+            "{b:?}"
+        );
+        assert!(
+            !w.im.has_account("oA"),
+            "{b:?}: no account for someone who left"
+        );
+    }
+}

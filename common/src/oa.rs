@@ -8,7 +8,7 @@ use crate::handlers::wechat::Plan;
 use crate::im::callback::C2cMessage;
 use crate::keys;
 use crate::obs;
-use crate::outbox::{self, Kind};
+use crate::outbox::{self, Kind, Status};
 use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
 use crate::wechat::message::{Message, MessageKind};
 
@@ -341,4 +341,167 @@ pub async fn on_im_message(
         Err(StoreError::ConditionFailed { .. }) => Ok(Some("duplicate_callback")),
         Err(e) => Err(e),
     }
+}
+
+/// What the subscribe-message fallback came to, when it could not stand in for a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// No fallback template is configured (`OA_FALLBACK_TEMPLATE_ID`).
+    NotConfigured,
+    /// The follower has no credit for the fallback template.
+    NoCredit,
+    /// `OA_FALLBACK_DATA` did not render for this reply.
+    InvalidData(String),
+    /// WeChat refused the subscribe message (its errcode or transport failure).
+    Failed(String),
+}
+
+/// Why an agent's reply did not reach the follower: recorded on the job and told to the agent,
+/// saying what happened and promising nothing the bridge does not do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotSent {
+    /// The follower unfollowed the official account.
+    Unfollowed,
+    /// The follower has no active conversation with the official account.
+    NotActive,
+    /// WeChat's window is closed (45015: 48 hours since the follower last wrote, or they
+    /// unfollowed; 45047: the window's message count is used up) and the fallback could not
+    /// stand in.
+    WindowClosed { errcode: i64, fallback: Fallback },
+    /// WeChat refused the message for another reason (its errcode, or the transport failure).
+    Refused { reason: String },
+    /// WeChat could not be reached within the attempt limit.
+    RetriesExhausted { attempts: i64, reason: String },
+}
+
+impl NotSent {
+    /// Skipped when the bridge did not try (the follower is gone), failed when WeChat said no.
+    pub fn status(&self) -> Status {
+        match self {
+            NotSent::Unfollowed | NotSent::NotActive => Status::Skipped,
+            _ => Status::Failed,
+        }
+    }
+
+    /// The reason recorded on the reply's outbox item.
+    pub fn reason(&self) -> String {
+        match self {
+            NotSent::Unfollowed => "follower_unfollowed".into(),
+            NotSent::NotActive => "conversation_not_active".into(),
+            NotSent::WindowClosed { errcode, fallback } => {
+                let f = match fallback {
+                    Fallback::NotConfigured => "no_fallback_template".into(),
+                    Fallback::NoCredit => "no_fallback_credit".into(),
+                    Fallback::InvalidData(e) => format!("fallback_data_invalid: {e}"),
+                    Fallback::Failed(r) => format!("fallback_failed: {r}"),
+                };
+                format!("undeliverable: {errcode}; {f}")
+            }
+            NotSent::Refused { reason } => format!("undeliverable: {reason}"),
+            NotSent::RetriesExhausted { reason, .. } => {
+                format!("undeliverable: retries_exhausted: {reason}")
+            }
+        }
+    }
+
+    /// A bounded label for metrics (reasons may carry free text).
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotSent::Unfollowed => "follower_unfollowed",
+            NotSent::NotActive => "conversation_not_active",
+            NotSent::WindowClosed { fallback, .. } => match fallback {
+                Fallback::NotConfigured => "window_closed_no_fallback",
+                Fallback::NoCredit => "window_closed_no_credit",
+                Fallback::InvalidData(_) => "window_closed_fallback_invalid",
+                Fallback::Failed(_) => "window_closed_fallback_failed",
+            },
+            NotSent::Refused { .. } => "refused",
+            NotSent::RetriesExhausted { .. } => "retries_exhausted",
+        }
+    }
+
+    fn explain(&self) -> String {
+        match self {
+            NotSent::Unfollowed => {
+                "the follower has left (they unfollowed the official account)".into()
+            }
+            NotSent::NotActive => {
+                "the follower has no active conversation with the official account".into()
+            }
+            NotSent::WindowClosed { errcode, fallback } => {
+                let window = match errcode {
+                    45047 => "WeChat's limit on customer-service messages since they last wrote is used up (errcode 45047)".to_owned(),
+                    45015 => "WeChat no longer accepts customer-service messages to them (errcode 45015: more than 48 hours since they last wrote, or they unfollowed)".to_owned(),
+                    other => format!("WeChat's customer-service window is closed (errcode {other})"),
+                };
+                let fallback = match fallback {
+                    Fallback::NotConfigured => {
+                        "no subscribe-message fallback is configured".to_owned()
+                    }
+                    Fallback::NoCredit => {
+                        "they have no subscribe-message credit for the fallback notification"
+                            .to_owned()
+                    }
+                    Fallback::InvalidData(e) => format!(
+                        "the fallback notification could not be built from OA_FALLBACK_DATA ({e})"
+                    ),
+                    Fallback::Failed(r) => {
+                        format!(
+                            "the fallback notification failed too ({})",
+                            wechat_reason(r)
+                        )
+                    }
+                };
+                format!("{window}, and {fallback}")
+            }
+            NotSent::Refused { reason } => match reason.as_str() {
+                "43004" => "they do not follow the official account (errcode 43004)".into(),
+                "40003" => "WeChat does not recognise their openid (errcode 40003)".into(),
+                "45002" => "the message is too long for WeChat (errcode 45002)".into(),
+                "48001" => {
+                    "this official account may not send customer-service messages (errcode 48001)"
+                        .into()
+                }
+                r => format!("WeChat refused it ({})", wechat_reason(r)),
+            },
+            NotSent::RetriesExhausted { attempts, reason } => format!(
+                "WeChat could not be reached in {attempts} attempts (last: {})",
+                wechat_reason(reason)
+            ),
+        }
+    }
+}
+
+/// A WeChat reason as recorded (an errcode, or a transport failure) in words.
+fn wechat_reason(r: &str) -> String {
+    if r.parse::<i64>().is_ok() {
+        format!("errcode {r}")
+    } else {
+        r.to_owned()
+    }
+}
+
+/// The IM notice, from the admin account, telling an agent that their reply did not reach the
+/// follower and why. Its id follows from the reply's, so the same outcome recorded twice (a
+/// retried callback, a re-run job) queues one notice.
+pub fn reply_notice(app: &App, reply_id: &str, agent: &str, openid: &str, why: &NotSent) -> Write {
+    let verb = match why.status() {
+        Status::Skipped => "was not sent",
+        _ => "was not delivered",
+    };
+    let text = format!(
+        "Your reply to follower {openid} {verb}: {}. It will not be resent automatically.",
+        why.explain()
+    );
+    agent_notice(app, reply_id, agent, &text)
+}
+
+fn agent_notice(app: &App, source_id: &str, agent: &str, text: &str) -> Write {
+    outbox::enqueue(
+        &outbox::id_for(&["agent_notice", source_id]),
+        Kind::AgentNotice,
+        vec![("to", Attr::from(agent)), ("text", Attr::from(text))],
+        app.now(),
+        app.config.outbox_retention_secs,
+    )
 }

@@ -101,6 +101,23 @@ fn custom_texts(w: &World) -> Vec<String> {
         .collect()
 }
 
+/// The IM notices the admin account sent: (recipient, text).
+fn notices(w: &World) -> Vec<(String, String)> {
+    w.im.requests(SENDMSG)
+        .iter()
+        .filter(|r| r.body.get("From_Account").is_none())
+        .map(|r| {
+            (
+                r.body["To_Account"].as_str().unwrap().to_owned(),
+                r.body["MsgBody"][0]["MsgContent"]["Text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
 async fn conv(w: &World, openid: &str) -> common::store::Item {
     w.state_item(&keys::conversation(openid), keys::ONE)
         .await
@@ -400,7 +417,7 @@ async fn with_no_credit_the_reply_is_undeliverable_and_the_agent_is_told() {
         assert_eq!(kf.s("status"), Some("failed"));
         assert_eq!(
             kf.s("reason"),
-            Some(format!("undeliverable: {code}").as_str())
+            Some(format!("undeliverable: {code}; no_fallback_credit").as_str())
         );
         let notice =
             w.im.requests(SENDMSG)
@@ -415,9 +432,12 @@ async fn with_no_credit_the_reply_is_undeliverable_and_the_agent_is_told() {
             .as_str()
             .unwrap();
         assert!(
-            text.contains("oA") && text.contains(&code.to_string()),
+            text.contains("oA")
+                && text.contains(&code.to_string())
+                && text.contains("no subscribe-message credit for the fallback"),
             "{text}"
         );
+        assert!(!text.contains("when they write again"), "{text}");
         assert_eq!(
             w.outbox_of("agent_notice").await[0].s("status"),
             Some("sent")
@@ -907,6 +927,157 @@ async fn an_import_that_runs_after_the_unfollow_is_skipped() {
         assert!(
             !w.im.has_account("oA"),
             "{b:?}: no account for someone who left"
+        );
+    }
+}
+
+/// One agent reply that WeChat refuses as scripted; returns the job and the agent's notice.
+async fn refused_reply(
+    opts: Options<'_>,
+    custom: Vec<Scripted>,
+    bizsend: Vec<Scripted>,
+    with_credit: bool,
+) -> (common::store::Item, String) {
+    let w = World::new(opts).await;
+    follow(&w, "oA").await;
+    if with_credit {
+        let popup = xml(
+            "oA",
+            T0 + 1,
+            "<MsgType>event</MsgType><Event>subscribe_msg_popup_event</Event><SubscribeMsgPopupEvent><List><TemplateId>oa_reply_waiting_T0001</TemplateId><SubscribeStatusString>accept</SubscribeStatusString><PopupScene>2</PopupScene></List></SubscribeMsgPopupEvent>",
+        );
+        w.push(AppKind::Oa, &popup, Delivery::Safe).await;
+    }
+    w.wechat.script(CUSTOM, custom);
+    w.wechat.script(BIZSEND, bizsend);
+    agent_replies(&w, "agent_alice", "oA", "请查收").await;
+    let kf = w.outbox_of("kf").await.remove(0);
+    let n = notices(&w);
+    assert_eq!(n.len(), 1, "one notice: {n:?}");
+    assert_eq!(n[0].0, "agent_alice");
+    assert_eq!(
+        w.outbox_of("agent_notice").await[0].s("status"),
+        Some("sent")
+    );
+    (kf, n[0].1.clone())
+}
+
+fn wx(code: i64) -> Scripted {
+    Scripted::Json(json!({"errcode": code, "errmsg": "scripted"}))
+}
+
+#[tokio::test]
+async fn the_agent_notice_says_what_actually_happened() {
+    let base = || Options::new(Backend::Embedded).at(T0);
+    let mut texts = vec![];
+    // No fallback template configured.
+    let (kf, text) = refused_reply(
+        base().set("OA_FALLBACK_TEMPLATE_ID", ""),
+        vec![wx(45015)],
+        vec![],
+        false,
+    )
+    .await;
+    assert_eq!(
+        kf.s("reason"),
+        Some("undeliverable: 45015; no_fallback_template")
+    );
+    assert!(
+        text.contains("errcode 45015")
+            && text.contains("no subscribe-message fallback is configured"),
+        "{text}"
+    );
+    texts.push(text);
+    // A credit, but the fallback itself is refused.
+    let (kf, text) = refused_reply(base(), vec![wx(45047)], vec![wx(43101)], true).await;
+    assert_eq!(kf.s("status"), Some("failed"));
+    assert_eq!(
+        kf.s("reason"),
+        Some("undeliverable: 45047; fallback_failed: 43101")
+    );
+    assert!(
+        text.contains("errcode 45047")
+            && text.contains("the fallback notification failed too (errcode 43101)"),
+        "{text}"
+    );
+    texts.push(text);
+    // Another refusal: no fallback is tried, the errcode is named.
+    let (kf, text) = refused_reply(base(), vec![wx(48001)], vec![], true).await;
+    assert_eq!(kf.s("reason"), Some("undeliverable: 48001"));
+    assert!(
+        text.contains("errcode 48001") && !text.contains("credit"),
+        "{text}"
+    );
+    texts.push(text);
+    // None promises a delivery that nothing will make.
+    for t in &texts {
+        assert!(
+            t.starts_with("Your reply to follower oA was not delivered: "),
+            "{t}"
+        );
+        assert!(t.ends_with("It will not be resent automatically."), "{t}");
+        assert!(!t.contains("when they write again"), "{t}");
+    }
+}
+
+#[tokio::test]
+async fn a_reply_wechat_cannot_take_within_the_attempt_limit_is_told_to_the_agent() {
+    for b in BACKENDS {
+        let (kf, text) = refused_reply(
+            Options::new(b).at(T0).set("DISPATCH_MAX_ATTEMPTS", "3"),
+            vec![Scripted::Status(502), wx(-1), Scripted::Status(503)],
+            vec![],
+            false,
+        )
+        .await;
+        assert_eq!(
+            (kf.s("status"), kf.s("reason")),
+            (
+                Some("failed"),
+                Some("undeliverable: retries_exhausted: http_503")
+            ),
+            "{b:?}"
+        );
+        assert!(
+            text.contains("WeChat could not be reached in 3 attempts (last: http_503)"),
+            "{b:?}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reply_to_a_follower_who_left_before_it_was_sent_is_not_sent() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        // The reply is queued while the follower is there...
+        let m = w.c2c("agent_bob", "oA", "还需要帮助吗？");
+        let r = w.im_only("C2C.CallbackAfterSendMsg", m).await;
+        assert_eq!(r.status, 200);
+        // ...who unfollows before the dispatcher gets to it.
+        w.advance(1);
+        w.push_only(
+            AppKind::Oa,
+            &event("oA", w.now(), "unsubscribe"),
+            Delivery::Safe,
+        )
+        .await;
+        w.stream().await;
+        assert_eq!(w.wechat.count(CUSTOM), 0, "{b:?}");
+        assert!(w.wechat.requests(BIZSEND).is_empty(), "{b:?}");
+        let kf = &w.outbox_of("kf").await[0];
+        assert_eq!(
+            (kf.s("status"), kf.s("reason")),
+            (Some("skipped"), Some("follower_unfollowed")),
+            "{b:?}"
+        );
+        let n = notices(&w);
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(n[0].0, "agent_bob");
+        assert!(
+            n[0].1.contains("oA") && n[0].1.contains("the follower has left"),
+            "{}",
+            n[0].1
         );
     }
 }

@@ -304,7 +304,8 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
 }
 
 /// An IM message from an agent to a follower becomes a customer-service message; returns the
-/// decision when the message was the bridge's to handle.
+/// decision when the message was the bridge's to handle (a recipient with no conversation is
+/// left to the notification policy).
 pub async fn on_im_message(
     app: &App,
     msg: &C2cMessage,
@@ -312,27 +313,58 @@ pub async fn on_im_message(
     if !is_agent(app, &msg.from) || app.config.oa.is_none() {
         return Ok(None);
     }
-    let conv = app
+    let Some(conv) = app
         .store
         .get(Table::State, &keys::conversation(&msg.to), keys::ONE)
-        .await?;
-    if conv.is_none() {
+        .await?
+    else {
         return Ok(None);
-    }
+    };
     if msg.send_result.is_some_and(|r| r != 0) {
         return Ok(Some("agent_message_not_delivered_in_im"));
     }
-    let text = msg.text_summary();
-    let w = job(
-        app,
-        &["kf", &msg.idempotency_key()],
-        Kind::CustomerService,
-        vec![
-            ("openid", Attr::from(msg.to.as_str())),
-            ("agent", Attr::from(msg.from.as_str())),
-            ("text", Attr::from(text)),
-        ],
-    );
+    let id = outbox::id_for(&["kf", &msg.idempotency_key()]);
+    let attrs = vec![
+        ("openid", Attr::from(msg.to.as_str())),
+        ("agent", Attr::from(msg.from.as_str())),
+        ("text", Attr::from(msg.text_summary())),
+    ];
+    let now = app.now();
+    let retention = app.config.outbox_retention_secs;
+    let status = conv.s("status");
+    if status != Some("active") {
+        // Not sent: WeChat would refuse it, and the agent would otherwise wait for an answer
+        // from someone who is gone. The reply is recorded and the agent told, atomically.
+        let (why, decision) = match status {
+            Some("ended") => (NotSent::Unfollowed, "agent_reply_follower_left"),
+            _ => (NotSent::NotActive, "agent_reply_no_active_conversation"),
+        };
+        let ws = vec![
+            outbox::ended(
+                &id,
+                Kind::CustomerService,
+                why.status(),
+                &why.reason(),
+                attrs,
+                now,
+                retention,
+            ),
+            reply_notice(app, &id, &msg.from, &msg.to, &why),
+        ];
+        return match app.store.transact(ws).await {
+            Ok(()) => {
+                obs::metric(
+                    "CustomerServiceUndeliverable",
+                    &[("Reason", why.label())],
+                    1.0,
+                );
+                Ok(Some(decision))
+            }
+            Err(StoreError::ConditionFailed { .. }) => Ok(Some("duplicate_callback")),
+            Err(e) => Err(e),
+        };
+    }
+    let w = outbox::enqueue(&id, Kind::CustomerService, attrs, now, retention);
     match app.store.write(w).await {
         Ok(_) => {
             obs::metric("AgentRepliesQueued", &[], 1.0);

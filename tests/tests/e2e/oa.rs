@@ -1081,3 +1081,64 @@ async fn a_reply_to_a_follower_who_left_before_it_was_sent_is_not_sent() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_agent_reply_to_a_follower_who_unfollowed_is_not_sent_and_the_agent_is_told() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        say(&w, "oA", 1, "thanks, bye").await;
+        w.advance(2);
+        unfollow(&w, "oA").await;
+        w.advance(60);
+        let m = agent_replies(&w, "agent_alice", "oA", "还有其他问题吗？").await;
+        assert_eq!(w.wechat.count(CUSTOM), 0, "{b:?}: nothing sent to WeChat");
+        assert!(w.wechat.requests(BIZSEND).is_empty(), "{b:?}");
+        let kf = w.outbox_of("kf").await;
+        assert_eq!(kf.len(), 1, "{b:?}");
+        assert_eq!(
+            (kf[0].s("status"), kf[0].s("reason"), kf[0].s("agent")),
+            (
+                Some("skipped"),
+                Some("follower_unfollowed"),
+                Some("agent_alice")
+            ),
+            "{b:?}: recorded with why"
+        );
+        let n = notices(&w);
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(n[0].0, "agent_alice");
+        assert_eq!(
+            n[0].1,
+            "Your reply to follower oA was not sent: the follower has left (they unfollowed the official account). It will not be resent automatically."
+        );
+        // IM retries the callback seconds later (beyond its own same-second deduplication):
+        // nothing more is recorded or sent.
+        w.advance(5);
+        let before = w.outbox().await;
+        let r = w.im("C2C.CallbackAfterSendMsg", m).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(w.outbox().await, before, "{b:?}");
+        assert_eq!(notices(&w).len(), 1, "{b:?}: one notice");
+        assert_eq!(w.im.delivered(), 2, "{b:?}: the forward and the notice");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_message_to_someone_not_bridged_goes_to_the_notification_policy() {
+    use wxim_tests::harness::{CUSTOMER, MP_OPENID, TEMPLATE};
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        // customer_lin is a mini-program user, bound, offline, with a credit: not a follower.
+        w.bind(CUSTOMER, MP_OPENID).await;
+        w.accept(MP_OPENID, TEMPLATE).await;
+        w.state_change(CUSTOMER, "Disconnect", T0 * 1000).await;
+        agent_replies(&w, "agent_alice", CUSTOMER, "您的工单已处理").await;
+        assert!(w.outbox_of("kf").await.is_empty(), "{b:?}");
+        assert!(notices(&w).is_empty(), "{b:?}");
+        let n = w.outbox_of("notify").await;
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(n[0].s("status"), Some("sent"), "{b:?}");
+        assert_eq!(w.sends().len(), 1, "{b:?}");
+    }
+}

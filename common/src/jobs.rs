@@ -13,7 +13,7 @@ use crate::keys;
 use crate::notify::deliver::format_time;
 use crate::notify::render;
 use crate::notify::send::{self, SendOutcome};
-use crate::oa::{self, Fallback, NotSent};
+use crate::oa::{self, Fallback, NotForwarded, NotSent};
 use crate::obs;
 use crate::outbox::{self, Delivery, Kind, Status};
 use crate::store::{Attr, Item, StoreError, Table};
@@ -216,7 +216,7 @@ async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreErr
             {
                 // The follow's import has not run yet (or failed): do it now, then send.
                 if let Err(e) = im.account_import(from, None, clock).await {
-                    return im_failure(app, item, &e).await;
+                    return forward_failure(app, item, &e).await;
                 }
                 result = im.send_text(Some(from), to, text, random, clock).await;
             }
@@ -231,7 +231,7 @@ async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreErr
                     )
                     .await
                 }
-                Err(e) => im_failure(app, item, &e).await,
+                Err(e) => forward_failure(app, item, &e).await,
             }
         }
         Kind::AgentNotice => match im
@@ -252,6 +252,34 @@ async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreErr
         },
         _ => Err(StoreError::Invalid("not an IM job".into())),
     }
+}
+
+/// A forward that failed: retried while attempts remain, else recorded failed and, in the same
+/// transaction, the agent it was for is told, so that a follower's message is never lost
+/// silently.
+async fn forward_failure(app: &App, item: &Item, e: &ImError) -> Result<Delivery, StoreError> {
+    let why = match e.class() {
+        ImErrorClass::Permanent => NotForwarded::Refused {
+            code: e.code(),
+            reason: e.reason(),
+        },
+        _ if out_of_attempts(app, item) => NotForwarded::RetriesExhausted {
+            attempts: item.n("attempts").unwrap_or(1),
+            reason: e.reason(),
+        },
+        _ => return release(app, item, &e.reason(), 2).await,
+    };
+    let id = outbox::id_of(item);
+    let reason = why.reason();
+    let (from, to) = (s(item, "from"), s(item, "to"));
+    let ws = vec![
+        outbox::finish(id, Status::Failed, Some(&reason), vec![], app.now()),
+        oa::forward_notice(app, id, to, from, s(item, "text"), &why),
+    ];
+    app.store.transact(ws).await?;
+    obs::metric("ForwardsFailed", &[("Reason", why.label())], 1.0);
+    warn!(outbox_id = %id, kind = s(item, "kind"), decision = "failed", reason = %reason, "agent told");
+    Ok(Delivery::Done)
 }
 
 /// The status of an official-account follower's conversation (`active`, `ended`), if any.

@@ -537,3 +537,82 @@ fn agent_notice(app: &App, source_id: &str, agent: &str, text: &str) -> Write {
         app.config.outbox_retention_secs,
     )
 }
+
+/// Why a follower's message did not reach their agent in IM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotForwarded {
+    /// IM refused it for good (its error code, or the HTTP failure).
+    Refused { code: Option<i64>, reason: String },
+    /// IM could not be reached within the attempt limit.
+    RetriesExhausted { attempts: i64, reason: String },
+}
+
+impl NotForwarded {
+    /// The reason recorded on the forward's outbox item.
+    pub fn reason(&self) -> String {
+        match self {
+            NotForwarded::Refused { reason, .. } => reason.clone(),
+            NotForwarded::RetriesExhausted { reason, .. } => {
+                format!("retries_exhausted: {reason}")
+            }
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotForwarded::Refused { .. } => "refused",
+            NotForwarded::RetriesExhausted { .. } => "retries_exhausted",
+        }
+    }
+
+    /// IM refused the text itself: quoting it in the notice would be refused the same way.
+    fn content_refused(&self) -> bool {
+        matches!(
+            self,
+            NotForwarded::Refused {
+                code: Some(80001 | 80002 | 80004 | 93000),
+                ..
+            }
+        )
+    }
+
+    fn explain(&self) -> String {
+        match self {
+            NotForwarded::Refused { code: Some(c), .. } => match c {
+                80001 | 80004 => format!("IM's content check refused it (IM error {c})"),
+                80002 | 93000 => format!("it is too long for IM (IM error {c})"),
+                20003 | 70107 | 90012 | 90048 => {
+                    format!("an IM account it needs does not exist (IM error {c})")
+                }
+                c => format!("IM refused it (IM error {c})"),
+            },
+            NotForwarded::Refused { reason, .. } => format!("IM refused it ({reason})"),
+            NotForwarded::RetriesExhausted { attempts, reason } => {
+                format!("IM could not be reached in {attempts} attempts (last: {reason})")
+            }
+        }
+    }
+}
+
+/// The IM notice, from the admin account, telling an agent that a follower's message did not
+/// reach them. Sent to the agent the message was for; if that notice fails too, it is recorded
+/// and nothing more is sent (a notice never queues another).
+pub fn forward_notice(
+    app: &App,
+    forward_id: &str,
+    agent: &str,
+    follower: &str,
+    text: &str,
+    why: &NotForwarded,
+) -> Write {
+    let quote = if why.content_refused() {
+        String::new()
+    } else {
+        format!(" It read: \u{201c}{}\u{201d}.", obs::preview(text, 60))
+    };
+    let notice = format!(
+        "A message from follower {follower} could not be forwarded to you: {}.{quote} It will not be resent automatically.",
+        why.explain()
+    );
+    agent_notice(app, forward_id, agent, &notice)
+}

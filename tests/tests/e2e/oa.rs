@@ -472,7 +472,16 @@ async fn wechat_and_im_failures_mid_way_are_retried_and_recorded() {
         (f.s("status"), f.s("reason")),
         (Some("failed"), Some("im_80001"))
     );
-    assert_eq!(w.im.count(SENDMSG), 1);
+    assert_eq!(forwards(&w).len(), 1, "not retried");
+    assert_eq!(notices(&w).len(), 1, "the agent is told");
+}
+
+/// The forwards attempted: sendmsg requests from a follower's own account.
+fn forwards(w: &World) -> Vec<local::standin::Recorded> {
+    w.im.requests(SENDMSG)
+        .into_iter()
+        .filter(|r| r.body.get("From_Account").is_some())
+        .collect()
 }
 
 #[tokio::test]
@@ -1141,4 +1150,104 @@ async fn an_agent_message_to_someone_not_bridged_goes_to_the_notification_policy
         assert_eq!(n[0].s("status"), Some("sent"), "{b:?}");
         assert_eq!(w.sends().len(), 1, "{b:?}");
     }
+}
+
+#[tokio::test]
+async fn a_forward_im_refuses_is_recorded_and_the_agent_is_told() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        w.im.script(
+            SENDMSG,
+            vec![Scripted::Json(
+                json!({"ActionStatus": "FAIL", "ErrorCode": 80001, "ErrorInfo": "sensitive words"}),
+            )],
+        );
+        say(&w, "oA", 1, "something sensitive").await;
+        let f = &w.outbox_of("forward").await[0];
+        assert_eq!(
+            (f.s("status"), f.s("reason")),
+            (Some("failed"), Some("im_80001")),
+            "{b:?}"
+        );
+        let n = notices(&w);
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(n[0].0, "agent_alice");
+        assert_eq!(
+            n[0].1,
+            "A message from follower oA could not be forwarded to you: IM's content check refused it (IM error 80001). It will not be resent automatically.",
+            "{b:?}: the refused text is not quoted back"
+        );
+        assert_eq!(
+            w.outbox_of("agent_notice").await[0].s("status"),
+            Some("sent")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_forward_that_exhausts_its_attempts_is_told_to_the_agent() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0).set("DISPATCH_MAX_ATTEMPTS", "2")).await;
+        follow(&w, "oA").await;
+        w.im.script(SENDMSG, vec![Scripted::Status(502), Scripted::Status(502)]);
+        say(&w, "oA", 1, "where is my parcel?").await;
+        let f = &w.outbox_of("forward").await[0];
+        assert_eq!(
+            (f.s("status"), f.s("reason")),
+            (Some("failed"), Some("retries_exhausted: http_502")),
+            "{b:?}"
+        );
+        assert_eq!(forwards(&w).len(), 2, "{b:?}");
+        let n = notices(&w);
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(
+            n[0].1,
+            "A message from follower oA could not be forwarded to you: IM could not be reached in 2 attempts (last: http_502). It read: \u{201c}where is my parcel?\u{201d}. It will not be resent automatically."
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_notice_that_fails_tells_no_one() {
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("DISPATCH_MAX_ATTEMPTS", "2"),
+    )
+    .await;
+    follow(&w, "oA").await;
+    // The forward is refused, and so is every notice about it.
+    w.im.script(
+        SENDMSG,
+        vec![
+            Scripted::Json(json!({"ActionStatus": "FAIL", "ErrorCode": 80001, "ErrorInfo": "x"})),
+            Scripted::Status(502),
+            Scripted::Status(502),
+            Scripted::Status(502),
+        ],
+    );
+    say(&w, "oA", 1, "hello").await;
+    w.stream().await;
+    let mut kinds: Vec<(String, String)> = w
+        .outbox()
+        .await
+        .iter()
+        .filter(|i| i.s("kind") != Some("im_import"))
+        .map(|i| {
+            (
+                i.s("kind").unwrap().to_owned(),
+                i.s("status").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("agent_notice".to_owned(), "failed".to_owned()),
+            ("forward".to_owned(), "failed".to_owned()),
+        ]
+    );
+    assert_eq!(w.im.count(SENDMSG), 3, "the forward, and the notice twice");
 }

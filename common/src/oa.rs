@@ -236,7 +236,8 @@ pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Pla
 }
 
 /// A follower's message: forwarded to their agent from their own IM account; the passive reply
-/// says "connecting you" once per conversation window, not on every message.
+/// says "connecting you" once per conversation window, not on every message. With no agent
+/// configured it is kept (an ended job) and answered with nothing.
 pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let Some(text) = summary(&msg.kind) else {
         return Ok(Plan {
@@ -256,10 +257,11 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
     // new one only after they have been quiet for the whole window, however long the current
     // conversation has been going on.
     let window = app.config.oa_bridge.conversation_window_secs;
-    let greet = conv
-        .as_ref()
-        .and_then(|c| c.n("last_user_msg_at"))
-        .is_none_or(|t| now - t >= window);
+    let greet = agent.is_some()
+        && conv
+            .as_ref()
+            .and_then(|c| c.n("last_user_msg_at"))
+            .is_none_or(|t| now - t >= window);
     if let Some(Write::Update { updates, .. }) = writes.first_mut() {
         // The customer-service window (48 h) opens with each message the follower sends.
         updates.push(Update::set("last_user_msg_at", now));
@@ -294,7 +296,20 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
             ));
             "forwarded_to_agent"
         }
-        None => "no_agent_configured",
+        None => {
+            // No agent to forward to (see Config::oa_bridge): the message is kept as an ended
+            // job with the reason, and the follower is promised nothing.
+            writes.push(outbox::ended(
+                &outbox::id_for(&["forward", delivery]),
+                Kind::Forward,
+                Status::Skipped,
+                "no_agent_configured",
+                vec![("from", Attr::from(openid)), ("text", Attr::from(text))],
+                now,
+                app.config.outbox_retention_secs,
+            ));
+            "kept_no_agent_configured"
+        }
     };
     Ok(Plan {
         writes,

@@ -1251,3 +1251,62 @@ async fn a_notice_that_fails_tells_no_one() {
     );
     assert_eq!(w.im.count(SENDMSG), 3, "the forward, and the notice twice");
 }
+
+#[tokio::test]
+async fn without_agents_a_followers_message_is_kept_and_nothing_is_promised() {
+    let no_agents = [("IM_AGENT_ACCOUNTS", "")];
+    let no_im = [("IM_SDKAPPID", ""), ("IM_SECRET_KEY", "")];
+    for (b, overrides) in [
+        (Backend::Embedded, &no_agents[..]),
+        (Backend::Dynamo, &no_agents[..]),
+        (Backend::Embedded, &no_im[..]),
+    ] {
+        let mut opts = Options::new(b).at(T0);
+        for (k, v) in overrides {
+            opts = opts.set(k, v);
+        }
+        let w = World::new(opts).await;
+        assert_eq!(follow(&w, "oA").await, "Thanks for following!", "{b:?}");
+        w.advance(1);
+        assert_eq!(
+            say(&w, "oA", 1, "is anyone there?").await,
+            "success",
+            "{b:?} {overrides:?}: no \"connecting you\""
+        );
+        assert_eq!(w.im.count(SENDMSG), 0);
+        let kept = w.outbox_of("forward").await;
+        assert_eq!(kept.len(), 1, "{b:?} {overrides:?}");
+        assert_eq!(
+            (
+                kept[0].s("status"),
+                kept[0].s("reason"),
+                kept[0].s("from"),
+                kept[0].s("text")
+            ),
+            (
+                Some("skipped"),
+                Some("no_agent_configured"),
+                Some("oA"),
+                Some("is anyone there?")
+            ),
+            "{b:?} {overrides:?}: the message is kept with why"
+        );
+        let c = conv(&w, "oA").await;
+        assert_eq!((c.s("status"), c.s("agent")), (Some("active"), None));
+        // A retried push keeps nothing more.
+        w.advance(3);
+        let r = w
+            .push(
+                AppKind::Oa,
+                &xml(
+                    "oA",
+                    T0 + 1,
+                    "<MsgType>text</MsgType><Content><![CDATA[is anyone there?]]></Content><MsgId>1</MsgId>",
+                ),
+                Delivery::Safe,
+            )
+            .await;
+        assert_eq!(r.body_str(), "success");
+        assert_eq!(w.outbox_of("forward").await.len(), 1);
+    }
+}

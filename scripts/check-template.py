@@ -150,6 +150,8 @@ ENVIRONMENT = {
     "OA_CONNECTING_TEXT": "OaConnectingText",
     "OA_FALLBACK_TEMPLATE_ID": "OaFallbackTemplateId",
     "OA_FALLBACK_DATA": "OaFallbackData",
+    "OA_CONVERSATION_WINDOW_SECS": "OaConversationWindowSecs",
+    "OA_FALLBACK_PAGE": "OaFallbackPage",
 }
 
 OUTPUTS = {

@@ -438,6 +438,36 @@ def build_im():
                      {"kind": "kf", "status": "sent"}], "custom_sends": 1},
          "An agent answers an official-account follower in IM: delivered as a customer-service message. "
          "Setup: the follower wrote first (oa-safe-xml-text.json).")
+    image = c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 5, "")
+    image["MsgBody"] = [{"MsgType": "TIMImageElem", "MsgContent": {
+        "UUID": "1400000000_agent_alice_7f3c", "ImageFormat": 1,
+        "ImageInfoArray": [{"Type": 1, "Size": 204800, "Width": 1080, "Height": 1440,
+                            "URL": "https://im.example.com/agent_alice/label-original.jpg"},
+                           {"Type": 3, "Size": 8192, "Width": 198, "Height": 264,
+                            "URL": "https://im.example.com/agent_alice/label-thumb.jpg"}]}}]
+    case("im-callback/c2c-agent-reply-oa-image.json", im_event("C2C.CallbackAfterSendMsg", image),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}], "custom_sends": 1,
+          "custom_texts": ["[图片] https://im.example.com/agent_alice/label-original.jpg"]},
+         "An agent answers with a photo: WeChat's customer-service message carries text, so the follower "
+         "receives a summary with the original image's URL (\"[图片] https://…/label-original.jpg\"). "
+         "Setup: the follower wrote first (oa-safe-xml-text.json).")
+    case("im-callback/c2c-agent-reply-oa-unfollowed.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 6, "还有其他问题吗？")),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"},
+                    {"invoke": "wechat-event/oa-safe-xml-unsubscribe.json"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "im_delete", "status": "skipped", "reason": "kept_inactive_71000"},
+                     {"kind": "kf", "status": "skipped", "reason": "follower_unfollowed"},
+                     {"kind": "agent_notice", "status": "sent"}],
+          "custom_sends": 0, "sends": 0, "im_sends": 2},
+         "An agent answers a follower who has unfollowed: nothing is sent to WeChat; the reply is recorded "
+         "(skipped, follower_unfollowed) and agent_alice is told in IM by the admin account that the follower "
+         "has left. Setup: the follower wrote (oa-safe-xml-text.json), then unfollowed "
+         "(oa-safe-xml-unsubscribe.json).")
     case("im-callback/group-after-send.json",
          im_event("Group.CallbackAfterSendMsg", {"CallbackCommand": "Group.CallbackAfterSendMsg", "GroupId": "@TGS#2J4SZEAEL",
                                                   "Type": "Public", "From_Account": seller, "MsgSeq": 123,

@@ -178,6 +178,8 @@ pub const DEFAULT_IM_API_BASE: &str = "https://console.tim.qq.com";
 pub const DEFAULT_WELCOME_TEXT: &str =
     "Welcome! Send us a message and one of our agents will answer you here.";
 pub const DEFAULT_CONNECTING_TEXT: &str = "Connecting you to an agent, please wait a moment.";
+/// The default welcome when no agent is configured: the usual one would promise an answer.
+pub const DEFAULT_WELCOME_TEXT_NO_AGENTS: &str = "Thanks for following!";
 
 /// Reads variables through a lookup function, so tests and `.env` files use the same code.
 struct Env<'a> {
@@ -232,6 +234,7 @@ impl Config {
         let oa = Self::wechat_app(&env, AppKind::Oa)?;
         let im = Self::im(&env)?;
         let notify = Self::notify(&env)?;
+        let oa_bridge = Self::oa_bridge(&env, im.as_ref().is_some_and(|i| !i.agents.is_empty()))?;
         let table_name = env.opt("TABLE_NAME");
         let outbox_table_name = match (&table_name, env.opt("OUTBOX_TABLE_NAME")) {
             (_, Some(o)) => Some(o),
@@ -249,7 +252,7 @@ impl Config {
             dedupe_ttl_secs: env.int("DEDUPE_TTL_SECS", 86_400, 60, 30 * 86_400)?,
             im,
             notify,
-            oa_bridge: Self::oa_bridge(&env)?,
+            oa_bridge,
             presence_stale_secs: env.int("PRESENCE_STALE_SECS", 600, 0, 7 * 86_400)?,
             dispatch_max_attempts: env.int("DISPATCH_MAX_ATTEMPTS", 5, 1, 50)?,
             dispatch_backoff_ms: env.int("DISPATCH_BACKOFF_MS", 1000, 0, 20_000)? as u64,
@@ -428,7 +431,11 @@ impl Config {
         }))
     }
 
-    fn oa_bridge(env: &Env<'_>) -> Result<OaBridgeConfig, ConfigError> {
+    /// An official account without agents (no IM, or an empty `IM_AGENT_ACCOUNTS`) is a valid
+    /// configuration: the account may serve only subscribe messages (the admin API, offline
+    /// notifications with `NOTIFY_APP=oa`). Followers' messages are then kept in the outbox,
+    /// recorded as skipped (`no_agent_configured`), and nobody is promised an agent.
+    fn oa_bridge(env: &Env<'_>, has_agents: bool) -> Result<OaBridgeConfig, ConfigError> {
         let fallback_template_id = env.opt("OA_FALLBACK_TEMPLATE_ID");
         let fallback_data = match (&fallback_template_id, env.opt("OA_FALLBACK_DATA")) {
             (_, Some(d)) => parse_data_patterns("OA_FALLBACK_DATA", &d)?,
@@ -441,9 +448,13 @@ impl Config {
             (None, None) => vec![],
         };
         Ok(OaBridgeConfig {
-            welcome_text: env
-                .opt("OA_WELCOME_TEXT")
-                .unwrap_or_else(|| DEFAULT_WELCOME_TEXT.into()),
+            welcome_text: env.opt("OA_WELCOME_TEXT").unwrap_or_else(|| {
+                if has_agents {
+                    DEFAULT_WELCOME_TEXT.into()
+                } else {
+                    DEFAULT_WELCOME_TEXT_NO_AGENTS.into()
+                }
+            }),
             connecting_text: env
                 .opt("OA_CONNECTING_TEXT")
                 .unwrap_or_else(|| DEFAULT_CONNECTING_TEXT.into()),
@@ -593,6 +604,27 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cr3t-value") && !dbg.contains("wxpushtoken2024"));
         assert!(!dbg.contains("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"));
+    }
+
+    #[test]
+    fn an_official_account_without_agents_promises_none() {
+        const OA: [(&str, &str); 3] = [
+            ("WECHAT_OA_APPID", "wxfedcba0987654321"),
+            ("WECHAT_OA_SECRET", "s"),
+            ("WECHAT_OA_TOKEN", "oatoken2024"),
+        ];
+        let c = cfg(&OA).unwrap();
+        assert_eq!(c.oa_bridge.welcome_text, DEFAULT_WELCOME_TEXT_NO_AGENTS);
+        let mut v = OA.to_vec();
+        v.extend([("IM_SDKAPPID", "1400000000"), ("IM_SECRET_KEY", "k")]);
+        let c = cfg(&v).unwrap();
+        assert_eq!(c.oa_bridge.welcome_text, DEFAULT_WELCOME_TEXT_NO_AGENTS);
+        v.push(("IM_AGENT_ACCOUNTS", "agent_alice, ,agent_bob"));
+        let c = cfg(&v).unwrap();
+        assert_eq!(c.im.unwrap().agents, ["agent_alice", "agent_bob"]);
+        assert_eq!(c.oa_bridge.welcome_text, DEFAULT_WELCOME_TEXT);
+        v.push(("OA_WELCOME_TEXT", "欢迎"));
+        assert_eq!(cfg(&v).unwrap().oa_bridge.welcome_text, "欢迎");
     }
 
     #[test]

@@ -8,21 +8,25 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::config::AppKind;
-use crate::im::rest::{Deletion, ImError, ImErrorClass};
+use crate::im::rest::{Deletion, ImApi, ImError, ImErrorClass};
+use crate::keys;
 use crate::notify::deliver::format_time;
 use crate::notify::render;
 use crate::notify::send::{self, SendOutcome};
+use crate::oa::{self, Fallback, NotForwarded, NotSent};
 use crate::obs;
 use crate::outbox::{self, Delivery, Kind, Status};
-use crate::store::{Attr, Item, StoreError, Write};
+use crate::store::{Attr, Item, StoreError, Table};
 use crate::wechat::api::ErrorClass;
 
 fn s<'a>(item: &'a Item, k: &str) -> &'a str {
     item.s(k).unwrap_or("")
 }
 
-/// A stable 32-bit `MsgRandom` for an IM send, derived from the job id: a retried job sends the
-/// same value, which IM uses to recognise the duplicate.
+/// A stable 32-bit `MsgRandom` for an IM send, derived from the job id: a job retried after a
+/// lost answer sends the same value, which IM recognises as a duplicate within the same second.
+/// Beyond that second only our own state protects: a webhook retry writes no new job (the
+/// deterministic id), and a job that ended is never claimed again.
 pub fn msg_random(id: &str) -> u32 {
     u32::from_str_radix(id.get(..8).unwrap_or("0"), 16).unwrap_or(0)
 }
@@ -55,6 +59,25 @@ async fn end(
     Ok(Delivery::Done)
 }
 
+/// Whether the attempt that just failed was the last one allowed.
+fn out_of_attempts(app: &App, item: &Item) -> bool {
+    item.n("attempts").unwrap_or(1) >= app.config.dispatch_max_attempts
+}
+
+/// Puts the job back in the queue for another attempt.
+async fn release(
+    app: &App,
+    item: &Item,
+    reason: &str,
+    after_secs: u64,
+) -> Result<Delivery, StoreError> {
+    app.store
+        .write(outbox::release(outbox::id_of(item), reason, app.now()))
+        .await?;
+    warn!(outbox_id = %outbox::id_of(item), kind = s(item, "kind"), decision = "retry", reason);
+    Ok(Delivery::Retry { after_secs })
+}
+
 /// Retries until the attempt limit, then records the failure.
 async fn retry_or_fail(
     app: &App,
@@ -62,15 +85,11 @@ async fn retry_or_fail(
     reason: &str,
     after_secs: u64,
 ) -> Result<Delivery, StoreError> {
-    if item.n("attempts").unwrap_or(1) >= app.config.dispatch_max_attempts {
+    if out_of_attempts(app, item) {
         let r = format!("retries_exhausted: {reason}");
         return end(app, item, Status::Failed, Some(&r), vec![]).await;
     }
-    app.store
-        .write(outbox::release(outbox::id_of(item), reason, app.now()))
-        .await?;
-    warn!(outbox_id = %outbox::id_of(item), kind = s(item, "kind"), decision = "retry", reason);
-    Ok(Delivery::Retry { after_secs })
+    release(app, item, reason, after_secs).await
 }
 
 async fn im_failure(app: &App, item: &Item, e: &ImError) -> Result<Delivery, StoreError> {
@@ -121,29 +140,7 @@ async fn subscribe_outcome(
     let template_id = body["template_id"].as_str().unwrap_or("");
     match send::send(app, kind, openid, template_id, body).await? {
         SendOutcome::Sent { msgid } => {
-            let now = app.now();
-            let id = outbox::id_of(item);
-            let mut ws = vec![outbox::finish(
-                id,
-                Status::Sent,
-                sent_reason,
-                vec![("msgid", Attr::from(msgid.as_str()))],
-                now,
-            )];
-            if !msgid.is_empty() {
-                ws.push(send::msg_record(
-                    kind,
-                    &msgid,
-                    id,
-                    openid,
-                    template_id,
-                    now,
-                    app.config.outbox_retention_secs,
-                ));
-            }
-            app.store.transact(ws).await?;
-            obs::metric("SubscribeSent", &[("App", kind.as_str())], 1.0);
-            Ok(Delivery::Done)
+            subscribe_sent(app, item, kind, template_id, &msgid, sent_reason).await
         }
         SendOutcome::NoCredit => end(app, item, Status::Skipped, Some("no_credit"), vec![]).await,
         SendOutcome::Failed { reason } => {
@@ -155,6 +152,41 @@ async fn subscribe_outcome(
     }
 }
 
+/// Ends a job whose subscribe message WeChat took, linking the msgid to it for the delivery
+/// result event.
+async fn subscribe_sent(
+    app: &App,
+    item: &Item,
+    kind: AppKind,
+    template_id: &str,
+    msgid: &str,
+    reason: Option<&str>,
+) -> Result<Delivery, StoreError> {
+    let now = app.now();
+    let id = outbox::id_of(item);
+    let mut ws = vec![outbox::finish(
+        id,
+        Status::Sent,
+        reason,
+        vec![("msgid", Attr::from(msgid))],
+        now,
+    )];
+    if !msgid.is_empty() {
+        ws.push(send::msg_record(
+            kind,
+            msgid,
+            id,
+            s(item, "openid"),
+            template_id,
+            now,
+            app.config.outbox_retention_secs,
+        ));
+    }
+    app.store.transact(ws).await?;
+    obs::metric("SubscribeSent", &[("App", kind.as_str())], 1.0);
+    Ok(Delivery::Done)
+}
+
 async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreError> {
     let Some(im) = &app.im else {
         return end(app, item, Status::Failed, Some("im_not_configured"), vec![]).await;
@@ -162,32 +194,19 @@ async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreErr
     let clock = &*app.clock;
     let id = outbox::id_of(item);
     match kind {
-        Kind::Import => match im
-            .account_import(s(item, "user_id"), item.s("nick"), clock)
-            .await
-        {
-            Ok(()) => end(app, item, Status::Sent, None, vec![]).await,
-            Err(e) => im_failure(app, item, &e).await,
-        },
-        Kind::Delete => match im.account_delete(s(item, "user_id"), clock).await {
-            Ok(Deletion::Deleted) => end(app, item, Status::Sent, Some("deleted"), vec![]).await,
-            Ok(Deletion::NotFound) => {
-                end(app, item, Status::Sent, Some("account_not_found"), vec![]).await
+        Kind::Import => {
+            let user = s(item, "user_id");
+            // An unfollow recorded since this job was queued has its own deletion job, which
+            // may already have run: importing now would bring back an account nobody uses.
+            if follower_status(app, user).await?.as_deref() == Some("ended") {
+                return end(app, item, Status::Skipped, Some("follower_left"), vec![]).await;
             }
-            // Only the Trial edition may delete accounts; the account stays, marked inactive by
-            // the unsubscribe that queued this job.
-            Ok(Deletion::NotAllowed) => {
-                end(
-                    app,
-                    item,
-                    Status::Skipped,
-                    Some("kept_inactive_71000"),
-                    vec![],
-                )
-                .await
+            match im.account_import(user, item.s("nick"), clock).await {
+                Ok(()) => end(app, item, Status::Sent, None, vec![]).await,
+                Err(e) => im_failure(app, item, &e).await,
             }
-            Err(e) => im_failure(app, item, &e).await,
-        },
+        }
+        Kind::Delete => delete_account(app, item, im).await,
         Kind::Forward => {
             let (from, to, text) = (s(item, "from"), s(item, "to"), s(item, "text"));
             let random = msg_random(id);
@@ -197,7 +216,7 @@ async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreErr
             {
                 // The follow's import has not run yet (or failed): do it now, then send.
                 if let Err(e) = im.account_import(from, None, clock).await {
-                    return im_failure(app, item, &e).await;
+                    return forward_failure(app, item, &e).await;
                 }
                 result = im.send_text(Some(from), to, text, random, clock).await;
             }
@@ -212,7 +231,7 @@ async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreErr
                     )
                     .await
                 }
-                Err(e) => im_failure(app, item, &e).await,
+                Err(e) => forward_failure(app, item, &e).await,
             }
         }
         Kind::AgentNotice => match im
@@ -235,11 +254,117 @@ async fn im_job(app: &App, kind: Kind, item: &Item) -> Result<Delivery, StoreErr
     }
 }
 
+/// A forward that failed: retried while attempts remain, else recorded failed and, in the same
+/// transaction, the agent it was for is told, so that a follower's message is never lost
+/// silently.
+async fn forward_failure(app: &App, item: &Item, e: &ImError) -> Result<Delivery, StoreError> {
+    let why = match e.class() {
+        ImErrorClass::Permanent => NotForwarded::Refused {
+            code: e.code(),
+            reason: e.reason(),
+        },
+        _ if out_of_attempts(app, item) => NotForwarded::RetriesExhausted {
+            attempts: item.n("attempts").unwrap_or(1),
+            reason: e.reason(),
+        },
+        _ => return release(app, item, &e.reason(), 2).await,
+    };
+    let id = outbox::id_of(item);
+    let reason = why.reason();
+    let (from, to) = (s(item, "from"), s(item, "to"));
+    let ws = vec![
+        outbox::finish(id, Status::Failed, Some(&reason), vec![], app.now()),
+        oa::forward_notice(app, id, to, from, s(item, "text"), &why),
+    ];
+    app.store.transact(ws).await?;
+    obs::metric("ForwardsFailed", &[("Reason", why.label())], 1.0);
+    warn!(outbox_id = %id, kind = s(item, "kind"), decision = "failed", reason = %reason, "agent told");
+    Ok(Delivery::Done)
+}
+
+/// The status of an official-account follower's conversation (`active`, `ended`), if any.
+async fn follower_status(app: &App, openid: &str) -> Result<Option<String>, StoreError> {
+    Ok(app
+        .store
+        .get(Table::State, &keys::conversation(openid), keys::ONE)
+        .await?
+        .and_then(|c| c.s("status").map(str::to_owned)))
+}
+
+/// The IM account of a follower who unfollowed. They may have followed again since: then their
+/// new import may already have run, and the deletion must not take the account away.
+async fn delete_account(app: &App, item: &Item, im: &ImApi) -> Result<Delivery, StoreError> {
+    let user = s(item, "user_id");
+    if follower_status(app, user).await?.as_deref() == Some("active") {
+        return end(
+            app,
+            item,
+            Status::Skipped,
+            Some("follower_active_again"),
+            vec![],
+        )
+        .await;
+    }
+    match im.account_delete(user, &*app.clock).await {
+        Ok(Deletion::Deleted) => {
+            // A follow recorded while the deletion was in flight: its import may have run just
+            // before, so import once more rather than leave the follower without an account.
+            if follower_status(app, user).await?.as_deref() == Some("active") {
+                let id = outbox::id_of(item);
+                let now = app.now();
+                let ws = vec![
+                    outbox::finish(
+                        id,
+                        Status::Sent,
+                        Some("deleted_then_reimport_queued"),
+                        vec![],
+                        now,
+                    ),
+                    outbox::enqueue(
+                        &outbox::id_for(&["reimport", id]),
+                        Kind::Import,
+                        vec![("user_id", Attr::from(user))],
+                        now,
+                        app.config.outbox_retention_secs,
+                    ),
+                ];
+                app.store.transact(ws).await?;
+                warn!(outbox_id = %id, decision = "reimport_queued", reason = "follower_active_again");
+                return Ok(Delivery::Done);
+            }
+            end(app, item, Status::Sent, Some("deleted"), vec![]).await
+        }
+        Ok(Deletion::NotFound) => {
+            end(app, item, Status::Sent, Some("account_not_found"), vec![]).await
+        }
+        // Only the Trial edition may delete accounts; the account stays, marked inactive by
+        // the unsubscribe that queued this job.
+        Ok(Deletion::NotAllowed) => {
+            end(
+                app,
+                item,
+                Status::Skipped,
+                Some("kept_inactive_71000"),
+                vec![],
+            )
+            .await
+        }
+        Err(e) => im_failure(app, item, &e).await,
+    }
+}
+
 /// An agent's reply to an official-account follower. Outside the 48-hour window (45015) or over
 /// its message count (45047) it falls back to a subscribe message when the follower has a
-/// credit; otherwise it is recorded undeliverable and the agent is told in IM.
+/// credit; whatever stops it is recorded on the job and told to the agent in IM.
 async fn customer_service(app: &App, item: &Item) -> Result<Delivery, StoreError> {
     let openid = s(item, "openid");
+    // Queued while the follower was there; if they have left since, WeChat would only refuse
+    // it, and a fallback notification would go to someone who left.
+    match follower_status(app, openid).await?.as_deref() {
+        Some("active") => {}
+        Some("ended") => return not_sent(app, item, NotSent::Unfollowed).await,
+        _ => return not_sent(app, item, NotSent::NotActive).await,
+    }
     let text = s(item, "text");
     let body =
         serde_json::json!({ "touser": openid, "msgtype": "text", "text": { "content": text } });
@@ -259,26 +384,28 @@ async fn customer_service(app: &App, item: &Item) -> Result<Delivery, StoreError
     };
     let reason = e.reason();
     if let ErrorClass::Retryable { after_secs } = e.class() {
-        return retry_or_fail(app, item, &reason, after_secs).await;
+        if out_of_attempts(app, item) {
+            let attempts = item.n("attempts").unwrap_or(1);
+            return not_sent(app, item, NotSent::RetriesExhausted { attempts, reason }).await;
+        }
+        return release(app, item, &reason, after_secs).await;
     }
-    if matches!(e.errcode(), Some(45015) | Some(45047))
-        && let Some(outcome) = fallback(app, item, &reason).await?
-    {
-        return Ok(outcome);
+    match e.errcode() {
+        Some(errcode @ (45015 | 45047)) => fallback(app, item, errcode).await,
+        _ => not_sent(app, item, NotSent::Refused { reason }).await,
     }
-    undeliverable(app, item, &reason).await
 }
 
-/// The subscribe-message fallback; `None` when it cannot be tried (no template configured, no
-/// credit) and the message is undeliverable.
-async fn fallback(app: &App, item: &Item, why: &str) -> Result<Option<Delivery>, StoreError> {
+/// The subscribe-message fallback for a reply WeChat's window refused.
+async fn fallback(app: &App, item: &Item, errcode: i64) -> Result<Delivery, StoreError> {
+    let closed = |fallback| NotSent::WindowClosed { errcode, fallback };
     let b = &app.config.oa_bridge;
     let Some(template_id) = &b.fallback_template_id else {
-        return Ok(None);
+        return not_sent(app, item, closed(Fallback::NotConfigured)).await;
     };
     let openid = s(item, "openid");
     if crate::ledger::credits(&*app.store, AppKind::Oa, openid, template_id).await? < 1 {
-        return Ok(None);
+        return not_sent(app, item, closed(Fallback::NoCredit)).await;
     }
     let time = app
         .config
@@ -295,8 +422,7 @@ async fn fallback(app: &App, item: &Item, why: &str) -> Result<Option<Delivery>,
     let data = match render::render(&b.fallback_data, &vars) {
         Ok(d) => d,
         Err(e) => {
-            let r = format!("{why}; fallback template_data: {e}");
-            return undeliverable(app, item, &r).await.map(Some);
+            return not_sent(app, item, closed(Fallback::InvalidData(e.to_string()))).await;
         }
     };
     let body = send::body(
@@ -307,17 +433,23 @@ async fn fallback(app: &App, item: &Item, why: &str) -> Result<Option<Delivery>,
         None,
         None,
     );
-    let reason = format!("fallback_subscribe after {why}");
-    match subscribe_outcome(app, item, AppKind::Oa, &body, Some(&reason)).await? {
-        Delivery::Done => {
-            // The fallback itself may have ended skipped/failed: tell the agent in that case.
-            let now = outbox::get(&*app.store, outbox::id_of(item)).await?;
-            if now.as_ref().and_then(|i| i.s("status")) != Some(Status::Sent.as_str()) {
-                queue_notice(app, item, why).await?;
-            }
-            Ok(Some(Delivery::Done))
+    match send::send(app, AppKind::Oa, openid, template_id, &body).await? {
+        SendOutcome::Sent { msgid } => {
+            let reason = format!("fallback_subscribe after {errcode}");
+            subscribe_sent(app, item, AppKind::Oa, template_id, &msgid, Some(&reason)).await
         }
-        retry => Ok(Some(retry)),
+        // Spent by another send since the check above.
+        SendOutcome::NoCredit => not_sent(app, item, closed(Fallback::NoCredit)).await,
+        SendOutcome::Failed { reason } => {
+            not_sent(app, item, closed(Fallback::Failed(reason))).await
+        }
+        SendOutcome::Retry { reason, after_secs } => {
+            if out_of_attempts(app, item) {
+                let r = format!("retries_exhausted: {reason}");
+                return not_sent(app, item, closed(Fallback::Failed(r))).await;
+            }
+            release(app, item, &reason, after_secs).await
+        }
     }
 }
 
@@ -331,54 +463,27 @@ fn fallback_time(app: &App) -> String {
         .unwrap_or_default()
 }
 
-/// Records the reply as undeliverable and, in the same transaction, queues the IM notice to the
-/// agent who wrote it.
-async fn undeliverable(app: &App, item: &Item, why: &str) -> Result<Delivery, StoreError> {
-    let now = app.now();
-    let reason = format!("undeliverable: {why}");
+/// Ends a reply that did not reach the follower and, in the same transaction, queues the IM
+/// notice telling the agent who wrote it (a notice's own failure tells no one: no loops).
+async fn not_sent(app: &App, item: &Item, why: NotSent) -> Result<Delivery, StoreError> {
+    let id = outbox::id_of(item);
+    let reason = why.reason();
     let mut ws = vec![outbox::finish(
-        outbox::id_of(item),
-        Status::Failed,
+        id,
+        why.status(),
         Some(&reason),
         vec![],
-        now,
-    )];
-    ws.extend(notice_write(app, item, why));
-    app.store.transact(ws).await?;
-    obs::metric("CustomerServiceUndeliverable", &[("Reason", why)], 1.0);
-    info!(outbox_id = %outbox::id_of(item), decision = "undeliverable", reason = %why);
-    Ok(Delivery::Done)
-}
-
-async fn queue_notice(app: &App, item: &Item, why: &str) -> Result<(), StoreError> {
-    if let Some(w) = notice_write(app, item, why) {
-        match app.store.write(w).await {
-            Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn notice_write(app: &App, item: &Item, why: &str) -> Option<Write> {
-    let agent = item.s("agent").filter(|a| !a.is_empty())?;
-    let explain = match why {
-        w if w.starts_with("45015") => "the follower has not written in the last 48 hours",
-        w if w.starts_with("45047") => {
-            "the customer-service message limit for this conversation is used up"
-        }
-        _ => "WeChat refused it",
-    };
-    let text = format!(
-        "Your reply to {} could not be delivered: {explain} (errcode {why}), and no subscribe-message credit was available. It will reach them when they write again.",
-        s(item, "openid")
-    );
-    let id = outbox::id_for(&["agent_notice", outbox::id_of(item)]);
-    Some(outbox::enqueue(
-        &id,
-        Kind::AgentNotice,
-        vec![("to", Attr::from(agent)), ("text", Attr::from(text))],
         app.now(),
-        app.config.outbox_retention_secs,
-    ))
+    )];
+    if let Some(agent) = item.s("agent").filter(|a| !a.is_empty()) {
+        ws.push(oa::reply_notice(app, id, agent, s(item, "openid"), &why));
+    }
+    app.store.transact(ws).await?;
+    obs::metric(
+        "CustomerServiceUndeliverable",
+        &[("Reason", why.label())],
+        1.0,
+    );
+    info!(outbox_id = %id, kind = s(item, "kind"), decision = why.status().as_str(), reason = %reason);
+    Ok(Delivery::Done)
 }

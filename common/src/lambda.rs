@@ -13,7 +13,19 @@ use crate::obs;
 pub async fn init(service: &str) -> Result<&'static App, lambda_http::Error> {
     obs::init(obs::Sink::Stdout, service);
     match App::from_env().await {
-        Ok(app) => Ok(Box::leak(Box::new(app))),
+        Ok(app) => {
+            let agents = app.config.im.as_ref().map_or(0, |im| im.agents.len());
+            if app.config.oa.is_some() && agents == 0 {
+                // A valid setup (an account that only sends subscribe messages), but if agents
+                // were meant to answer followers, this is the line that explains the silence.
+                tracing::warn!(
+                    decision = "oa_without_agents",
+                    variable = "IM_AGENT_ACCOUNTS",
+                    "official account configured without IM agents: followers' messages are kept, not forwarded"
+                );
+            }
+            Ok(Box::leak(Box::new(app)))
+        }
         Err(e) => {
             tracing::error!(decision = "init_failed", variable = %e.var, "configuration error: {e}");
             Err(Box::new(e))

@@ -8,8 +8,8 @@ use crate::handlers::wechat::Plan;
 use crate::im::callback::C2cMessage;
 use crate::keys;
 use crate::obs;
-use crate::outbox::{self, Kind};
-use crate::store::{Attr, Item, StoreError, Table, Update, Write};
+use crate::outbox::{self, Kind, Status};
+use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
 use crate::wechat::message::{Message, MessageKind};
 
 /// The text an agent sees for a follower's message: the text itself, or a readable summary with
@@ -46,46 +46,90 @@ pub fn is_agent(app: &App, user: &str) -> bool {
         .is_some_and(|im| im.agents.iter().any(|a| a == user))
 }
 
-/// The agent for a follower: the one they were given while that agent is still listed, else
-/// the next in a round-robin shared by all instances (an atomic counter in the store).
-async fn assign_agent(app: &App, conv: Option<&Item>) -> Result<Option<String>, StoreError> {
-    let Some(im) = &app.config.im else {
-        return Ok(None);
+/// How many times an assignment is tried against concurrent writers before the push fails (503,
+/// and WeChat retries it).
+const ASSIGN_ATTEMPTS: usize = 6;
+
+/// The agent for a follower: the one they were given while that agent is still listed, else the
+/// next in a round-robin shared by all instances. The choice is written conditionally (only if
+/// the conversation has no agent, or still the one found unlisted), so deliveries racing for a
+/// new follower agree on one agent; the cursor moves in the same transaction, so only an
+/// assignment that took moves it, never a duplicate delivery.
+async fn assign_agent(
+    app: &App,
+    openid: &str,
+    conv: Option<&Item>,
+) -> Result<Option<String>, StoreError> {
+    let agents = match &app.config.im {
+        Some(im) if !im.agents.is_empty() => &im.agents,
+        _ => return Ok(None),
     };
-    if let Some(a) = conv.and_then(|c| c.s("agent"))
-        && im.agents.iter().any(|x| x == a)
-    {
-        return Ok(Some(a.to_owned()));
-    }
-    if im.agents.is_empty() {
-        return Ok(None);
-    }
-    let cursor = app
-        .store
-        .write(Write::update(
+    let conv_key = keys::conversation(openid);
+    let mut current = conv.cloned();
+    for attempt in 0..ASSIGN_ATTEMPTS {
+        let held = current.as_ref().and_then(|c| c.s("agent"));
+        if let Some(a) = held
+            && agents.iter().any(|x| x == a)
+        {
+            return Ok(Some(a.to_owned()));
+        }
+        let cursor = app
+            .store
+            .get(Table::State, keys::AGENT_CURSOR, keys::ONE)
+            .await?
+            .and_then(|c| c.n("next"));
+        let pick = &agents[cursor.unwrap_or(0).rem_euclid(agents.len() as i64) as usize];
+        let now = app.now();
+        let conv_write = Write::update(
+            Table::State,
+            &conv_key,
+            keys::ONE,
+            vec![
+                Update::set("agent", pick.as_str()),
+                Update::set("openid", openid),
+                Update::set("assigned_at", now),
+                Update::set_if_absent("created_at", now),
+            ],
+        )
+        .when(match held {
+            None => Cond::lacks("agent"),
+            Some(old) => Cond::eq("agent", old),
+        });
+        let mut cursor_write = Write::update(
             Table::State,
             keys::AGENT_CURSOR,
             keys::ONE,
             vec![Update::add("next", 1)],
-        ))
-        .await?
-        .and_then(|i| i.n("next"))
-        .unwrap_or(1);
-    Ok(Some(
-        im.agents[((cursor - 1).rem_euclid(im.agents.len() as i64)) as usize].clone(),
+        );
+        // Holding the cursor to the value read spreads simultaneous new followers evenly; after
+        // a few collisions a plain increment guarantees progress at the cost of evenness.
+        if attempt < ASSIGN_ATTEMPTS / 2 {
+            cursor_write = cursor_write.when(match cursor {
+                Some(n) => Cond::eq("next", n),
+                None => Cond::lacks("next"),
+            });
+        }
+        match app.store.transact(vec![conv_write, cursor_write]).await {
+            Ok(()) => return Ok(Some(pick.clone())),
+            Err(StoreError::ConditionFailed { .. }) => {
+                current = app.store.get(Table::State, &conv_key, keys::ONE).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Unavailable(
+        "agent assignment kept colliding with concurrent writes".into(),
     ))
 }
 
-fn conversation_writes(openid: &str, agent: Option<&str>, status: &str, now: i64) -> Vec<Write> {
-    let mut u = vec![
+fn conversation_writes(openid: &str, status: &str, now: i64) -> Vec<Write> {
+    // The agent is not written here: only assign_agent's conditional write sets it.
+    let u = vec![
         Update::set("openid", openid),
         Update::set("status", status),
         Update::set("updated_at", now),
         Update::set_if_absent("created_at", now),
     ];
-    if let Some(a) = agent {
-        u.push(Update::set("agent", a));
-    }
     vec![Write::update(
         Table::State,
         &keys::conversation(openid),
@@ -144,8 +188,8 @@ pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan,
         .store
         .get(Table::State, &keys::conversation(openid), keys::ONE)
         .await?;
-    let agent = assign_agent(app, conv.as_ref()).await?;
-    let mut writes = conversation_writes(openid, agent.as_deref(), "active", now);
+    assign_agent(app, openid, conv.as_ref()).await?;
+    let mut writes = conversation_writes(openid, "active", now);
     if let Some(Write::Update { updates, .. }) = writes.first_mut() {
         updates.push(Update::set("followed_at", now));
         updates.push(Update::remove("ended_at"));
@@ -171,7 +215,7 @@ pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan,
 pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let openid = msg.from_user.as_str();
     let now = app.now();
-    let mut writes = conversation_writes(openid, None, "ended", now);
+    let mut writes = conversation_writes(openid, "ended", now);
     if let Some(Write::Update { updates, .. }) = writes.first_mut() {
         updates.push(Update::set("ended_at", now));
     }
@@ -192,7 +236,8 @@ pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Pla
 }
 
 /// A follower's message: forwarded to their agent from their own IM account; the passive reply
-/// says "connecting you" once per conversation window, not on every message.
+/// says "connecting you" once per conversation window, not on every message. With no agent
+/// configured it is kept (an ended job) and answered with nothing.
 pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let Some(text) = summary(&msg.kind) else {
         return Ok(Plan {
@@ -206,13 +251,17 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
         .store
         .get(Table::State, &keys::conversation(openid), keys::ONE)
         .await?;
-    let agent = assign_agent(app, conv.as_ref()).await?;
-    let mut writes = conversation_writes(openid, agent.as_deref(), "active", now);
+    let agent = assign_agent(app, openid, conv.as_ref()).await?;
+    let mut writes = conversation_writes(openid, "active", now);
+    // A conversation window lasts while the follower keeps writing: "connecting you" opens a
+    // new one only after they have been quiet for the whole window, however long the current
+    // conversation has been going on.
     let window = app.config.oa_bridge.conversation_window_secs;
-    let greet = conv
-        .as_ref()
-        .and_then(|c| c.n("connecting_sent_at"))
-        .is_none_or(|t| now - t >= window);
+    let greet = agent.is_some()
+        && conv
+            .as_ref()
+            .and_then(|c| c.n("last_user_msg_at"))
+            .is_none_or(|t| now - t >= window);
     if let Some(Write::Update { updates, .. }) = writes.first_mut() {
         // The customer-service window (48 h) opens with each message the follower sends.
         updates.push(Update::set("last_user_msg_at", now));
@@ -220,8 +269,9 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
             updates.push(Update::set("connecting_sent_at", now));
         }
     }
-    if conv.is_none() {
-        // A follower from before the bridge existed: make sure they exist in IM.
+    // No status means no push of theirs was ever recorded (the assignment alone may have been):
+    // a follower from before the bridge existed, who must be made to exist in IM.
+    if conv.as_ref().and_then(|c| c.s("status")).is_none() {
         writes.extend(binding_writes(openid, "active", now));
         if app.config.im.is_some() {
             writes.push(job(
@@ -246,7 +296,20 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
             ));
             "forwarded_to_agent"
         }
-        None => "no_agent_configured",
+        None => {
+            // No agent to forward to (see Config::oa_bridge): the message is kept as an ended
+            // job with the reason, and the follower is promised nothing.
+            writes.push(outbox::ended(
+                &outbox::id_for(&["forward", delivery]),
+                Kind::Forward,
+                Status::Skipped,
+                "no_agent_configured",
+                vec![("from", Attr::from(openid)), ("text", Attr::from(text))],
+                now,
+                app.config.outbox_retention_secs,
+            ));
+            "kept_no_agent_configured"
+        }
     };
     Ok(Plan {
         writes,
@@ -256,7 +319,8 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
 }
 
 /// An IM message from an agent to a follower becomes a customer-service message; returns the
-/// decision when the message was the bridge's to handle.
+/// decision when the message was the bridge's to handle (a recipient with no conversation is
+/// left to the notification policy).
 pub async fn on_im_message(
     app: &App,
     msg: &C2cMessage,
@@ -264,27 +328,58 @@ pub async fn on_im_message(
     if !is_agent(app, &msg.from) || app.config.oa.is_none() {
         return Ok(None);
     }
-    let conv = app
+    let Some(conv) = app
         .store
         .get(Table::State, &keys::conversation(&msg.to), keys::ONE)
-        .await?;
-    if conv.is_none() {
+        .await?
+    else {
         return Ok(None);
-    }
+    };
     if msg.send_result.is_some_and(|r| r != 0) {
         return Ok(Some("agent_message_not_delivered_in_im"));
     }
-    let text = msg.text_summary();
-    let w = job(
-        app,
-        &["kf", &msg.idempotency_key()],
-        Kind::CustomerService,
-        vec![
-            ("openid", Attr::from(msg.to.as_str())),
-            ("agent", Attr::from(msg.from.as_str())),
-            ("text", Attr::from(text)),
-        ],
-    );
+    let id = outbox::id_for(&["kf", &msg.idempotency_key()]);
+    let attrs = vec![
+        ("openid", Attr::from(msg.to.as_str())),
+        ("agent", Attr::from(msg.from.as_str())),
+        ("text", Attr::from(msg.text_summary())),
+    ];
+    let now = app.now();
+    let retention = app.config.outbox_retention_secs;
+    let status = conv.s("status");
+    if status != Some("active") {
+        // Not sent: WeChat would refuse it, and the agent would otherwise wait for an answer
+        // from someone who is gone. The reply is recorded and the agent told, atomically.
+        let (why, decision) = match status {
+            Some("ended") => (NotSent::Unfollowed, "agent_reply_follower_left"),
+            _ => (NotSent::NotActive, "agent_reply_no_active_conversation"),
+        };
+        let ws = vec![
+            outbox::ended(
+                &id,
+                Kind::CustomerService,
+                why.status(),
+                &why.reason(),
+                attrs,
+                now,
+                retention,
+            ),
+            reply_notice(app, &id, &msg.from, &msg.to, &why),
+        ];
+        return match app.store.transact(ws).await {
+            Ok(()) => {
+                obs::metric(
+                    "CustomerServiceUndeliverable",
+                    &[("Reason", why.label())],
+                    1.0,
+                );
+                Ok(Some(decision))
+            }
+            Err(StoreError::ConditionFailed { .. }) => Ok(Some("duplicate_callback")),
+            Err(e) => Err(e),
+        };
+    }
+    let w = outbox::enqueue(&id, Kind::CustomerService, attrs, now, retention);
     match app.store.write(w).await {
         Ok(_) => {
             obs::metric("AgentRepliesQueued", &[], 1.0);
@@ -293,4 +388,246 @@ pub async fn on_im_message(
         Err(StoreError::ConditionFailed { .. }) => Ok(Some("duplicate_callback")),
         Err(e) => Err(e),
     }
+}
+
+/// What the subscribe-message fallback came to, when it could not stand in for a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// No fallback template is configured (`OA_FALLBACK_TEMPLATE_ID`).
+    NotConfigured,
+    /// The follower has no credit for the fallback template.
+    NoCredit,
+    /// `OA_FALLBACK_DATA` did not render for this reply.
+    InvalidData(String),
+    /// WeChat refused the subscribe message (its errcode or transport failure).
+    Failed(String),
+}
+
+/// Why an agent's reply did not reach the follower: recorded on the job and told to the agent,
+/// saying what happened and promising nothing the bridge does not do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotSent {
+    /// The follower unfollowed the official account.
+    Unfollowed,
+    /// The follower has no active conversation with the official account.
+    NotActive,
+    /// WeChat's window is closed (45015: 48 hours since the follower last wrote, or they
+    /// unfollowed; 45047: the window's message count is used up) and the fallback could not
+    /// stand in.
+    WindowClosed { errcode: i64, fallback: Fallback },
+    /// WeChat refused the message for another reason (its errcode, or the transport failure).
+    Refused { reason: String },
+    /// WeChat could not be reached within the attempt limit.
+    RetriesExhausted { attempts: i64, reason: String },
+}
+
+impl NotSent {
+    /// Skipped when the bridge did not try (the follower is gone), failed when WeChat said no.
+    pub fn status(&self) -> Status {
+        match self {
+            NotSent::Unfollowed | NotSent::NotActive => Status::Skipped,
+            _ => Status::Failed,
+        }
+    }
+
+    /// The reason recorded on the reply's outbox item.
+    pub fn reason(&self) -> String {
+        match self {
+            NotSent::Unfollowed => "follower_unfollowed".into(),
+            NotSent::NotActive => "conversation_not_active".into(),
+            NotSent::WindowClosed { errcode, fallback } => {
+                let f = match fallback {
+                    Fallback::NotConfigured => "no_fallback_template".into(),
+                    Fallback::NoCredit => "no_fallback_credit".into(),
+                    Fallback::InvalidData(e) => format!("fallback_data_invalid: {e}"),
+                    Fallback::Failed(r) => format!("fallback_failed: {r}"),
+                };
+                format!("undeliverable: {errcode}; {f}")
+            }
+            NotSent::Refused { reason } => format!("undeliverable: {reason}"),
+            NotSent::RetriesExhausted { reason, .. } => {
+                format!("undeliverable: retries_exhausted: {reason}")
+            }
+        }
+    }
+
+    /// A bounded label for metrics (reasons may carry free text).
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotSent::Unfollowed => "follower_unfollowed",
+            NotSent::NotActive => "conversation_not_active",
+            NotSent::WindowClosed { fallback, .. } => match fallback {
+                Fallback::NotConfigured => "window_closed_no_fallback",
+                Fallback::NoCredit => "window_closed_no_credit",
+                Fallback::InvalidData(_) => "window_closed_fallback_invalid",
+                Fallback::Failed(_) => "window_closed_fallback_failed",
+            },
+            NotSent::Refused { .. } => "refused",
+            NotSent::RetriesExhausted { .. } => "retries_exhausted",
+        }
+    }
+
+    fn explain(&self) -> String {
+        match self {
+            NotSent::Unfollowed => {
+                "the follower has left (they unfollowed the official account)".into()
+            }
+            NotSent::NotActive => {
+                "the follower has no active conversation with the official account".into()
+            }
+            NotSent::WindowClosed { errcode, fallback } => {
+                let window = match errcode {
+                    45047 => "WeChat's limit on customer-service messages since they last wrote is used up (errcode 45047)".to_owned(),
+                    45015 => "WeChat no longer accepts customer-service messages to them (errcode 45015: more than 48 hours since they last wrote, or they unfollowed)".to_owned(),
+                    other => format!("WeChat's customer-service window is closed (errcode {other})"),
+                };
+                let fallback = match fallback {
+                    Fallback::NotConfigured => {
+                        "no subscribe-message fallback is configured".to_owned()
+                    }
+                    Fallback::NoCredit => {
+                        "they have no subscribe-message credit for the fallback notification"
+                            .to_owned()
+                    }
+                    Fallback::InvalidData(e) => format!(
+                        "the fallback notification could not be built from OA_FALLBACK_DATA ({e})"
+                    ),
+                    Fallback::Failed(r) => {
+                        format!(
+                            "the fallback notification failed too ({})",
+                            wechat_reason(r)
+                        )
+                    }
+                };
+                format!("{window}, and {fallback}")
+            }
+            NotSent::Refused { reason } => match reason.as_str() {
+                "43004" => "they do not follow the official account (errcode 43004)".into(),
+                "40003" => "WeChat does not recognise their openid (errcode 40003)".into(),
+                "45002" => "the message is too long for WeChat (errcode 45002)".into(),
+                "48001" => {
+                    "this official account may not send customer-service messages (errcode 48001)"
+                        .into()
+                }
+                r => format!("WeChat refused it ({})", wechat_reason(r)),
+            },
+            NotSent::RetriesExhausted { attempts, reason } => format!(
+                "WeChat could not be reached in {attempts} attempts (last: {})",
+                wechat_reason(reason)
+            ),
+        }
+    }
+}
+
+/// A WeChat reason as recorded (an errcode, or a transport failure) in words.
+fn wechat_reason(r: &str) -> String {
+    if r.parse::<i64>().is_ok() {
+        format!("errcode {r}")
+    } else {
+        r.to_owned()
+    }
+}
+
+/// The IM notice, from the admin account, telling an agent that their reply did not reach the
+/// follower and why. Its id follows from the reply's, so the same outcome recorded twice (a
+/// retried callback, a re-run job) queues one notice.
+pub fn reply_notice(app: &App, reply_id: &str, agent: &str, openid: &str, why: &NotSent) -> Write {
+    let verb = match why.status() {
+        Status::Skipped => "was not sent",
+        _ => "was not delivered",
+    };
+    let text = format!(
+        "Your reply to follower {openid} {verb}: {}. It will not be resent automatically.",
+        why.explain()
+    );
+    agent_notice(app, reply_id, agent, &text)
+}
+
+fn agent_notice(app: &App, source_id: &str, agent: &str, text: &str) -> Write {
+    outbox::enqueue(
+        &outbox::id_for(&["agent_notice", source_id]),
+        Kind::AgentNotice,
+        vec![("to", Attr::from(agent)), ("text", Attr::from(text))],
+        app.now(),
+        app.config.outbox_retention_secs,
+    )
+}
+
+/// Why a follower's message did not reach their agent in IM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotForwarded {
+    /// IM refused it for good (its error code, or the HTTP failure).
+    Refused { code: Option<i64>, reason: String },
+    /// IM could not be reached within the attempt limit.
+    RetriesExhausted { attempts: i64, reason: String },
+}
+
+impl NotForwarded {
+    /// The reason recorded on the forward's outbox item.
+    pub fn reason(&self) -> String {
+        match self {
+            NotForwarded::Refused { reason, .. } => reason.clone(),
+            NotForwarded::RetriesExhausted { reason, .. } => {
+                format!("retries_exhausted: {reason}")
+            }
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotForwarded::Refused { .. } => "refused",
+            NotForwarded::RetriesExhausted { .. } => "retries_exhausted",
+        }
+    }
+
+    /// IM refused the text itself: quoting it in the notice would be refused the same way.
+    fn content_refused(&self) -> bool {
+        matches!(
+            self,
+            NotForwarded::Refused {
+                code: Some(80001 | 80002 | 80004 | 93000),
+                ..
+            }
+        )
+    }
+
+    fn explain(&self) -> String {
+        match self {
+            NotForwarded::Refused { code: Some(c), .. } => match c {
+                80001 | 80004 => format!("IM's content check refused it (IM error {c})"),
+                80002 | 93000 => format!("it is too long for IM (IM error {c})"),
+                20003 | 70107 | 90012 | 90048 => {
+                    format!("an IM account it needs does not exist (IM error {c})")
+                }
+                c => format!("IM refused it (IM error {c})"),
+            },
+            NotForwarded::Refused { reason, .. } => format!("IM refused it ({reason})"),
+            NotForwarded::RetriesExhausted { attempts, reason } => {
+                format!("IM could not be reached in {attempts} attempts (last: {reason})")
+            }
+        }
+    }
+}
+
+/// The IM notice, from the admin account, telling an agent that a follower's message did not
+/// reach them. Sent to the agent the message was for; if that notice fails too, it is recorded
+/// and nothing more is sent (a notice never queues another).
+pub fn forward_notice(
+    app: &App,
+    forward_id: &str,
+    agent: &str,
+    follower: &str,
+    text: &str,
+    why: &NotForwarded,
+) -> Write {
+    let quote = if why.content_refused() {
+        String::new()
+    } else {
+        format!(" It read: \u{201c}{}\u{201d}.", obs::preview(text, 60))
+    };
+    let notice = format!(
+        "A message from follower {follower} could not be forwarded to you: {}.{quote} It will not be resent automatically.",
+        why.explain()
+    );
+    agent_notice(app, forward_id, agent, &notice)
 }

@@ -135,6 +135,30 @@ pub fn enqueue(
     Write::put(Table::Outbox, item).when(Cond::NotExists)
 }
 
+/// A job that ends as it is recorded: nothing was sent, and why is kept like any job's outcome
+/// (the put is conditional, so a retried webhook records it once).
+pub fn ended(
+    id: &str,
+    kind: Kind,
+    status: Status,
+    reason: &str,
+    attrs: Vec<(&str, Attr)>,
+    now: i64,
+    retention_secs: i64,
+) -> Write {
+    let mut w = enqueue(id, kind, attrs, now, retention_secs);
+    if let Write::Put { item, .. } = &mut w {
+        for (k, v) in [
+            ("status", Attr::from(status.as_str())),
+            ("reason", Attr::from(reason)),
+            ("finished_at", Attr::from(now)),
+        ] {
+            item.attrs.insert(k.to_owned(), v);
+        }
+    }
+    w
+}
+
 pub async fn get(store: &dyn Store, id: &str) -> Result<Option<Item>, StoreError> {
     store.get(Table::Outbox, &keys::outbox(id), keys::ONE).await
 }

@@ -507,6 +507,9 @@ pub async fn run_oa() -> Result<(), String> {
         now + 4,
     )
     .await?;
+
+    d.title("agent_alice, not yet aware, writes again: nothing goes to WeChat; the reply is recorded and she is told the follower has left");
+    d.agent_says("agent_alice", 4, "您还在吗？").await;
     wechat.print_requests(false);
     im.print_requests(false);
 

@@ -54,10 +54,13 @@ struct Shared {
     codes: HashMap<String, (String, String, Option<String>)>,
     used_codes: HashSet<String>,
     msgid: u64,
-    /// IM: imported accounts, presence, and (from, to, random) already delivered.
+    /// IM: imported accounts and presence.
     accounts: HashSet<String>,
     online: HashMap<String, String>,
-    delivered: HashSet<(String, String, u64)>,
+    /// IM: the one-to-one messages delivered, keyed as IM deduplicates them: (from, to,
+    /// MsgRandom, MsgTime). A resend is the same message only within the same second
+    /// (reference §3.2), so a late retry is delivered again, as on the real service.
+    delivered: HashMap<(String, String, u64, i64), String>,
     allow_delete: bool,
     im: Option<(u64, String, String)>,
     print: bool,
@@ -480,17 +483,21 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
                     );
                 }
             }
-            // A resend with the same MsgRandom is recognised as the same message.
-            s.delivered.insert((from, to, random));
-            im_ok(json!({ "MsgTime": now, "MsgKey": format!("1_{random}_{now}") }))
+            let seq = s.delivered.len() + 1;
+            let key = s
+                .delivered
+                .entry((from, to, random, now))
+                .or_insert_with(|| format!("{seq}_{random}_{now}"))
+                .clone();
+            im_ok(json!({ "MsgTime": now, "MsgKey": key }))
         }
         _ => Response::text(404, "not found"),
     }
 }
 
 impl StandIn {
-    /// How many distinct one-to-one messages IM actually delivered (resends with the same
-    /// MsgRandom count once).
+    /// How many distinct one-to-one messages IM actually delivered (a resend with the same
+    /// MsgRandom within the same second counts once).
     pub fn delivered(&self) -> usize {
         self.with(|s| s.delivered.len())
     }

@@ -132,6 +132,17 @@ impl World {
         routes::call(Function::WechatEvent, &req, &self.app).await
     }
 
+    /// The push handler alone: what it queued waits for [`World::stream`] (or a test's own
+    /// order of dispatch).
+    pub async fn push_only(&self, app: AppKind, plaintext: &str, delivery: Delivery) -> Response {
+        let wapp = self.app.config.app(app).unwrap();
+        let ts = self.now().to_string();
+        let signed = push::seal(wapp, plaintext.as_bytes(), delivery, &ts, "123456").unwrap();
+        let req = Request::new("POST", &format!("/wechat/{app}?{}", signed.query_string()))
+            .with_body(signed.body);
+        common::handlers::wechat::event(&req, &self.app).await
+    }
+
     pub async fn accept(&self, openid: &str, template: &str) {
         let t = self.now() + self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as i64;
         let body = json!({

@@ -114,7 +114,13 @@ impl Element {
                 latitude,
                 longitude,
             } => format!("[位置] {desc} ({latitude}, {longitude})").replace("  ", " "),
-            Element::Sound { seconds, .. } => format!("[语音] {seconds}\""),
+            // The URL is the only way the listener gets the audio where just text travels (a
+            // customer-service text to a WeChat follower), as for images and files.
+            Element::Sound {
+                seconds,
+                url: Some(u),
+            } => format!("[语音] {seconds}\" {u}"),
+            Element::Sound { seconds, url: None } => format!("[语音] {seconds}\""),
             Element::File { name, url } => match url {
                 Some(u) => format!("[文件] {name} {u}"),
                 None => format!("[文件] {name}"),
@@ -424,6 +430,12 @@ mod tests {
         assert_eq!(c.text_summary(), "red packet [图片] https://o [TIMNewElem]");
         assert_eq!(c.preview(), "red packet [图片] [TIMNewElem]");
         assert_eq!(c.idempotency_key(), "jared|Jonh|48374_2837546_1557481126");
+        let v = br#"{"From_Account":"a","To_Account":"b","MsgBody":[{"MsgType":"TIMSoundElem","MsgContent":{"Url":"https://s/v.silk","UUID":"u","Size":9,"Second":3,"Download_Flag":2}},{"MsgType":"TIMSoundElem","MsgContent":{"Second":"2"}}]}"#;
+        let Callback::C2cAfterSend(v) = parse(Some("C2C.CallbackAfterSendMsg"), v).unwrap() else {
+            panic!()
+        };
+        assert_eq!(v.text_summary(), "[语音] 3\" https://s/v.silk [语音] 2\"");
+        assert_eq!(v.preview(), "[语音] [语音]");
         assert_eq!(
             parse(Some("Group.CallbackAfterSendMsg"), b"{}").unwrap(),
             Callback::Other("Group.CallbackAfterSendMsg".into())

@@ -289,14 +289,9 @@ impl ImApi {
             )
             .await
         {
-            Ok(v) => {
-                let code = v["ResultItem"][0]["ResultCode"].as_i64().unwrap_or(0);
-                Ok(if code == 70107 {
-                    Deletion::NotFound
-                } else {
-                    Deletion::Deleted
-                })
-            }
+            // The call succeeds as a whole even when the item failed: only the item's own
+            // ResultCode says whether this account was deleted.
+            Ok(v) => deletion_result(&v, user_id),
             Err(ImError::Im { code: 71000, .. }) => Ok(Deletion::NotAllowed),
             Err(ImError::Im { code: 70107, .. }) => Ok(Deletion::NotFound),
             Err(e) => Err(e),
@@ -329,6 +324,47 @@ impl ImApi {
     }
 }
 
+/// The outcome for one account from an `account_delete` answer's `ResultItem` list.
+fn deletion_result(v: &Value, user_id: &str) -> Result<Deletion, ImError> {
+    let items = v["ResultItem"].as_array();
+    let item = items
+        .and_then(|a| {
+            a.iter()
+                .find(|i| i["UserID"].as_str() == Some(user_id))
+                // Lenient with an answer that leaves out the UserID of its only item.
+                .or_else(|| {
+                    a.iter()
+                        .find(|i| i["UserID"].is_null())
+                        .filter(|_| a.len() == 1)
+                })
+        })
+        .ok_or(ImError::Protocol(
+            "account_delete answered without a ResultItem",
+        ))?;
+    let code = match &item["ResultCode"] {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or(ImError::Protocol(
+        "account_delete ResultItem without a ResultCode",
+    ))?;
+    match code {
+        0 => Ok(Deletion::Deleted),
+        70107 => Ok(Deletion::NotFound),
+        71000 => Ok(Deletion::NotAllowed),
+        code => Err(ImError::Im {
+            code,
+            info: item["ResultInfo"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(160)
+                .collect(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +389,41 @@ mod tests {
         }
         assert_eq!(ImError::Http(502).class(), ImErrorClass::Retryable);
         assert_eq!(ImError::Timeout.class(), ImErrorClass::Retryable);
+    }
+
+    #[test]
+    fn a_deletion_is_judged_by_its_own_result_item() {
+        let ok = |items: Value| deletion_result(&json!({ "ResultItem": items }), "u1");
+        assert_eq!(
+            ok(json!([{"ResultCode": 0, "ResultInfo": "", "UserID": "u1"}])),
+            Ok(Deletion::Deleted)
+        );
+        assert_eq!(
+            ok(json!([{"ResultCode": 70107, "UserID": "u1"}])),
+            Ok(Deletion::NotFound)
+        );
+        assert_eq!(
+            ok(json!([{"ResultCode": "71000", "UserID": "u1"}])),
+            Ok(Deletion::NotAllowed)
+        );
+        let e = ok(json!([{"ResultCode": 70500, "ResultInfo": "internal", "UserID": "u1"}]))
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.class()),
+            (Some(70500), ImErrorClass::Retryable)
+        );
+        let e = ok(json!([{"ResultCode": 70402, "UserID": "u1"}])).unwrap_err();
+        assert_eq!(e.class(), ImErrorClass::Permanent);
+        assert!(matches!(ok(json!([])), Err(ImError::Protocol(_))));
+        assert!(matches!(
+            deletion_result(&json!({}), "u1"),
+            Err(ImError::Protocol(_))
+        ));
+        assert_eq!(ok(json!([{"ResultCode": 0}])), Ok(Deletion::Deleted));
+        // Another account's item is not this one's answer.
+        assert!(matches!(
+            ok(json!([{"ResultCode": 0, "UserID": "u2"}])),
+            Err(ImError::Protocol(_))
+        ));
     }
 }

@@ -79,6 +79,45 @@ async fn agent_replies(w: &World, agent: &str, to: &str, text: &str) -> serde_js
     m
 }
 
+/// An agent's message with any `MsgBody`, as IM's after-send callback reports it.
+async fn agent_sends(
+    w: &World,
+    agent: &str,
+    to: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let mut m = w.c2c(agent, to, "");
+    m["MsgBody"] = body;
+    let r = w.im("C2C.CallbackAfterSendMsg", m.clone()).await;
+    assert_eq!(r.status, 200);
+    m
+}
+
+fn custom_texts(w: &World) -> Vec<String> {
+    w.wechat
+        .requests(CUSTOM)
+        .iter()
+        .map(|r| r.body["text"]["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The IM notices the admin account sent: (recipient, text).
+fn notices(w: &World) -> Vec<(String, String)> {
+    w.im.requests(SENDMSG)
+        .iter()
+        .filter(|r| r.body.get("From_Account").is_none())
+        .map(|r| {
+            (
+                r.body["To_Account"].as_str().unwrap().to_owned(),
+                r.body["MsgBody"][0]["MsgContent"]["Text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
 async fn conv(w: &World, openid: &str) -> common::store::Item {
     w.state_item(&keys::conversation(openid), keys::ONE)
         .await
@@ -270,7 +309,9 @@ async fn non_text_messages_reach_the_agent_as_readable_summaries() {
 async fn a_forward_whose_answer_was_lost_is_resent_once_with_the_same_random() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
     follow(&w, "oA").await;
-    // IM takes the message but the answer never arrives in time: the job is retried.
+    // IM takes the message but the answer never arrives in time: the job is retried, within
+    // the same second here, where IM recognises the MsgRandom (a retry in a later second would
+    // be a second message: IM's deduplication does not reach further, reference §3.2).
     w.im.script(
         SENDMSG,
         vec![Scripted::Delay(std::time::Duration::from_millis(800), None)],
@@ -376,7 +417,7 @@ async fn with_no_credit_the_reply_is_undeliverable_and_the_agent_is_told() {
         assert_eq!(kf.s("status"), Some("failed"));
         assert_eq!(
             kf.s("reason"),
-            Some(format!("undeliverable: {code}").as_str())
+            Some(format!("undeliverable: {code}; no_fallback_credit").as_str())
         );
         let notice =
             w.im.requests(SENDMSG)
@@ -391,9 +432,12 @@ async fn with_no_credit_the_reply_is_undeliverable_and_the_agent_is_told() {
             .as_str()
             .unwrap();
         assert!(
-            text.contains("oA") && text.contains(&code.to_string()),
+            text.contains("oA")
+                && text.contains(&code.to_string())
+                && text.contains("no subscribe-message credit for the fallback"),
             "{text}"
         );
+        assert!(!text.contains("when they write again"), "{text}");
         assert_eq!(
             w.outbox_of("agent_notice").await[0].s("status"),
             Some("sent")
@@ -428,7 +472,16 @@ async fn wechat_and_im_failures_mid_way_are_retried_and_recorded() {
         (f.s("status"), f.s("reason")),
         (Some("failed"), Some("im_80001"))
     );
-    assert_eq!(w.im.count(SENDMSG), 1);
+    assert_eq!(forwards(&w).len(), 1, "not retried");
+    assert_eq!(notices(&w).len(), 1, "the agent is told");
+}
+
+/// The forwards attempted: sendmsg requests from a follower's own account.
+fn forwards(w: &World) -> Vec<local::standin::Recorded> {
+    w.im.requests(SENDMSG)
+        .into_iter()
+        .filter(|r| r.body.get("From_Account").is_some())
+        .collect()
 }
 
 #[tokio::test]
@@ -487,4 +540,773 @@ async fn messages_from_non_agents_are_not_bridged() {
             .iter()
             .all(|i| i.s("kind") != Some("kf"))
     );
+}
+
+#[tokio::test]
+async fn agent_media_replies_reach_the_follower_as_summaries_with_their_urls() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        say(&w, "oA", 1, "can you show me?").await;
+        agent_sends(
+            &w,
+            "agent_alice",
+            "oA",
+            json!([{"MsgType": "TIMImageElem", "MsgContent": {"UUID": "i1", "ImageFormat": 1,
+                "ImageInfoArray": [{"Type": 3, "URL": "https://im.example/thumb.jpg"},
+                                   {"Type": 1, "URL": "https://im.example/orig.jpg"}]}}]),
+        )
+        .await;
+        agent_sends(
+            &w,
+            "agent_alice",
+            "oA",
+            json!([{"MsgType": "TIMSoundElem", "MsgContent": {"Url": "https://im.example/v.silk",
+                "UUID": "s1", "Size": 4096, "Second": 7, "Download_Flag": 2}}]),
+        )
+        .await;
+        agent_sends(
+            &w,
+            "agent_alice",
+            "oA",
+            json!([{"MsgType": "TIMFileElem", "MsgContent": {"Url": "https://im.example/a.pdf",
+                "UUID": "f1", "FileSize": 10, "FileName": "invoice.pdf", "Download_Flag": 2}}]),
+        )
+        .await;
+        assert_eq!(
+            custom_texts(&w),
+            [
+                "[图片] https://im.example/orig.jpg",
+                "[语音] 7\" https://im.example/v.silk",
+                "[文件] invoice.pdf https://im.example/a.pdf",
+            ],
+            "{b:?}"
+        );
+    }
+}
+
+async fn unfollow(w: &World, who: &str) {
+    let r = w
+        .push(
+            AppKind::Oa,
+            &xml(
+                who,
+                w.now(),
+                "<MsgType>event</MsgType><Event>unsubscribe</Event>",
+            ),
+            Delivery::Safe,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn an_account_delete_refused_per_item_is_a_failure_not_a_deletion() {
+    const DELETE: &str = "/v4/im_open_login_svc/account_delete";
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        w.im.allow_delete(true);
+        follow(&w, "oA").await;
+        // The call succeeds as a whole, but the item says no.
+        w.im.script(
+            DELETE,
+            vec![Scripted::Json(json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "",
+                "ResultItem": [{"ResultCode": 70402, "ResultInfo": "invalid parameter", "UserID": "oA"}]}))],
+        );
+        w.advance(5);
+        unfollow(&w, "oA").await;
+        let del = &w.outbox_of("im_delete").await[0];
+        assert_eq!(
+            (del.s("status"), del.s("reason")),
+            (Some("failed"), Some("im_70402")),
+            "{b:?}"
+        );
+        assert!(w.im.has_account("oA"), "{b:?}: nothing was deleted");
+        assert_eq!(
+            w.im.count(DELETE),
+            1,
+            "{b:?}: a permanent refusal is not retried"
+        );
+    }
+    // A retryable per-item error is retried, and the retry deletes the account.
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    w.im.allow_delete(true);
+    follow(&w, "oB").await;
+    w.im.script(
+        DELETE,
+        vec![Scripted::Json(
+            json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "",
+            "ResultItem": [{"ResultCode": 70500, "ResultInfo": "internal error", "UserID": "oB"}]}),
+        )],
+    );
+    w.advance(5);
+    unfollow(&w, "oB").await;
+    let del = &w.outbox_of("im_delete").await[0];
+    assert_eq!(
+        (del.s("status"), del.s("reason")),
+        (Some("sent"), Some("deleted"))
+    );
+    assert_eq!(w.im.count(DELETE), 2);
+    assert!(!w.im.has_account("oB"));
+}
+
+#[tokio::test]
+async fn the_im_stand_in_deduplicates_a_resend_only_within_the_same_second() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    let im = w.app.im.as_ref().unwrap();
+    let clock = &*w.app.clock;
+    let first = im
+        .send_text(None, "agent_alice", "hi", 42, clock)
+        .await
+        .unwrap();
+    let again = im
+        .send_text(None, "agent_alice", "hi", 42, clock)
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the same message, the same MsgKey");
+    assert_eq!(w.im.delivered(), 1);
+    // IM only recognises a resend within the same second: a late one is a new message.
+    w.advance(1);
+    im.send_text(None, "agent_alice", "hi", 42, clock)
+        .await
+        .unwrap();
+    assert_eq!(w.im.delivered(), 2);
+}
+
+#[tokio::test]
+async fn a_retried_push_or_stream_record_never_forwards_twice() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        let msg = xml(
+            "oA",
+            T0,
+            "<MsgType>text</MsgType><Content>where is it?</Content><MsgId>77</MsgId>",
+        );
+        let r = w.push(AppKind::Oa, &msg, Delivery::Safe).await;
+        assert_eq!(reply(&w, r.body_str()), CONNECTING, "{b:?}");
+        assert_eq!(w.im.count(SENDMSG), 1, "{b:?}");
+        // Seconds later (past IM's own same-second deduplication) WeChat retries the push,
+        // and the stream delivers the forward's record again: neither sends anything.
+        w.advance(4);
+        let r = w.push(AppKind::Oa, &msg, Delivery::Safe).await;
+        assert_eq!(
+            reply(&w, r.body_str()),
+            CONNECTING,
+            "{b:?}: the reply is replayed"
+        );
+        let id = common::outbox::id_of(&w.outbox_of("forward").await[0]).to_owned();
+        assert!(common::dispatch::run(&w.app, &[id]).await.is_empty());
+        assert_eq!(w.im.count(SENDMSG), 1, "{b:?}");
+        assert_eq!(w.im.delivered(), 1, "{b:?}");
+        assert_eq!(w.outbox_of("forward").await.len(), 1, "{b:?}");
+    }
+}
+
+#[tokio::test]
+async fn connecting_you_waits_for_a_whole_window_of_silence() {
+    for b in BACKENDS {
+        let w = World::new(
+            Options::new(b)
+                .at(T0)
+                .set("OA_CONVERSATION_WINDOW_SECS", "1800"),
+        )
+        .await;
+        follow(&w, "oA").await;
+        assert_eq!(say(&w, "oA", 1, "first").await, CONNECTING, "{b:?}");
+        // A follower who keeps writing every 20 minutes for two hours is in one conversation.
+        for i in 2..=7 {
+            w.advance(1200);
+            assert_eq!(say(&w, "oA", i, "still here").await, "success", "{b:?} {i}");
+        }
+        // Quiet for just under the window: still the same conversation.
+        w.advance(1799);
+        assert_eq!(say(&w, "oA", 8, "hello?").await, "success", "{b:?}");
+        // Quiet for the whole window: a new one.
+        w.advance(1800);
+        assert_eq!(say(&w, "oA", 9, "new question").await, CONNECTING, "{b:?}");
+        assert_eq!(w.im.delivered(), 9, "{b:?}: every message was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn racing_first_messages_agree_on_one_agent_and_duplicates_do_not_move_the_cursor() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        // A follower from before the bridge writes several messages at once; WeChat also
+        // retries one of them while the first delivery is still in flight.
+        let msg = |id: u64| {
+            xml(
+                "oNew",
+                T0,
+                &format!("<MsgType>text</MsgType><Content>m{id}</Content><MsgId>{id}</MsgId>"),
+            )
+        };
+        let (m1, m2, m3) = (msg(1), msg(2), msg(3));
+        let (r1, r2, r3, r4) = tokio::join!(
+            w.push(AppKind::Oa, &m1, Delivery::Safe),
+            w.push(AppKind::Oa, &m2, Delivery::Safe),
+            w.push(AppKind::Oa, &m3, Delivery::Safe),
+            w.push(AppKind::Oa, &m1, Delivery::Safe),
+        );
+        for r in [r1, r2, r3, r4] {
+            assert_eq!(r.status, 200, "{b:?}: {}", r.body_str());
+        }
+        // And once more afterwards.
+        w.push(AppKind::Oa, &m2, Delivery::Safe).await;
+        let agent = conv(&w, "oNew").await.s("agent").unwrap().to_owned();
+        let to: Vec<String> =
+            w.im.requests(SENDMSG)
+                .iter()
+                .map(|r| r.body["To_Account"].as_str().unwrap().to_owned())
+                .collect();
+        assert!(
+            to.iter().all(|t| *t == agent),
+            "{b:?}: one agent for the whole conversation: {to:?}"
+        );
+        assert_eq!(w.im.delivered(), 3, "{b:?}: each message once");
+        let cursor = w.state_item(keys::AGENT_CURSOR, keys::ONE).await.unwrap();
+        assert_eq!(cursor.n("next"), Some(1), "{b:?}: one assignment, one step");
+        // The next new follower gets the other agent.
+        follow(&w, "oOther").await;
+        let other = conv(&w, "oOther").await.s("agent").unwrap().to_owned();
+        assert_ne!(other, agent, "{b:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_retried_follow_does_not_move_the_cursor() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        let sub = xml("oA", T0, "<MsgType>event</MsgType><Event>subscribe</Event>");
+        let (r1, r2) = tokio::join!(
+            w.push(AppKind::Oa, &sub, Delivery::Safe),
+            w.push(AppKind::Oa, &sub, Delivery::Safe),
+        );
+        assert_eq!((r1.status, r2.status), (200, 200), "{b:?}");
+        w.push(AppKind::Oa, &sub, Delivery::Safe).await;
+        assert_eq!(
+            conv(&w, "oA").await.s("agent"),
+            Some("agent_alice"),
+            "{b:?}"
+        );
+        let cursor = w.state_item(keys::AGENT_CURSOR, keys::ONE).await.unwrap();
+        assert_eq!(cursor.n("next"), Some(1), "{b:?}");
+        follow(&w, "oB").await;
+        assert_eq!(conv(&w, "oB").await.s("agent"), Some("agent_bob"), "{b:?}");
+    }
+}
+
+const DELETE: &str = "/v4/im_open_login_svc/account_delete";
+
+fn event(who: &str, ts: i64, name: &str) -> String {
+    xml(
+        who,
+        ts,
+        &format!("<MsgType>event</MsgType><Event>{name}</Event>"),
+    )
+}
+
+async fn job_id(w: &World, kind: &str) -> String {
+    let items = w.outbox_of(kind).await;
+    assert_eq!(items.len(), 1, "one {kind} job");
+    common::outbox::id_of(&items[0]).to_owned()
+}
+
+#[tokio::test]
+async fn a_deletion_that_runs_after_a_quick_refollow_keeps_the_account() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        w.im.allow_delete(true);
+        follow(&w, "oA").await;
+        // Unfollow, then follow again a moment later; the stream runs the new import before
+        // the deletion.
+        w.advance(5);
+        let r = w
+            .push_only(
+                AppKind::Oa,
+                &event("oA", w.now(), "unsubscribe"),
+                Delivery::Safe,
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let delete = job_id(&w, "im_delete").await;
+        w.advance(2);
+        let r = w
+            .push_only(
+                AppKind::Oa,
+                &event("oA", w.now(), "subscribe"),
+                Delivery::Safe,
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let import = w
+            .outbox_of("im_import")
+            .await
+            .iter()
+            .find(|i| i.s("status") == Some("queued"))
+            .map(|i| common::outbox::id_of(i).to_owned())
+            .unwrap();
+        assert!(common::dispatch::run(&w.app, &[import]).await.is_empty());
+        assert!(common::dispatch::run(&w.app, &[delete]).await.is_empty());
+        let del = &w.outbox_of("im_delete").await[0];
+        assert_eq!(
+            (del.s("status"), del.s("reason")),
+            (Some("skipped"), Some("follower_active_again")),
+            "{b:?}"
+        );
+        assert_eq!(w.im.count(DELETE), 0, "{b:?}");
+        assert!(w.im.has_account("oA"), "{b:?}");
+        assert_eq!(conv(&w, "oA").await.s("status"), Some("active"));
+    }
+}
+
+#[tokio::test]
+async fn a_refollow_during_the_deletion_call_is_imported_again() {
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("HTTP_TIMEOUT_MS", "3000"),
+    )
+    .await;
+    w.im.allow_delete(true);
+    follow(&w, "oA").await;
+    w.advance(5);
+    w.push_only(
+        AppKind::Oa,
+        &event("oA", w.now(), "unsubscribe"),
+        Delivery::Safe,
+    )
+    .await;
+    let delete = job_id(&w, "im_delete").await;
+    // IM takes its time over the deletion; meanwhile the follower comes back and their import
+    // runs, before IM deletes the account.
+    w.im.script(
+        DELETE,
+        vec![Scripted::Delay(std::time::Duration::from_millis(800), None)],
+    );
+    let refollow = async {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        w.push(
+            AppKind::Oa,
+            &event("oA", T0 + 7, "subscribe"),
+            Delivery::Safe,
+        )
+        .await
+    };
+    let ids = [delete];
+    let (retry, r) = tokio::join!(common::dispatch::run(&w.app, &ids), refollow);
+    assert!(retry.is_empty());
+    assert_eq!(r.status, 200);
+    let del = &w.outbox_of("im_delete").await[0];
+    assert_eq!(
+        (del.s("status"), del.s("reason")),
+        (Some("sent"), Some("deleted_then_reimport_queued"))
+    );
+    w.stream().await;
+    assert!(
+        w.im.has_account("oA"),
+        "the follower has their account back"
+    );
+    let imports = w.outbox_of("im_import").await;
+    assert_eq!(imports.len(), 3, "follow, re-follow, and the re-import");
+    assert!(imports.iter().all(|i| i.s("status") == Some("sent")));
+}
+
+#[tokio::test]
+async fn an_import_that_runs_after_the_unfollow_is_skipped() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        w.push_only(AppKind::Oa, &event("oA", T0, "subscribe"), Delivery::Safe)
+            .await;
+        w.advance(3);
+        w.push_only(
+            AppKind::Oa,
+            &event("oA", T0 + 3, "unsubscribe"),
+            Delivery::Safe,
+        )
+        .await;
+        w.stream().await;
+        let import = &w.outbox_of("im_import").await[0];
+        assert_eq!(
+            (import.s("status"), import.s("reason")),
+            (Some("skipped"), Some("follower_left")),
+            "{b:?}"
+        );
+        assert!(
+            !w.im.has_account("oA"),
+            "{b:?}: no account for someone who left"
+        );
+    }
+}
+
+/// One agent reply that WeChat refuses as scripted; returns the job and the agent's notice.
+async fn refused_reply(
+    opts: Options<'_>,
+    custom: Vec<Scripted>,
+    bizsend: Vec<Scripted>,
+    with_credit: bool,
+) -> (common::store::Item, String) {
+    let w = World::new(opts).await;
+    follow(&w, "oA").await;
+    if with_credit {
+        let popup = xml(
+            "oA",
+            T0 + 1,
+            "<MsgType>event</MsgType><Event>subscribe_msg_popup_event</Event><SubscribeMsgPopupEvent><List><TemplateId>oa_reply_waiting_T0001</TemplateId><SubscribeStatusString>accept</SubscribeStatusString><PopupScene>2</PopupScene></List></SubscribeMsgPopupEvent>",
+        );
+        w.push(AppKind::Oa, &popup, Delivery::Safe).await;
+    }
+    w.wechat.script(CUSTOM, custom);
+    w.wechat.script(BIZSEND, bizsend);
+    agent_replies(&w, "agent_alice", "oA", "请查收").await;
+    let kf = w.outbox_of("kf").await.remove(0);
+    let n = notices(&w);
+    assert_eq!(n.len(), 1, "one notice: {n:?}");
+    assert_eq!(n[0].0, "agent_alice");
+    assert_eq!(
+        w.outbox_of("agent_notice").await[0].s("status"),
+        Some("sent")
+    );
+    (kf, n[0].1.clone())
+}
+
+fn wx(code: i64) -> Scripted {
+    Scripted::Json(json!({"errcode": code, "errmsg": "scripted"}))
+}
+
+#[tokio::test]
+async fn the_agent_notice_says_what_actually_happened() {
+    let base = || Options::new(Backend::Embedded).at(T0);
+    let mut texts = vec![];
+    // No fallback template configured.
+    let (kf, text) = refused_reply(
+        base().set("OA_FALLBACK_TEMPLATE_ID", ""),
+        vec![wx(45015)],
+        vec![],
+        false,
+    )
+    .await;
+    assert_eq!(
+        kf.s("reason"),
+        Some("undeliverable: 45015; no_fallback_template")
+    );
+    assert!(
+        text.contains("errcode 45015")
+            && text.contains("no subscribe-message fallback is configured"),
+        "{text}"
+    );
+    texts.push(text);
+    // A credit, but the fallback itself is refused.
+    let (kf, text) = refused_reply(base(), vec![wx(45047)], vec![wx(43101)], true).await;
+    assert_eq!(kf.s("status"), Some("failed"));
+    assert_eq!(
+        kf.s("reason"),
+        Some("undeliverable: 45047; fallback_failed: 43101")
+    );
+    assert!(
+        text.contains("errcode 45047")
+            && text.contains("the fallback notification failed too (errcode 43101)"),
+        "{text}"
+    );
+    texts.push(text);
+    // Another refusal: no fallback is tried, the errcode is named.
+    let (kf, text) = refused_reply(base(), vec![wx(48001)], vec![], true).await;
+    assert_eq!(kf.s("reason"), Some("undeliverable: 48001"));
+    assert!(
+        text.contains("errcode 48001") && !text.contains("credit"),
+        "{text}"
+    );
+    texts.push(text);
+    // None promises a delivery that nothing will make.
+    for t in &texts {
+        assert!(
+            t.starts_with("Your reply to follower oA was not delivered: "),
+            "{t}"
+        );
+        assert!(t.ends_with("It will not be resent automatically."), "{t}");
+        assert!(!t.contains("when they write again"), "{t}");
+    }
+}
+
+#[tokio::test]
+async fn a_reply_wechat_cannot_take_within_the_attempt_limit_is_told_to_the_agent() {
+    for b in BACKENDS {
+        let (kf, text) = refused_reply(
+            Options::new(b).at(T0).set("DISPATCH_MAX_ATTEMPTS", "3"),
+            vec![Scripted::Status(502), wx(-1), Scripted::Status(503)],
+            vec![],
+            false,
+        )
+        .await;
+        assert_eq!(
+            (kf.s("status"), kf.s("reason")),
+            (
+                Some("failed"),
+                Some("undeliverable: retries_exhausted: http_503")
+            ),
+            "{b:?}"
+        );
+        assert!(
+            text.contains("WeChat could not be reached in 3 attempts (last: http_503)"),
+            "{b:?}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reply_to_a_follower_who_left_before_it_was_sent_is_not_sent() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        // The reply is queued while the follower is there...
+        let m = w.c2c("agent_bob", "oA", "还需要帮助吗？");
+        let r = w.im_only("C2C.CallbackAfterSendMsg", m).await;
+        assert_eq!(r.status, 200);
+        // ...who unfollows before the dispatcher gets to it.
+        w.advance(1);
+        w.push_only(
+            AppKind::Oa,
+            &event("oA", w.now(), "unsubscribe"),
+            Delivery::Safe,
+        )
+        .await;
+        w.stream().await;
+        assert_eq!(w.wechat.count(CUSTOM), 0, "{b:?}");
+        assert!(w.wechat.requests(BIZSEND).is_empty(), "{b:?}");
+        let kf = &w.outbox_of("kf").await[0];
+        assert_eq!(
+            (kf.s("status"), kf.s("reason")),
+            (Some("skipped"), Some("follower_unfollowed")),
+            "{b:?}"
+        );
+        let n = notices(&w);
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(n[0].0, "agent_bob");
+        assert!(
+            n[0].1.contains("oA") && n[0].1.contains("the follower has left"),
+            "{}",
+            n[0].1
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_agent_reply_to_a_follower_who_unfollowed_is_not_sent_and_the_agent_is_told() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        say(&w, "oA", 1, "thanks, bye").await;
+        w.advance(2);
+        unfollow(&w, "oA").await;
+        w.advance(60);
+        let m = agent_replies(&w, "agent_alice", "oA", "还有其他问题吗？").await;
+        assert_eq!(w.wechat.count(CUSTOM), 0, "{b:?}: nothing sent to WeChat");
+        assert!(w.wechat.requests(BIZSEND).is_empty(), "{b:?}");
+        let kf = w.outbox_of("kf").await;
+        assert_eq!(kf.len(), 1, "{b:?}");
+        assert_eq!(
+            (kf[0].s("status"), kf[0].s("reason"), kf[0].s("agent")),
+            (
+                Some("skipped"),
+                Some("follower_unfollowed"),
+                Some("agent_alice")
+            ),
+            "{b:?}: recorded with why"
+        );
+        let n = notices(&w);
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(n[0].0, "agent_alice");
+        assert_eq!(
+            n[0].1,
+            "Your reply to follower oA was not sent: the follower has left (they unfollowed the official account). It will not be resent automatically."
+        );
+        // IM retries the callback seconds later (beyond its own same-second deduplication):
+        // nothing more is recorded or sent.
+        w.advance(5);
+        let before = w.outbox().await;
+        let r = w.im("C2C.CallbackAfterSendMsg", m).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(w.outbox().await, before, "{b:?}");
+        assert_eq!(notices(&w).len(), 1, "{b:?}: one notice");
+        assert_eq!(w.im.delivered(), 2, "{b:?}: the forward and the notice");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_message_to_someone_not_bridged_goes_to_the_notification_policy() {
+    use wxim_tests::harness::{CUSTOMER, MP_OPENID, TEMPLATE};
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        // customer_lin is a mini-program user, bound, offline, with a credit: not a follower.
+        w.bind(CUSTOMER, MP_OPENID).await;
+        w.accept(MP_OPENID, TEMPLATE).await;
+        w.state_change(CUSTOMER, "Disconnect", T0 * 1000).await;
+        agent_replies(&w, "agent_alice", CUSTOMER, "您的工单已处理").await;
+        assert!(w.outbox_of("kf").await.is_empty(), "{b:?}");
+        assert!(notices(&w).is_empty(), "{b:?}");
+        let n = w.outbox_of("notify").await;
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(n[0].s("status"), Some("sent"), "{b:?}");
+        assert_eq!(w.sends().len(), 1, "{b:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_forward_im_refuses_is_recorded_and_the_agent_is_told() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        w.im.script(
+            SENDMSG,
+            vec![Scripted::Json(
+                json!({"ActionStatus": "FAIL", "ErrorCode": 80001, "ErrorInfo": "sensitive words"}),
+            )],
+        );
+        say(&w, "oA", 1, "something sensitive").await;
+        let f = &w.outbox_of("forward").await[0];
+        assert_eq!(
+            (f.s("status"), f.s("reason")),
+            (Some("failed"), Some("im_80001")),
+            "{b:?}"
+        );
+        let n = notices(&w);
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(n[0].0, "agent_alice");
+        assert_eq!(
+            n[0].1,
+            "A message from follower oA could not be forwarded to you: IM's content check refused it (IM error 80001). It will not be resent automatically.",
+            "{b:?}: the refused text is not quoted back"
+        );
+        assert_eq!(
+            w.outbox_of("agent_notice").await[0].s("status"),
+            Some("sent")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_forward_that_exhausts_its_attempts_is_told_to_the_agent() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0).set("DISPATCH_MAX_ATTEMPTS", "2")).await;
+        follow(&w, "oA").await;
+        w.im.script(SENDMSG, vec![Scripted::Status(502), Scripted::Status(502)]);
+        say(&w, "oA", 1, "where is my parcel?").await;
+        let f = &w.outbox_of("forward").await[0];
+        assert_eq!(
+            (f.s("status"), f.s("reason")),
+            (Some("failed"), Some("retries_exhausted: http_502")),
+            "{b:?}"
+        );
+        assert_eq!(forwards(&w).len(), 2, "{b:?}");
+        let n = notices(&w);
+        assert_eq!(n.len(), 1, "{b:?}");
+        assert_eq!(
+            n[0].1,
+            "A message from follower oA could not be forwarded to you: IM could not be reached in 2 attempts (last: http_502). It read: \u{201c}where is my parcel?\u{201d}. It will not be resent automatically."
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_notice_that_fails_tells_no_one() {
+    let w = World::new(
+        Options::new(Backend::Embedded)
+            .at(T0)
+            .set("DISPATCH_MAX_ATTEMPTS", "2"),
+    )
+    .await;
+    follow(&w, "oA").await;
+    // The forward is refused, and so is every notice about it.
+    w.im.script(
+        SENDMSG,
+        vec![
+            Scripted::Json(json!({"ActionStatus": "FAIL", "ErrorCode": 80001, "ErrorInfo": "x"})),
+            Scripted::Status(502),
+            Scripted::Status(502),
+            Scripted::Status(502),
+        ],
+    );
+    say(&w, "oA", 1, "hello").await;
+    w.stream().await;
+    let mut kinds: Vec<(String, String)> = w
+        .outbox()
+        .await
+        .iter()
+        .filter(|i| i.s("kind") != Some("im_import"))
+        .map(|i| {
+            (
+                i.s("kind").unwrap().to_owned(),
+                i.s("status").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("agent_notice".to_owned(), "failed".to_owned()),
+            ("forward".to_owned(), "failed".to_owned()),
+        ]
+    );
+    assert_eq!(w.im.count(SENDMSG), 3, "the forward, and the notice twice");
+}
+
+#[tokio::test]
+async fn without_agents_a_followers_message_is_kept_and_nothing_is_promised() {
+    let no_agents = [("IM_AGENT_ACCOUNTS", "")];
+    let no_im = [("IM_SDKAPPID", ""), ("IM_SECRET_KEY", "")];
+    for (b, overrides) in [
+        (Backend::Embedded, &no_agents[..]),
+        (Backend::Dynamo, &no_agents[..]),
+        (Backend::Embedded, &no_im[..]),
+    ] {
+        let mut opts = Options::new(b).at(T0);
+        for (k, v) in overrides {
+            opts = opts.set(k, v);
+        }
+        let w = World::new(opts).await;
+        assert_eq!(follow(&w, "oA").await, "Thanks for following!", "{b:?}");
+        w.advance(1);
+        assert_eq!(
+            say(&w, "oA", 1, "is anyone there?").await,
+            "success",
+            "{b:?} {overrides:?}: no \"connecting you\""
+        );
+        assert_eq!(w.im.count(SENDMSG), 0);
+        let kept = w.outbox_of("forward").await;
+        assert_eq!(kept.len(), 1, "{b:?} {overrides:?}");
+        assert_eq!(
+            (
+                kept[0].s("status"),
+                kept[0].s("reason"),
+                kept[0].s("from"),
+                kept[0].s("text")
+            ),
+            (
+                Some("skipped"),
+                Some("no_agent_configured"),
+                Some("oA"),
+                Some("is anyone there?")
+            ),
+            "{b:?} {overrides:?}: the message is kept with why"
+        );
+        let c = conv(&w, "oA").await;
+        assert_eq!((c.s("status"), c.s("agent")), (Some("active"), None));
+        // A retried push keeps nothing more.
+        w.advance(3);
+        let r = w
+            .push(
+                AppKind::Oa,
+                &xml(
+                    "oA",
+                    T0 + 1,
+                    "<MsgType>text</MsgType><Content><![CDATA[is anyone there?]]></Content><MsgId>1</MsgId>",
+                ),
+                Delivery::Safe,
+            )
+            .await;
+        assert_eq!(r.body_str(), "success");
+        assert_eq!(w.outbox_of("forward").await.len(), 1);
+    }
 }

@@ -233,6 +233,15 @@ async fn check(w: &World, file: &str, exp: &Value, out: &Value, tag: &str) {
             assert_eq!(n as u64, want, "{tag} {file}: {k}");
         }
     }
+    if let Some(want) = exp["custom_texts"].as_array() {
+        let got: Vec<Value> = w
+            .wechat
+            .requests("/cgi-bin/message/custom/send")
+            .iter()
+            .map(|r| r.body["text"]["content"].clone())
+            .collect();
+        assert_eq!(&got, want, "{tag} {file}: customer-service texts");
+    }
 }
 
 #[tokio::test]

@@ -19,6 +19,19 @@ fn notify_state_update(user: &str, updates: Vec<Update>) -> Write {
     Write::update(Table::State, &keys::notify_state(user), keys::ONE, updates)
 }
 
+/// An applied Login: the user has seen what was waiting, and their next offline period starts
+/// with a fresh debounce window (a notification right away, not one held back by the last).
+pub fn login_reset(user: &str, now: i64) -> Write {
+    notify_state_update(
+        user,
+        vec![
+            Update::set("pending", 0),
+            Update::remove("last_sent_at"),
+            Update::set("updated_at", now),
+        ],
+    )
+}
+
 /// Ends every item of the group the same way, and counts them as waiting for the next
 /// notification unless the user has seen them.
 async fn end_all(

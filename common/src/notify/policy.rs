@@ -23,6 +23,10 @@ pub async fn on_message(app: &App, msg: &C2cMessage) -> Result<Decision, StoreEr
     let decision = decide(app, msg).await?;
     match &decision {
         Decision::Queued { .. } => obs::metric("NotificationsQueued", &[], 1.0),
+        // IM's retry of a callback already applied: a dedupe hit, not a skipped notification.
+        Decision::Skipped("duplicate_callback") => {
+            obs::metric("DedupeHits", &[("Source", "im")], 1.0)
+        }
         Decision::Skipped(reason) => {
             obs::metric("NotificationsSkipped", &[("Reason", reason)], 1.0)
         }

@@ -110,6 +110,11 @@ pub struct Session {
     pub session_key: Secret,
 }
 
+/// The longest a `stable_token` call may take, whatever `HTTP_TIMEOUT_MS` says: the refresher
+/// holds the store lease for the whole call, and the lease ([`super::token`]) must outlive it,
+/// or a second instance would refresh at the same time.
+pub const TOKEN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct WechatApi {
     http: reqwest::Client,
@@ -176,6 +181,7 @@ impl WechatApi {
             .call(
                 self.http
                     .post(format!("{}/cgi-bin/stable_token", self.base))
+                    .timeout(TOKEN_CALL_TIMEOUT)
                     .json(&serde_json::json!({
                         "grant_type": "client_credential",
                         "appid": appid,

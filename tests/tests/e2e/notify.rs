@@ -464,6 +464,52 @@ async fn many_dispatchers_at_once_fetch_one_token() {
 }
 
 #[tokio::test]
+async fn the_refresh_lease_outlives_a_slow_token_call() {
+    for b in BACKENDS {
+        // HTTP_TIMEOUT_MS at its maximum: the token call must still not outlast the lease.
+        let w = World::new(Options::new(b).at(T0).set("HTTP_TIMEOUT_MS", "60000")).await;
+        w.wechat.script(
+            TOKEN,
+            vec![Scripted::Delay(
+                std::time::Duration::from_millis(1500),
+                None,
+            )],
+        );
+        let mp = w
+            .app
+            .config
+            .app(common::config::AppKind::Mp)
+            .unwrap()
+            .clone();
+        let instance = |mp: common::config::WechatApp| {
+            let tokens = common::wechat::token::TokenManager::new();
+            let (store, api, clock) = (
+                w.app.store.clone(),
+                w.app.wechat.clone(),
+                w.app.clock.clone(),
+            );
+            tokio::spawn(async move { tokens.get(&mp, &*store, &api, &*clock).await })
+        };
+        let first = instance(mp.clone());
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        // The first instance is still fetching when 11 s have passed on the clock: beyond a
+        // 10 s lease, within the current one. A second instance must wait, not fetch again.
+        w.advance(11);
+        let second = instance(mp);
+        let (a, b2) = (
+            first.await.unwrap().unwrap(),
+            second.await.unwrap().unwrap(),
+        );
+        assert_eq!(a, b2, "{b:?}");
+        assert_eq!(w.wechat.count(TOKEN), 1, "{b:?}: one refresh at a time");
+    }
+    assert!(
+        common::wechat::token::LEASE_SECS
+            > common::wechat::api::TOKEN_CALL_TIMEOUT.as_secs() as i64
+    );
+}
+
+#[tokio::test]
 async fn a_token_that_expires_sooner_never_replaces_the_stored_one() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
     let store = &*w.app.store;

@@ -90,6 +90,8 @@ pub struct WechatApp {
     pub appid: String,
     pub secret: Secret,
     pub token: Secret,
+    /// The EncodingAESKey as configured; kept only so that the log tests can look for it.
+    pub aes_key: Option<Secret>,
     /// Present when an EncodingAESKey is configured (compatible and safe modes).
     pub crypto: Option<MessageCrypto>,
 }
@@ -280,10 +282,11 @@ impl Config {
                 "must be 3 to 32 letters or digits, as the WeChat console requires",
             ));
         }
-        let crypto = match env.opt(&var("AES_KEY")) {
+        let aes_key = env.opt(&var("AES_KEY")).map(|k| Secret::new(k.trim()));
+        let crypto = match &aes_key {
             None => None,
             Some(k) => Some(
-                MessageCrypto::new(k.trim(), &appid)
+                MessageCrypto::new(k.expose(), &appid)
                     .map_err(|e| ConfigError::new(&var("AES_KEY"), e.to_string()))?,
             ),
         };
@@ -292,6 +295,7 @@ impl Config {
             appid,
             secret,
             token: Secret::new(token),
+            aes_key,
             crypto,
         }))
     }
@@ -451,6 +455,9 @@ impl Config {
         for app in [&self.mp, &self.oa].into_iter().flatten() {
             out.push(app.secret.expose().to_owned());
             out.push(app.token.expose().to_owned());
+            if let Some(k) = &app.aes_key {
+                out.push(k.expose().to_owned());
+            }
         }
         if let Some(im) = &self.im {
             out.push(im.secret_key.expose().to_owned());
@@ -572,6 +579,14 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cr3t-value") && !dbg.contains("wxpushtoken2024"));
         assert!(!dbg.contains("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"));
+        let secrets = c.secrets();
+        for s in [
+            "s3cr3t-value",
+            "wxpushtoken2024",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        ] {
+            assert!(secrets.iter().any(|x| x == s), "secrets() lists {s}");
+        }
     }
 
     #[test]

@@ -184,3 +184,51 @@ async fn a_repeated_im_callback_counts_as_a_dedupe_hit() {
     );
     assert_eq!(w.sends().len(), 1);
 }
+
+#[tokio::test]
+async fn an_expired_admin_usersig_is_regenerated_on_70001_and_the_call_succeeds() {
+    for b in BACKENDS {
+        const QUERY: &str = "/v4/openim/query_online_status";
+        let w = World::new(Options::new(b).at(T0).set("NOTIFY_DEBOUNCE_SECS", "300")).await;
+        w.bind(CUSTOMER, MP_OPENID).await;
+        w.accept(MP_OPENID, TEMPLATE).await;
+        w.accept(MP_OPENID, TEMPLATE).await;
+        // No presence record: every dispatch asks IM, with the cached admin UserSig.
+        w.im.set_online(CUSTOMER, "PushOnline");
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "one"))
+            .await;
+        assert_eq!(w.sends().len(), 1, "{b:?}");
+        // IM now refuses the cached sig as expired, once.
+        w.advance(400);
+        w.im.script(
+            QUERY,
+            vec![local::standin::Scripted::Json(json!({
+                "ActionStatus": "FAIL", "ErrorCode": 70001, "ErrorInfo": "UserSig expired"
+            }))],
+        );
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "two"))
+            .await;
+        let q = w.im.requests(QUERY);
+        assert_eq!(q.len(), 3, "{b:?}: the refused call and its one retry");
+        let sig = |i: usize| q[i].query("usersig").unwrap().to_owned();
+        assert_eq!(sig(1), sig(0), "{b:?}: the cached sig was used first");
+        assert_ne!(sig(2), sig(1), "{b:?}: then a regenerated one");
+        let im = w.app.config.im.as_ref().unwrap();
+        let info = common::im::usersig::verify(
+            im.sdkappid,
+            im.secret_key.expose(),
+            &sig(2),
+            &im.admin_user,
+            w.now(),
+        )
+        .unwrap();
+        assert_eq!(info.time, w.now(), "{b:?}: issued now");
+        // The call succeeded: the presence answer was used and the notification went out.
+        assert_eq!(w.sends().len(), 2, "{b:?}");
+        let items = w.outbox_of("notify").await;
+        assert!(
+            items.iter().all(|i| i.s("status") == Some("sent")),
+            "{b:?}: {items:?}"
+        );
+    }
+}

@@ -165,6 +165,11 @@ pub struct Config {
     pub http_timeout_ms: u64,
     pub outbox_retention_secs: i64,
     pub admin_token: Option<Secret>,
+    /// How long an outbox item may stay unfinished before the sweep re-drives it (the delay of
+    /// the watch record written with every queued item).
+    pub sweep_stale_secs: i64,
+    /// How often `wxim serve` runs the sweep (0: never); in AWS the template's schedule does.
+    pub sweep_interval_secs: u64,
 }
 
 pub const DEFAULT_WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
@@ -254,6 +259,8 @@ impl Config {
                 365 * 86_400,
             )?,
             admin_token: env.opt("WXIM_ADMIN_TOKEN").map(Secret::new),
+            sweep_stale_secs: env.int("SWEEP_STALE_SECS", 600, 120, 86_400)?,
+            sweep_interval_secs: env.int("SWEEP_INTERVAL_SECS", 60, 0, 3_600)? as u64,
         })
     }
 

@@ -152,6 +152,12 @@ async fn subscribe_outcome(
         SendOutcome::Retry { reason, after_secs } => {
             retry_or_fail(app, item, &reason, after_secs).await
         }
+        SendOutcome::Parked { reason, until } => {
+            crate::due::park(app, std::slice::from_ref(item), &reason, until).await
+        }
+        SendOutcome::MaybeSent { reason } => {
+            end(app, item, Status::Failed, Some(&reason), vec![]).await
+        }
     }
 }
 
@@ -344,6 +350,7 @@ async fn undeliverable(app: &App, item: &Item, why: &str) -> Result<Delivery, St
         now,
     )];
     ws.extend(notice_write(app, item, why));
+    crate::due::watch_new(app, &mut ws);
     app.store.transact(ws).await?;
     obs::metric("CustomerServiceUndeliverable", &[("Reason", why)], 1.0);
     info!(outbox_id = %outbox::id_of(item), decision = "undeliverable", reason = %why);
@@ -352,7 +359,7 @@ async fn undeliverable(app: &App, item: &Item, why: &str) -> Result<Delivery, St
 
 async fn queue_notice(app: &App, item: &Item, why: &str) -> Result<(), StoreError> {
     if let Some(w) = notice_write(app, item, why) {
-        match app.store.write(w).await {
+        match app.store.transact(crate::due::with_watch(app, w)).await {
             Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
             Err(e) => return Err(e),
         }

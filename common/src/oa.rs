@@ -285,7 +285,7 @@ pub async fn on_im_message(
             ("text", Attr::from(text)),
         ],
     );
-    match app.store.write(w).await {
+    match app.store.transact(crate::due::with_watch(app, w)).await {
         Ok(_) => {
             obs::metric("AgentRepliesQueued", &[], 1.0);
             Ok(Some("agent_reply_queued"))

@@ -4,6 +4,7 @@
 
 use crate::app::App;
 use crate::bindings;
+use crate::due;
 use crate::im::callback::C2cMessage;
 use crate::ledger;
 use crate::obs;
@@ -78,8 +79,10 @@ async fn decide(app: &App, msg: &C2cMessage) -> Result<Decision, StoreError> {
         now,
         app.config.outbox_retention_secs,
     );
-    match store.write(w).await {
-        Ok(_) => Ok(Decision::Queued { id }),
+    // The watch record rides in the same request: the sweep re-drives the item if the stream
+    // never delivers it.
+    match store.transact(due::with_watch(app, w)).await {
+        Ok(()) => Ok(Decision::Queued { id }),
         Err(StoreError::ConditionFailed { .. }) => Ok(Decision::Skipped("duplicate_callback")),
         Err(e) => Err(e),
     }

@@ -1,6 +1,7 @@
 //! All end-to-end tests in one binary: each links the whole stack (AWS SDK, SQLite, reqwest),
 //! and one link instead of many keeps the test build fast on 2 cores.
 
+mod deferred;
 mod im_callback;
 mod notify;
 mod oa;

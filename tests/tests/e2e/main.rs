@@ -6,5 +6,6 @@ mod im_callback;
 mod notify;
 mod oa;
 mod sample_events;
+mod secrets;
 mod store_conformance;
 mod wechat_vectors;

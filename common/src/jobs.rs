@@ -316,9 +316,11 @@ async fn fallback(app: &App, item: &Item, why: &str) -> Result<Option<Delivery>,
     let reason = format!("fallback_subscribe after {why}");
     match subscribe_outcome(app, item, AppKind::Oa, &body, Some(&reason)).await? {
         Delivery::Done => {
-            // The fallback itself may have ended skipped/failed: tell the agent in that case.
+            // The fallback itself may have ended skipped/failed: tell the agent in that case
+            // (a fallback parked until the daily quota resets has not ended).
             let now = outbox::get(&*app.store, outbox::id_of(item)).await?;
-            if now.as_ref().and_then(|i| i.s("status")) != Some(Status::Sent.as_str()) {
+            let status = now.as_ref().and_then(|i| i.s("status")).unwrap_or("");
+            if status != Status::Sent.as_str() && !Status::is_open(status) {
                 queue_notice(app, item, why).await?;
             }
             Ok(Some(Delivery::Done))

@@ -495,3 +495,61 @@ async fn the_scheduled_event_runs_the_sweep() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn an_agent_reply_whose_fallback_hits_the_daily_quota_waits_without_alarming_the_agent() {
+    const CUSTOM: &str = "/cgi-bin/message/custom/send";
+    const BIZSEND: &str = "/cgi-bin/message/subscribe/bizsend";
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    let push = |inner: &str| {
+        let xml = format!(
+            "<xml><ToUserName><![CDATA[{OA_GH}]]></ToUserName><FromUserName><![CDATA[oFan]]></FromUserName><CreateTime>{}</CreateTime>{inner}</xml>",
+            w.now()
+        );
+        let w = &w;
+        async move {
+            let r = w
+                .push(
+                    common::config::AppKind::Oa,
+                    &xml,
+                    common::wechat::push::Delivery::Safe,
+                )
+                .await;
+            assert_eq!(r.status, 200);
+        }
+    };
+    push("<MsgType>event</MsgType><Event>subscribe</Event>").await;
+    push("<MsgType>event</MsgType><Event>subscribe_msg_popup_event</Event><SubscribeMsgPopupEvent><List><TemplateId>oa_reply_waiting_T0001</TemplateId><SubscribeStatusString>accept</SubscribeStatusString><PopupScene>2</PopupScene></List></SubscribeMsgPopupEvent>").await;
+    w.wechat.script(
+        CUSTOM,
+        vec![Scripted::Json(
+            json!({"errcode": 45015, "errmsg": "response out of time limit"}),
+        )],
+    );
+    w.wechat.script(
+        BIZSEND,
+        vec![Scripted::Json(
+            json!({"errcode": 45009, "errmsg": "reach max api daily quota limit"}),
+        )],
+    );
+    let mut m = w.c2c("agent_alice", "oFan", "明天见");
+    m["From_Account"] = json!("agent_alice");
+    w.im("C2C.CallbackAfterSendMsg", m).await;
+    let kf = &w.outbox_of("kf").await[0];
+    assert_eq!(
+        (kf.s("status"), kf.n("not_before")),
+        (Some("queued"), Some(1_700_064_300)),
+        "parked"
+    );
+    assert!(
+        w.outbox_of("agent_notice").await.is_empty(),
+        "nothing was given up, so the agent is not told it was"
+    );
+    // The next day the reply goes again (the follower has written since, say: the window is
+    // open again, and the customer-service message goes through).
+    w.advance(1_700_064_300 + 90 - T0);
+    w.sweep().await;
+    let kf = &w.outbox_of("kf").await[0];
+    assert_eq!(kf.s("status"), Some("sent"), "{kf:?}");
+    assert_eq!(w.wechat.count(CUSTOM), 2);
+}

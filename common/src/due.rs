@@ -35,10 +35,17 @@
 //!   the stream delivers it like any other; while a hold is still on, it moves to the hold's end.
 //!
 //! Everything is idempotent (claims, conditional puts), so two sweeps at once, or a sweep and the
-//! stream, only duplicate reads. A run stops after [`BUDGET`] or [`MAX_MINUTES_PER_RUN`] and the
-//! next one continues from the cursor; a first run ever looks back [`FIRST_LOOKBACK_MINUTES`].
-//! The webhooks' round trips do not change: each record rides in a transaction the webhook
-//! already makes (an IM callback's single put becomes a two-item transaction).
+//! stream, duplicate some work but never a send. A run starts no new work after [`BUDGET`] (what
+//! it had no time to re-drive is rescheduled a minute later) or [`MAX_MINUTES_PER_RUN`], and the
+//! next one continues from the cursor; a first run ever looks back [`FIRST_LOOKBACK_MINUTES`]. A
+//! store failure stops a run where it is: nothing is marked done that was not.
+//!
+//! The webhooks' round trips do not change: each record rides in a request the webhook already
+//! makes (an IM callback's single put becomes a two-item transaction).
+//!
+//! Configuration: `SWEEP_STALE_SECS` (default 600) is the watch delay; the schedule is the
+//! template's `SweepSchedule` parameter; `SWEEP_INTERVAL_SECS` (default 60, 0 = off) paces
+//! `wxim serve`.
 
 use std::time::{Duration, Instant};
 
@@ -64,10 +71,13 @@ pub const SETTLE_SECS: i64 = 30;
 pub const FIRST_LOOKBACK_MINUTES: i64 = 60;
 /// A run walks at most a day of minutes; a longer backlog takes several runs.
 pub const MAX_MINUTES_PER_RUN: i64 = 24 * 60;
-/// A run starts no new work after this long, well inside the function's 60 s timeout.
-pub const BUDGET: Duration = Duration::from_secs(30);
-/// Items re-driven per dispatch run (one merged notification per recipient among them).
-const REDRIVE_CHUNK: usize = 25;
+/// A run starts no new work after this long: with the slowest re-drive batch after it (a few
+/// sends at `HTTP_TIMEOUT_MS` each) it still ends inside the function's 60 s timeout.
+pub const BUDGET: Duration = Duration::from_secs(20);
+/// Records handled between two looks at the budget.
+const RECORD_CHUNK: usize = 25;
+/// Recipients (or other jobs) per dispatch run, so one run cannot outlast the budget by much.
+const REDRIVE_GROUPS: usize = 4;
 /// Records whose items are read at once.
 const READ_CONCURRENCY: usize = 16;
 
@@ -340,11 +350,11 @@ async fn sweep_minute(
         records.retain(|r| r.sk.as_str() > a);
     }
     let mut done: Option<String> = after.map(str::to_owned);
-    for chunk in records.chunks(REDRIVE_CHUNK) {
+    for chunk in records.chunks(RECORD_CHUNK) {
         if started.elapsed() >= BUDGET {
             return Ok(Some(done));
         }
-        process(app, chunk, now, report).await?;
+        process(app, chunk, now, started, report).await?;
         done = chunk.last().map(|r| r.sk.clone());
     }
     Ok(None)
@@ -357,10 +367,7 @@ enum Next {
     CheckAt(i64),
 }
 
-fn next_for(item: Option<&Item>, now: i64) -> Next {
-    let Some(item) = item else {
-        return Next::Nothing;
-    };
+fn next_for(item: &Item, now: i64) -> Next {
     let status = item.s("status").unwrap_or("");
     if !Status::is_open(status) {
         return Next::Nothing;
@@ -384,6 +391,7 @@ async fn process(
     app: &App,
     records: &[Item],
     now: i64,
+    started: Instant,
     report: &mut Report,
 ) -> Result<(), StoreError> {
     report.records += records.len();
@@ -397,25 +405,49 @@ async fn process(
         }
     }
     let items = read_items(app, &ids).await?;
-    let mut redrive = vec![];
+    // Items to re-drive, grouped as the dispatcher merges them (a recipient's notifications
+    // together), so that a batch boundary never splits a merge.
+    let mut groups: Vec<(String, Vec<String>)> = vec![];
     for (id, item) in ids.iter().zip(&items) {
-        match next_for(item.as_ref(), now) {
+        // Gone (expired): nothing left to do.
+        let Some(item) = item else { continue };
+        match next_for(item, now) {
             Next::Nothing => {}
-            Next::Redrive => redrive.push(id.clone()),
+            Next::Redrive => {
+                let key = match item.s("kind") {
+                    Some(k) if k == Kind::Notify.as_str() => {
+                        format!("notify#{}", item.s("recipient").unwrap_or(""))
+                    }
+                    _ => format!("job#{id}"),
+                };
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, g)) => g.push(id.clone()),
+                    None => groups.push((key, vec![id.clone()])),
+                }
+            }
             Next::CheckAt(t) => {
                 app.store.write(due(id, t, RETRY, retention)).await?;
                 report.rescheduled += 1;
             }
         }
     }
-    if !redrive.is_empty() {
+    for batch in groups.chunks(REDRIVE_GROUPS) {
+        let ids: Vec<String> = batch.iter().flat_map(|(_, g)| g.iter().cloned()).collect();
+        if started.elapsed() >= BUDGET {
+            // No time left in this run: the next one takes them.
+            for id in &ids {
+                app.store.write(due(id, now + 60, RETRY, retention)).await?;
+                report.rescheduled += 1;
+            }
+            continue;
+        }
         info!(
             decision = "redrive",
-            count = redrive.len(),
+            count = ids.len(),
             "unfinished outbox items"
         );
-        report.redriven += redrive.len();
-        for r in dispatch::run(app, &redrive).await {
+        report.redriven += ids.len();
+        for r in dispatch::run(app, &ids).await {
             app.store
                 .write(due(&r.id, r.not_before.max(now + 1), RETRY, retention))
                 .await?;

@@ -45,7 +45,9 @@
 //!
 //! Configuration: `SWEEP_STALE_SECS` (default 600) is the watch delay; the schedule is the
 //! template's `SweepSchedule` parameter; `SWEEP_INTERVAL_SECS` (default 60, 0 = off) paces
-//! `wxim serve`.
+//! `wxim serve`. Items no due record points at (queued before watch records existed) are
+//! found by [`rescan`] (`wxim sweep --scan-outbox`), an operator's one-off that reads the whole
+//! outbox.
 
 use std::time::{Duration, Instant};
 
@@ -330,6 +332,36 @@ pub async fn sweep(app: &App) -> Result<Report, StoreError> {
         obs::metric("SweepRecords", &[], report.records as f64);
     }
     result.map(|()| report)
+}
+
+/// The operator's safety net (`wxim sweep --scan-outbox`): every unfinished outbox item is
+/// treated as if its watch record were due now, whatever its due records say. For items queued
+/// before watch records existed, or after due records were lost; it reads the whole outbox
+/// table (a `Scan`), so it is not part of the scheduled sweep.
+pub async fn rescan(app: &App) -> Result<Report, StoreError> {
+    let started = Instant::now();
+    let now = app.now();
+    let records: Vec<Item> = app
+        .store
+        .scan(Table::Outbox)
+        .await?
+        .into_iter()
+        .filter(|i| Status::is_open(i.s("status").unwrap_or("")))
+        .map(|i| Item::new("scan", outbox::id_of(&i)).with("why", WATCH))
+        .collect();
+    let mut report = Report::default();
+    for chunk in records.chunks(RECORD_CHUNK) {
+        process(app, chunk, now, started, &mut report).await?;
+    }
+    report.cursor = "outbox scan".into();
+    report.caught_up = true;
+    info!(
+        decision = "rescanned",
+        records = report.records,
+        redriven = report.redriven,
+        rescheduled = report.rescheduled
+    );
+    Ok(report)
 }
 
 /// Sweeps one minute from after `after`; `Ok(None)` when the minute is done, `Ok(Some(sk))`

@@ -37,7 +37,12 @@ enum Cmd {
     },
     /// Run one sweep of deferred work now (what the schedule runs in AWS): follow-ups of held
     /// notifications, parked sends whose time has come, outbox items the stream lost.
-    Sweep,
+    Sweep {
+        /// Instead, read the whole outbox (a DynamoDB Scan) and re-drive every unfinished item,
+        /// whether or not a due record points at it (items queued before watch records existed).
+        #[arg(long)]
+        scan_outbox: bool,
+    },
     /// Inspect the store.
     State {
         #[command(subcommand)]
@@ -381,9 +386,13 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             sweeper.abort();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Sweep => {
+        Cmd::Sweep { scan_outbox } => {
             let app = wiring::app(wiring::config()?).await?;
-            let report = local::routes::sweep(&app).await?;
+            let report = if scan_outbox {
+                local::routes::rescan(&app).await?
+            } else {
+                local::routes::sweep(&app).await?
+            };
             println!("{}", report.to_json());
             Ok(ExitCode::SUCCESS)
         }

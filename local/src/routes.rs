@@ -107,6 +107,14 @@ pub async fn sweep(app: &App) -> Result<common::due::Report, String> {
     report
 }
 
+/// `wxim sweep --scan-outbox`: every unfinished outbox item re-driven (or rescheduled), found by
+/// reading the whole outbox rather than through due records; then the local stream.
+pub async fn rescan(app: &App) -> Result<common::due::Report, String> {
+    let report = common::due::rescan(app).await.map_err(|e| e.to_string());
+    stream(app).await;
+    report
+}
+
 /// `wxim serve`'s schedule: a sweep every `SWEEP_INTERVAL_SECS` (none when 0).
 pub async fn sweep_every(app: std::sync::Arc<App>) {
     let secs = app.config.sweep_interval_secs;

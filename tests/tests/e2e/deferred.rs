@@ -553,3 +553,43 @@ async fn an_agent_reply_whose_fallback_hits_the_daily_quota_waits_without_alarmi
     assert_eq!(kf.s("status"), Some("sent"), "{kf:?}");
     assert_eq!(w.wechat.count(CUSTOM), 2);
 }
+
+#[tokio::test]
+async fn an_item_without_a_watch_record_is_found_by_the_outbox_scan() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        ready(&w, 1).await;
+        // Queued the way a version without watch records queued it: the item alone.
+        let id = outbox::id_for(&["legacy"]);
+        let m = w.c2c(SELLER, CUSTOMER, "from before the upgrade");
+        w.app
+            .store
+            .write(outbox::enqueue(
+                &id,
+                outbox::Kind::Notify,
+                vec![
+                    ("recipient", CUSTOMER.into()),
+                    ("sender", SELLER.into()),
+                    ("preview", "from before the upgrade".into()),
+                    ("msg_time", m["MsgTime"].as_i64().unwrap().into()),
+                    ("app", "mp".into()),
+                    ("openid", MP_OPENID.into()),
+                    ("template_id", TEMPLATE.into()),
+                ],
+                w.now(),
+                86_400 * 30,
+            ))
+            .await
+            .unwrap();
+        w.advance(3600);
+        w.sweep_only().await;
+        assert!(w.sends().is_empty(), "{b:?}: no due record points at it");
+        let report = common::due::rescan(&w.app).await.unwrap();
+        assert_eq!(report.redriven, 1, "{b:?}: {report:?}");
+        assert_eq!(w.sends().len(), 1, "{b:?}");
+        assert_eq!(item(&w, &id).await.s("status"), Some("sent"), "{b:?}");
+        // Nothing unfinished is left: a second scan does nothing.
+        let report = common::due::rescan(&w.app).await.unwrap();
+        assert_eq!((report.records, report.redriven), (0, 0), "{b:?}");
+    }
+}

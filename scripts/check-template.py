@@ -93,7 +93,7 @@ DYNAMODB = {
         _S: {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"},
     },
     "AdminNotifyFunction": {
-        _S: {"GetItem", "Query"},
+        _S: {"GetItem", "Query", "PutItem"},
         _O: {"GetItem", "PutItem", "ConditionCheckItem"},
     },
 }
@@ -272,6 +272,41 @@ def check_translated(cfn: dict[str, Any]) -> None:
     ]
     if [(s.get("Properties") or {}).get("StageName") for s in stages] != ["$default"]:
         fail("HttpApi must have exactly one stage, named $default (no stage prefix in URLs)")
+
+    # The sweep: an EventBridge schedule invoking notify-dispatch with {"action":"sweep"}
+    rules = [
+        r.get("Properties") or {} for r in res.values()
+        if r.get("Type") == "AWS::Events::Rule"
+        and any(
+            getatt_target(t.get("Arn")) == "NotifyDispatchFunction"
+            for t in ((r.get("Properties") or {}).get("Targets") or [])
+        )
+    ]
+    if len(rules) != 1:
+        fail(f"NotifyDispatchFunction has {len(rules)} schedules, expected 1 (the sweep)")
+    for rule in rules:
+        if rule.get("ScheduleExpression") != {"Ref": "SweepSchedule"}:
+            fail(f"the sweep's ScheduleExpression is {rule.get('ScheduleExpression')!r}, expected !Ref SweepSchedule")
+        if rule.get("State", "ENABLED") != "ENABLED":
+            fail("the sweep's schedule must be enabled")
+        inputs = []
+        for t in rule.get("Targets") or []:
+            try:
+                inputs.append(json.loads(t.get("Input", "")))
+            except (TypeError, ValueError):
+                inputs.append(t.get("Input"))
+        if inputs != [{"action": "sweep"}]:
+            fail(f"the sweep's target input is {inputs}, expected [{{\"action\": \"sweep\"}}]")
+    perms = [
+        r.get("Properties") or {} for r in res.values()
+        if r.get("Type") == "AWS::Lambda::Permission"
+        and (r.get("Properties") or {}).get("Principal") == "events.amazonaws.com"
+    ]
+    if not any(p.get("FunctionName") == {"Ref": "NotifyDispatchFunction"} for p in perms):
+        fail("EventBridge is not allowed to invoke NotifyDispatchFunction (AWS::Lambda::Permission)")
+    params = cfn.get("Parameters") or {}
+    if (params.get("SweepSchedule") or {}).get("Default") != "rate(1 minute)":
+        fail("parameter SweepSchedule must default to rate(1 minute)")
 
     # Outbox stream -> notify-dispatch
     esms = [
@@ -473,7 +508,7 @@ def main() -> int:
     n_iam = sum(1 for _, a in ROUTES.values() if a)
     print(
         f"check-template: OK {src.name}: {len(FUNCTIONS)} functions, {len(ROUTES)} routes "
-        f"({n_iam} AWS_IAM), outbox stream INSERT-only with DLQ, least-privilege roles; "
+        f"({n_iam} AWS_IAM), outbox stream INSERT-only with DLQ, sweep schedule, least-privilege roles; "
         f"SAM transform -> {n_res} CloudFormation resources, cfn-lint clean"
     )
     return 0

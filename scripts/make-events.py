@@ -503,6 +503,22 @@ def build_im():
          "The outbox stream's INSERT record for the item c2c-after-send-offline.json queues (setup runs that "
          "callback's handler alone, without the local dispatch): the subscribe message is sent, no retry requested.")
 
+    # The schedule: what EventBridge sends notify-dispatch every minute (the template's schedule
+    # sends {"action":"sweep"} as its input instead; both run the sweep).
+    scheduled = {"version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+                 "source": "aws.events", "account": "123456789012", "time": "2023-11-14T22:13:20Z",
+                 "region": "ap-east-1",
+                 "resources": ["arn:aws:events:ap-east-1:123456789012:rule/wxim-bridge-NotifyDispatchFunctionSweep"],
+                 "detail": {}}
+    case("notify-dispatch/scheduled-sweep.json", scheduled,
+         {"function": "notify-dispatch",
+          "body": '{"caught_up":true,"cursor":"202311142212","followups":0,"minutes":60,"records":0,'
+                  '"redriven":0,"rescheduled":0}',
+          "outbox": [], "sends": 0},
+         "The scheduled sweep of deferred work on an empty store: a first sweep looks back an hour of due "
+         "records (follow-ups of held notifications, parked sends, outbox items the stream lost), finds none, "
+         "and leaves its cursor at the first minute not yet over by 30 s.")
+
 
 LOGIN_CODE = "0c3Sample0LoginCode0CustomerLin1"  # local/src/sample.rs LOGIN_CODES
 NEW_PHONE_CODE = "0c3Sample0LoginCode0NewPhone0002"
@@ -616,7 +632,7 @@ def write_readme():
     lines = [
         "# Sample events",
         "",
-        "One API Gateway (HTTP API, payload v2) event per case, or a DynamoDB Stream event for",
+        "One API Gateway (HTTP API, payload v2) event per case, or a DynamoDB Stream or scheduled event for",
         "`notify-dispatch`. Every file is signed for the sample configuration below (`sample.env`), and",
         "`expected.json` records what each produces; `cargo test` checks every file against it.",
         "Regenerate everything with `python3 scripts/make-events.py` (after `cargo build -p wxim-local`).",

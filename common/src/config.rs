@@ -90,6 +90,8 @@ pub struct WechatApp {
     pub appid: String,
     pub secret: Secret,
     pub token: Secret,
+    /// The EncodingAESKey as configured; kept only so that the log tests can look for it.
+    pub aes_key: Option<Secret>,
     /// Present when an EncodingAESKey is configured (compatible and safe modes).
     pub crypto: Option<MessageCrypto>,
     /// Whether a push without `encrypt_type=aes` is accepted. Without an AES key that is the only
@@ -171,6 +173,11 @@ pub struct Config {
     pub http_timeout_ms: u64,
     pub outbox_retention_secs: i64,
     pub admin_token: Option<Secret>,
+    /// How long an outbox item may stay unfinished before the sweep re-drives it (the delay of
+    /// the watch record written with every queued item).
+    pub sweep_stale_secs: i64,
+    /// How often `wxim serve` runs the sweep (0: never); in AWS the template's schedule does.
+    pub sweep_interval_secs: u64,
 }
 
 pub const DEFAULT_WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
@@ -264,6 +271,8 @@ impl Config {
                 365 * 86_400,
             )?,
             admin_token: env.opt("WXIM_ADMIN_TOKEN").map(Secret::new),
+            sweep_stale_secs: env.int("SWEEP_STALE_SECS", 600, 120, 86_400)?,
+            sweep_interval_secs: env.int("SWEEP_INTERVAL_SECS", 60, 0, 3_600)? as u64,
         })
     }
 
@@ -292,10 +301,11 @@ impl Config {
                 "must be 3 to 32 letters or digits, as the WeChat console requires",
             ));
         }
-        let crypto = match env.opt(&var("AES_KEY")) {
+        let aes_key = env.opt(&var("AES_KEY")).map(|k| Secret::new(k.trim()));
+        let crypto = match &aes_key {
             None => None,
             Some(k) => Some(
-                MessageCrypto::new(k.trim(), &appid)
+                MessageCrypto::new(k.expose(), &appid)
                     .map_err(|e| ConfigError::new(&var("AES_KEY"), e.to_string()))?,
             ),
         };
@@ -315,6 +325,7 @@ impl Config {
             appid,
             secret,
             token: Secret::new(token),
+            aes_key,
             crypto,
             allow_plaintext,
         }))
@@ -483,6 +494,9 @@ impl Config {
         for app in [&self.mp, &self.oa].into_iter().flatten() {
             out.push(app.secret.expose().to_owned());
             out.push(app.token.expose().to_owned());
+            if let Some(k) = &app.aes_key {
+                out.push(k.expose().to_owned());
+            }
         }
         if let Some(im) = &self.im {
             out.push(im.secret_key.expose().to_owned());
@@ -604,6 +618,14 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cr3t-value") && !dbg.contains("wxpushtoken2024"));
         assert!(!dbg.contains("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"));
+        let secrets = c.secrets();
+        for s in [
+            "s3cr3t-value",
+            "wxpushtoken2024",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        ] {
+            assert!(secrets.iter().any(|x| x == s), "secrets() lists {s}");
+        }
     }
 
     #[test]

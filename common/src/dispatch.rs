@@ -1,6 +1,13 @@
-//! The dispatcher: takes outbox items (from the DynamoDB Stream in Lambda, from the store locally),
-//! claims each, performs it, and reports which must be retried. Notifications for the same
-//! recipient in one batch are delivered together, as one merged message.
+//! The dispatcher: takes outbox items (from the DynamoDB Stream in Lambda, from the store locally,
+//! from due records in the sweep), claims each, performs it, and reports which must be retried.
+//! Notifications for the same recipient in one batch are delivered together, as one merged
+//! message.
+//!
+//! A claim that is refused says nothing by itself, so the item is read: an ended item was
+//! handled already; a parked one (`not_before` ahead) belongs to the sweep now; anything else is
+//! still being sent by another dispatcher — or by one that crashed or timed out, whose claim
+//! becomes retakable after [`outbox::CLAIM_SECS`]. That last case is a retry, never a drop: the
+//! stream redelivers the record (after a pause) until the claim can be retaken or the item ends.
 
 use std::time::Duration;
 
@@ -9,14 +16,27 @@ use tracing::{Instrument, info, warn};
 
 use crate::app::App;
 use crate::notify::deliver;
-use crate::outbox::{self, Delivery, Kind, Status};
+use crate::outbox::{self, CLAIM_SECS, Delivery, Kind, Status};
 use crate::store::{Item, StoreError};
+
+/// The longest pause before a Lambda invocation returns, so it always returns in time.
+const MAX_PAUSE_MS: u64 = 20_000;
 
 /// A stream record pointing at an outbox item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub id: String,
     pub sequence: String,
+}
+
+/// An item to try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    pub id: String,
+    /// How long the stream pauses before the redelivery (the backoff).
+    pub pause_ms: u64,
+    /// The earliest time another attempt makes sense (when the sweep schedules it).
+    pub not_before: i64,
 }
 
 /// Reads the outbox ids of the INSERT records of a DynamoDB Stream event (the event source
@@ -50,7 +70,42 @@ pub fn batch_response(failed: &[Record]) -> Value {
     })
 }
 
-/// Handles one stream event; the handler the notify-dispatch function runs.
+/// Whether an invocation is the scheduled sweep (EventBridge's scheduled event, or the input the
+/// template's schedule sends) rather than a stream batch.
+pub fn is_sweep(event: &Value) -> bool {
+    event["action"] == "sweep" || event["detail-type"] == "Scheduled Event"
+}
+
+/// The notify-dispatch function: a stream batch, or the scheduled sweep.
+pub async fn handle(event: &Value, app: &App, request_id: &str) -> Value {
+    if event["Records"].is_array() {
+        return stream(event, app, request_id).await;
+    }
+    let span =
+        tracing::info_span!("request", request_id = %request_id, function = "notify-dispatch");
+    async {
+        if !is_sweep(event) {
+            warn!(
+                decision = "ignored",
+                reason = "unknown_event",
+                "neither a stream batch nor the scheduled sweep"
+            );
+            return json!({ "error": "unknown_event" });
+        }
+        match crate::due::sweep(app).await {
+            Ok(report) => report.to_json(),
+            // The next scheduled run starts where this one stopped.
+            Err(e) => {
+                warn!(decision = "sweep_incomplete", reason = %e, "store failure during the sweep");
+                json!({ "error": "store_unavailable" })
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Handles one stream event.
 pub async fn stream(event: &Value, app: &App, request_id: &str) -> Value {
     let span =
         tracing::info_span!("request", request_id = %request_id, function = "notify-dispatch");
@@ -58,29 +113,41 @@ pub async fn stream(event: &Value, app: &App, request_id: &str) -> Value {
         let recs = records(event);
         let ids: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
         let retry = run(app, &ids).await;
-        let failed: Vec<Record> = recs.into_iter().filter(|r| retry.contains(&r.id)).collect();
+        pause(&retry).await;
+        let failed: Vec<Record> = recs
+            .into_iter()
+            .filter(|r| retry.iter().any(|x| x.id == r.id))
+            .collect();
         batch_response(&failed)
     }
     .instrument(span)
     .await
 }
 
-/// Performs the given items; returns the ids to retry. Pauses before returning when a retry is
-/// due, so that the stream's immediate redelivery comes after a backoff.
-pub async fn run(app: &App, ids: &[String]) -> Vec<String> {
+/// Waits out the longest backoff among the retries, so that the stream's immediate
+/// redelivery (or the local runner's next round) comes after it.
+pub async fn pause(retry: &[Retry]) {
+    let ms = retry.iter().map(|r| r.pause_ms).max().unwrap_or(0);
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Performs the given items; returns those to retry, with their backoff.
+pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
+    let now = app.now();
     let mut claimed: Vec<Item> = vec![];
-    let mut retry: Vec<String> = vec![];
+    let mut retry: Vec<Retry> = vec![];
     for id in ids {
-        match outbox::claim(&*app.store, id, app.now()).await {
+        match outbox::claim(&*app.store, id, now).await {
             Ok(Some(item)) => claimed.push(item),
-            Ok(None) => info!(outbox_id = %id, decision = "already_handled"),
+            Ok(None) => retry.extend(refused(app, id, now).await),
             Err(e) => {
                 warn!(outbox_id = %id, decision = "retry_later", reason = %e);
-                retry.push(id.clone());
+                retry.push(store_retry(app, id, now));
             }
         }
     }
-    let mut pause = 0u64;
     let mut done = vec![false; claimed.len()];
     for i in 0..claimed.len() {
         if done[i] {
@@ -116,20 +183,85 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<String> {
                     .filter_map(|i| i.n("attempts"))
                     .max()
                     .unwrap_or(1);
-                pause = pause.max(backoff_ms(app, attempts, after_secs));
-                retry.extend(ids);
+                let pause_ms = backoff_ms(app, attempts, after_secs);
+                let wait = (after_secs as i64)
+                    .max(pause_ms.div_ceil(1000) as i64)
+                    .max(1);
+                retry.extend(ids.map(|id| Retry {
+                    id,
+                    pause_ms,
+                    not_before: now + wait,
+                }));
             }
             Err(e) => {
-                // The store failed mid-way: the claim stays and is retaken after CLAIM_SECS.
+                // The store failed mid-way: the claim stays, and is retaken once it is stale.
                 warn!(decision = "retry_later", reason = %e, "store failure while dispatching");
-                retry.extend(ids);
+                retry.extend(ids.map(|id| Retry {
+                    id,
+                    pause_ms: backoff_ms(app, 1, 0),
+                    not_before: now + CLAIM_SECS + 1,
+                }));
             }
         }
     }
-    if pause > 0 {
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-    }
     retry
+}
+
+fn store_retry(app: &App, id: &str, now: i64) -> Retry {
+    Retry {
+        id: id.to_owned(),
+        pause_ms: backoff_ms(app, 1, 0),
+        not_before: now + 60,
+    }
+}
+
+/// Why a claim was refused, and whether the item must come back.
+async fn refused(app: &App, id: &str, now: i64) -> Option<Retry> {
+    let item = match outbox::get(&*app.store, id).await {
+        Ok(Some(item)) => item,
+        Ok(None) => {
+            info!(outbox_id = %id, decision = "gone", "no such outbox item (expired)");
+            return None;
+        }
+        Err(e) => {
+            warn!(outbox_id = %id, decision = "retry_later", reason = %e);
+            return Some(store_retry(app, id, now));
+        }
+    };
+    let status = item.s("status").unwrap_or("");
+    if !Status::is_open(status) {
+        info!(outbox_id = %id, decision = "already_handled", status);
+        return None;
+    }
+    let attempts = item.n("attempts").unwrap_or(1);
+    let base = backoff_ms(app, attempts, 0);
+    if status == Status::Queued.as_str() {
+        if let Some(until) = item.n("not_before").filter(|t| *t > now) {
+            info!(outbox_id = %id, decision = "deferred", until, "parked; the sweep re-drives it");
+            return None;
+        }
+        // Released between the claim and this read: simply try again.
+        return Some(Retry {
+            id: id.to_owned(),
+            pause_ms: base,
+            not_before: now + 1,
+        });
+    }
+    let retake_at = item.n("claimed_at").unwrap_or(now) + CLAIM_SECS + 1;
+    // At production pacing, wait (within the invocation's limit) for the claim to expire;
+    // shortened pacing (tests, local runs) keeps the usual backoff.
+    let pause_ms = if app.config.dispatch_backoff_ms >= 1000 {
+        base.max(((retake_at - now).max(0) as u64).saturating_mul(1000))
+            .min(MAX_PAUSE_MS)
+    } else {
+        base
+    };
+    info!(outbox_id = %id, decision = "in_flight", retake_at, "claimed by another dispatcher; retried until it ends or the claim can be retaken");
+    Some(Retry {
+        id: id.to_owned(),
+        pause_ms,
+        not_before: retake_at.max(now + 1),
+    })
 }
 
 /// Exponential backoff from the configured base, at least what WeChat asked for when that is
@@ -140,7 +272,7 @@ fn backoff_ms(app: &App, attempts: i64, after_secs: u64) -> u64 {
     // A WeChat hint (45011: wait a minute) only applies at production pacing; a shortened base
     // (tests, local runs) shortens everything.
     let hinted = if base >= 1000 { after_secs * 1000 } else { 0 };
-    exp.max(hinted).min(20_000)
+    exp.max(hinted).min(MAX_PAUSE_MS)
 }
 
 async fn perform(app: &App, kind: Option<Kind>, items: &[Item]) -> Result<Delivery, StoreError> {
@@ -172,7 +304,7 @@ async fn perform(app: &App, kind: Option<Kind>, items: &[Item]) -> Result<Delive
 pub async fn drain(app: &App, rounds: usize) -> Result<usize, StoreError> {
     let mut handled = 0;
     for _ in 0..rounds {
-        let queued = outbox::queued(&*app.store).await?;
+        let queued = outbox::queued(&*app.store, app.now()).await?;
         if queued.is_empty() {
             break;
         }
@@ -182,7 +314,8 @@ pub async fn drain(app: &App, rounds: usize) -> Result<usize, StoreError> {
             .map(|i| outbox::id_of(i).to_owned())
             .collect();
         let retry = run(app, &ids).await;
-        handled += ids.len() - retry.len();
+        pause(&retry).await;
+        handled += ids.len().saturating_sub(retry.len());
     }
     Ok(handled)
 }

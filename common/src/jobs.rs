@@ -149,6 +149,12 @@ async fn subscribe_outcome(
         SendOutcome::Retry { reason, after_secs } => {
             retry_or_fail(app, item, &reason, after_secs).await
         }
+        SendOutcome::Parked { reason, until } => {
+            crate::due::park(app, std::slice::from_ref(item), &reason, until).await
+        }
+        SendOutcome::MaybeSent { reason } => {
+            end(app, item, Status::Failed, Some(&reason), vec![]).await
+        }
     }
 }
 
@@ -272,10 +278,11 @@ async fn forward_failure(app: &App, item: &Item, e: &ImError) -> Result<Delivery
     let id = outbox::id_of(item);
     let reason = why.reason();
     let (from, to) = (s(item, "from"), s(item, "to"));
-    let ws = vec![
+    let mut ws = vec![
         outbox::finish(id, Status::Failed, Some(&reason), vec![], app.now()),
         oa::forward_notice(app, id, to, from, s(item, "text"), &why),
     ];
+    crate::due::watch_new(app, &mut ws);
     app.store.transact(ws).await?;
     obs::metric("ForwardsFailed", &[("Reason", why.label())], 1.0);
     warn!(outbox_id = %id, kind = s(item, "kind"), decision = "failed", reason = %reason, "agent told");
@@ -312,7 +319,7 @@ async fn delete_account(app: &App, item: &Item, im: &ImApi) -> Result<Delivery, 
             if follower_status(app, user).await?.as_deref() == Some("active") {
                 let id = outbox::id_of(item);
                 let now = app.now();
-                let ws = vec![
+                let mut ws = vec![
                     outbox::finish(
                         id,
                         Status::Sent,
@@ -328,6 +335,7 @@ async fn delete_account(app: &App, item: &Item, im: &ImApi) -> Result<Delivery, 
                         app.config.outbox_retention_secs,
                     ),
                 ];
+                crate::due::watch_new(app, &mut ws);
                 app.store.transact(ws).await?;
                 warn!(outbox_id = %id, decision = "reimport_queued", reason = "follower_active_again");
                 return Ok(Delivery::Done);
@@ -440,8 +448,13 @@ async fn fallback(app: &App, item: &Item, errcode: i64) -> Result<Delivery, Stor
         }
         // Spent by another send since the check above.
         SendOutcome::NoCredit => not_sent(app, item, closed(Fallback::NoCredit)).await,
-        SendOutcome::Failed { reason } => {
+        // A send WeChat may have taken is not retried; the agent hears it may not have arrived.
+        SendOutcome::Failed { reason } | SendOutcome::MaybeSent { reason } => {
             not_sent(app, item, closed(Fallback::Failed(reason))).await
+        }
+        // The daily quota: the reply waits for its reset; nothing has ended, so no notice yet.
+        SendOutcome::Parked { reason, until } => {
+            crate::due::park(app, std::slice::from_ref(item), &reason, until).await
         }
         SendOutcome::Retry { reason, after_secs } => {
             if out_of_attempts(app, item) {
@@ -478,6 +491,7 @@ async fn not_sent(app: &App, item: &Item, why: NotSent) -> Result<Delivery, Stor
     if let Some(agent) = item.s("agent").filter(|a| !a.is_empty()) {
         ws.push(oa::reply_notice(app, id, agent, s(item, "openid"), &why));
     }
+    crate::due::watch_new(app, &mut ws);
     app.store.transact(ws).await?;
     obs::metric(
         "CustomerServiceUndeliverable",

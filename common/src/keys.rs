@@ -67,3 +67,11 @@ pub fn login_code(digest: &str) -> String {
 pub fn outbox(id: &str) -> String {
     format!("out#{id}")
 }
+
+/// Deferred work due in one minute (UTC `yyyymmddhhmm`); the sort key is an outbox id.
+pub fn due(bucket: &str) -> String {
+    format!("due#{bucket}")
+}
+
+/// How far the sweep has got through the due records.
+pub const SWEEP_CURSOR: &str = "sweep#cursor";

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod dedupe;
 pub mod dispatch;
+pub mod due;
 pub mod handlers;
 pub mod http;
 pub mod im;

@@ -354,7 +354,7 @@ pub async fn on_im_message(
             Some("ended") => (NotSent::Unfollowed, "agent_reply_follower_left"),
             _ => (NotSent::NotActive, "agent_reply_no_active_conversation"),
         };
-        let ws = vec![
+        let mut ws = vec![
             outbox::ended(
                 &id,
                 Kind::CustomerService,
@@ -366,6 +366,7 @@ pub async fn on_im_message(
             ),
             reply_notice(app, &id, &msg.from, &msg.to, &why),
         ];
+        crate::due::watch_new(app, &mut ws);
         return match app.store.transact(ws).await {
             Ok(()) => {
                 obs::metric(
@@ -380,7 +381,7 @@ pub async fn on_im_message(
         };
     }
     let w = outbox::enqueue(&id, Kind::CustomerService, attrs, now, retention);
-    match app.store.write(w).await {
+    match app.store.transact(crate::due::with_watch(app, w)).await {
         Ok(_) => {
             obs::metric("AgentRepliesQueued", &[], 1.0);
             Ok(Some("agent_reply_queued"))

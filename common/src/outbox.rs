@@ -5,7 +5,10 @@
 //!
 //! Life of an item: `queued` → `sending` (claimed by one dispatcher; a claim older than
 //! [`CLAIM_SECS`] may be taken over) → `sent` / `skipped` / `failed`, or back to `queued` with
-//! `last_error` for a retry.
+//! `last_error` for a retry. A `queued` item with `not_before` in the future is parked (WeChat's
+//! daily quota): no claim succeeds before then, and the sweep ([`crate::due`]) re-drives it.
+//! Every write that queues an item also puts a watch record for it (same transaction), so an item
+//! the stream never managed to deliver is re-driven by the sweep.
 
 use sha1::{Digest, Sha1};
 
@@ -80,6 +83,11 @@ pub enum Status {
 }
 
 impl Status {
+    /// Whether a stored status is one an item can still leave (it has not ended).
+    pub fn is_open(status: &str) -> bool {
+        status == Status::Queued.as_str() || status == Status::Sending.as_str()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Queued => "queued",
@@ -177,7 +185,10 @@ pub async fn claim(store: &dyn Store, id: &str, now: i64) -> Result<Option<Item>
         ],
     )
     .when(Cond::Or(vec![
-        Cond::eq("status", Status::Queued.as_str()),
+        Cond::And(vec![
+            Cond::eq("status", Status::Queued.as_str()),
+            Cond::Or(vec![Cond::lacks("not_before"), Cond::le("not_before", now)]),
+        ]),
         Cond::And(vec![
             Cond::eq("status", Status::Sending.as_str()),
             Cond::lt("claimed_at", now - CLAIM_SECS),
@@ -225,19 +236,39 @@ pub fn release(id: &str, error: &str, now: i64) -> Write {
             Update::set("last_error", error),
             Update::set("updated_at", now),
             Update::remove("claimed_at"),
+            Update::remove("not_before"),
         ],
     )
     .when(Cond::eq("status", Status::Sending.as_str()))
 }
 
-/// Every job still waiting, oldest first: what the stream would deliver next (the local runner
-/// dispatches these right after a write, as the stream would).
-pub async fn queued(store: &dyn Store) -> Result<Vec<Item>, StoreError> {
+/// Puts a claimed job back, not to be claimed before `until` (WeChat's daily quota is used up).
+pub fn park(id: &str, error: &str, until: i64, now: i64) -> Write {
+    Write::update(
+        Table::Outbox,
+        &keys::outbox(id),
+        keys::ONE,
+        vec![
+            Update::set("status", Status::Queued.as_str()),
+            Update::set("last_error", error),
+            Update::set("not_before", until),
+            Update::set("updated_at", now),
+            Update::remove("claimed_at"),
+        ],
+    )
+    .when(Cond::eq("status", Status::Sending.as_str()))
+}
+
+/// Every job waiting that may be claimed now (parked ones wait for the sweep), oldest first:
+/// what the stream would deliver next (the local runner dispatches these right after a write,
+/// as the stream would).
+pub async fn queued(store: &dyn Store, now: i64) -> Result<Vec<Item>, StoreError> {
     let mut items: Vec<Item> = store
         .scan(Table::Outbox)
         .await?
         .into_iter()
         .filter(|i| i.s("status") == Some(Status::Queued.as_str()))
+        .filter(|i| i.n("not_before").is_none_or(|t| t <= now))
         .collect();
     items.sort_by_key(|i| (i.n("created_at").unwrap_or(0), i.pk.clone()));
     Ok(items)

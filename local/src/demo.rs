@@ -366,7 +366,7 @@ pub async fn run() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     println!(
-        "   notify#{CUSTOMER}: {} waiting; the next notification (after {} s) will say so",
+        "   notify#{CUSTOMER}: {} waiting; when the window ends ({} s after the last notification) the sweep sends one follow-up saying so",
         state.and_then(|s| s.n("pending")).unwrap_or(0),
         d.app
             .config
@@ -374,6 +374,9 @@ pub async fn run() -> Result<(), String> {
             .as_ref()
             .map(|n| n.debounce_secs)
             .unwrap_or(0)
+    );
+    println!(
+        "   (the due#… items below: in AWS the sweep runs every minute on a schedule; locally `wxim serve` runs it, or `wxim sweep` once)"
     );
     println!("   {}", d.ledger_line().await);
 

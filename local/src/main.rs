@@ -35,6 +35,14 @@ enum Cmd {
         #[arg(long, default_value_t = 3000)]
         port: u16,
     },
+    /// Run one sweep of deferred work now (what the schedule runs in AWS): follow-ups of held
+    /// notifications, parked sends whose time has come, outbox items the stream lost.
+    Sweep {
+        /// Instead, read the whole outbox (a DynamoDB Scan) and re-drive every unfinished item,
+        /// whether or not a due record points at it (items queued before watch records existed).
+        #[arg(long)]
+        scan_outbox: bool,
+    },
     /// Inspect the store.
     State {
         #[command(subcommand)]
@@ -390,7 +398,19 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 "wxim serve: listening on http://127.0.0.1:{port} ({})",
                 local::routes::summary(&app.config)
             );
+            let sweeper = tokio::spawn(local::routes::sweep_every(app.clone()));
             httpd::serve(listener, local::routes::handler(app)).await;
+            sweeper.abort();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sweep { scan_outbox } => {
+            let app = wiring::app(wiring::config()?).await?;
+            let report = if scan_outbox {
+                local::routes::rescan(&app).await?
+            } else {
+                local::routes::sweep(&app).await?
+            };
+            println!("{}", report.to_json());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Tables {

@@ -99,6 +99,38 @@ pub async fn stream(app: &App) {
     }
 }
 
+/// One sweep of deferred work (what the schedule runs in AWS), then the local stream over the
+/// follow-ups it queued.
+pub async fn sweep(app: &App) -> Result<common::due::Report, String> {
+    let report = common::due::sweep(app).await.map_err(|e| e.to_string());
+    stream(app).await;
+    report
+}
+
+/// `wxim sweep --scan-outbox`: every unfinished outbox item re-driven (or rescheduled), found by
+/// reading the whole outbox rather than through due records; then the local stream.
+pub async fn rescan(app: &App) -> Result<common::due::Report, String> {
+    let report = common::due::rescan(app).await.map_err(|e| e.to_string());
+    stream(app).await;
+    report
+}
+
+/// `wxim serve`'s schedule: a sweep every `SWEEP_INTERVAL_SECS` (none when 0).
+pub async fn sweep_every(app: std::sync::Arc<App>) {
+    let secs = app.config.sweep_interval_secs;
+    if secs == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep(&app).await {
+            tracing::warn!(decision = "sweep_incomplete", reason = %e, "the next sweep continues");
+        }
+    }
+}
+
 /// A request from the local operator (`wxim notify`): whoever runs `wxim` already holds the
 /// store and the secrets, so they are an authenticated caller of the admin routes.
 pub fn operator_request(method: &str, path: &str) -> Request {
@@ -112,13 +144,19 @@ pub fn operator_request(method: &str, path: &str) -> Request {
 pub async fn invoke(f: Function, raw_event: &str, app: &App) -> Result<String, String> {
     if f == Function::NotifyDispatch {
         let event: serde_json::Value = serde_json::from_str(raw_event)
-            .map_err(|e| format!("not a DynamoDB Stream event: {e}"))?;
-        if event["Records"].as_array().is_none() {
-            return Err("not a DynamoDB Stream event: no Records".into());
+            .map_err(|e| format!("not a DynamoDB Stream or scheduled event: {e}"))?;
+        if event["Records"].is_array() {
+            return Ok(dispatch::stream(&event, app, "local-invoke")
+                .await
+                .to_string());
         }
-        return Ok(dispatch::stream(&event, app, "local-invoke")
-            .await
-            .to_string());
+        if dispatch::is_sweep(&event) {
+            return Ok(sweep(app).await?.to_json().to_string());
+        }
+        return Err(
+            "not a DynamoDB Stream event (no Records) nor the scheduled sweep (detail-type \"Scheduled Event\" or {\"action\":\"sweep\"})"
+                .into(),
+        );
     }
     let req = common::lambda::parse_event(raw_event)?;
     let resp = call(f, &req, app).await;
@@ -149,8 +187,12 @@ pub fn summary(config: &common::config::Config) -> String {
         Some(t) => format!("DynamoDB table {t}"),
         None => format!("embedded store in {}", config.data_dir),
     };
+    let sweep = match config.sweep_interval_secs {
+        0 => "no periodic sweep (SWEEP_INTERVAL_SECS=0; run `wxim sweep`)".to_owned(),
+        n => format!("sweep every {n} s"),
+    };
     format!(
-        "WeChat apps: {}; IM: {}; notifications: {}; {store}; WeChat API {}; {}",
+        "WeChat apps: {}; IM: {}; notifications: {}; {store}; {sweep}; WeChat API {}; {}",
         if apps.is_empty() {
             "none".to_owned()
         } else {

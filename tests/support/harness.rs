@@ -203,6 +203,33 @@ impl World {
         routes::stream(&self.app).await;
     }
 
+    /// One sweep of deferred work (the schedule in AWS), then the local stream over what it
+    /// queued, as `wxim sweep` runs it.
+    pub async fn sweep(&self) -> common::due::Report {
+        routes::sweep(&self.app).await.unwrap()
+    }
+
+    /// The sweep alone, without the local stream after it: for items whose stream records were
+    /// lost (the local stream stand-in would otherwise deliver every queued item itself).
+    pub async fn sweep_only(&self) -> common::due::Report {
+        common::due::sweep(&self.app).await.unwrap()
+    }
+
+    /// The due records (deferred work) in the store, as (minute bucket, outbox id, why).
+    pub async fn due_records(&self) -> Vec<(String, String, String)> {
+        self.app
+            .store
+            .scan(Table::State)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|i| {
+                let bucket = i.pk.strip_prefix("due#")?.to_owned();
+                Some((bucket, i.sk.clone(), i.s("why").unwrap_or("").to_owned()))
+            })
+            .collect()
+    }
+
     pub async fn state_change(&self, user: &str, action: &str, event_time_ms: i64) -> Response {
         self.im(
             "State.StateChange",

@@ -273,8 +273,8 @@ async fn submit(req: &Request, app: &App, caller: &str) -> Response {
         now,
         app.config.outbox_retention_secs,
     );
-    let status = match app.store.write(write).await {
-        Ok(_) => "queued".to_owned(),
+    let status = match app.store.transact(crate::due::with_watch(app, write)).await {
+        Ok(()) => "queued".to_owned(),
         Err(StoreError::ConditionFailed { .. }) => match outbox::get(&*app.store, &id).await {
             Ok(Some(item)) if item.s("fingerprint") == Some(fingerprint.as_str()) => {
                 info!(outbox_id = %id, decision = "idempotent_replay");
@@ -341,6 +341,12 @@ fn view(item: &Item, delivery: Option<&Item>) -> Value {
     });
     if let Some(u) = item.s("user_id") {
         v["to"]["userId"] = json!(u);
+    }
+    // Parked until WeChat's daily quota resets: when the sweep will send it.
+    if item.s("status") == Some("queued")
+        && let Some(t) = item.n("not_before")
+    {
+        v["notBefore"] = json!(t);
     }
     for (attr, field) in [
         ("msgid", "msgid"),

@@ -1,6 +1,7 @@
 //! `POST /im/callback`: IM's third-party callbacks. Authenticated (SdkAppid; Sign/RequestTime when
 //! a token is configured), answered well inside IM's 2 s, and never blocking a message:
-//! `BeforeSendMsg` is always allowed, whatever happens here.
+//! `BeforeSendMsg` (any before-callback) is always answered OK, whatever happens here, even when
+//! the request is refused as unauthenticated or unreadable.
 
 use tracing::{Instrument, info, warn};
 
@@ -8,11 +9,12 @@ use crate::app::App;
 use crate::config::NotifyTrigger;
 use crate::http::{Request, Response};
 use crate::im::callback::{self, Callback, OK_BODY};
-use crate::keys;
+use crate::notify::deliver;
 use crate::notify::policy::{self, Decision};
 use crate::oa;
+use crate::obs;
 use crate::presence;
-use crate::store::{StoreError, Table, Update, Write};
+use crate::store::StoreError;
 
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -29,6 +31,40 @@ fn unavailable(e: &StoreError) -> Response {
     )
 }
 
+/// Whether a refusal must still answer OK: with the console's "block on failure" policy, any
+/// non-OK answer to a before-callback blocks the user's message, and this service never wants to
+/// block one. Nothing is done for such a request beyond logging why it was refused.
+fn never_blocks(command: Option<&str>) -> bool {
+    command.is_some_and(|c| c.contains(".CallbackBefore"))
+}
+
+/// The command a request claims to be: IM puts it in the query; the body's copy is only read
+/// (without acting on anything) when the query lacks it.
+fn claimed_command(req: &Request) -> Option<String> {
+    if let Some(c) = req.query("CallbackCommand").filter(|c| !c.is_empty()) {
+        return Some(c.to_owned());
+    }
+    if req.body.len() > MAX_BODY_BYTES {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&req.body).ok()?;
+    v["CallbackCommand"].as_str().map(str::to_owned)
+}
+
+fn refuse(before: bool, status: u16, code: &str, message: &str) -> Response {
+    if before {
+        warn!(
+            decision = "refused_allowed",
+            reason = code,
+            status,
+            "{message}; answered OK so that IM delivers the message"
+        );
+        return ok();
+    }
+    warn!(decision = "refused", reason = code, status, "{message}");
+    Response::error(status, code, message)
+}
+
 pub async fn callback(req: &Request, app: &App) -> Response {
     let span =
         tracing::info_span!("request", request_id = %req.request_id, function = "im-callback");
@@ -36,24 +72,19 @@ pub async fn callback(req: &Request, app: &App) -> Response {
         if req.method != "POST" {
             return Response::error(405, "method_not_allowed", "use POST");
         }
+        let before = never_blocks(claimed_command(req).as_deref());
         let Some(im) = &app.config.im else {
-            warn!(decision = "refused", reason = "im_not_configured");
-            return Response::error(404, "im_not_configured", "IM is not configured (IM_SDKAPPID)");
+            return refuse(before, 404, "im_not_configured", "IM is not configured (IM_SDKAPPID)");
         };
         if req.body.len() > MAX_BODY_BYTES {
-            warn!(decision = "refused", reason = "body_too_large");
-            return Response::error(413, "body_too_large", "request body exceeds 64 KiB");
+            return refuse(before, 413, "body_too_large", "request body exceeds 64 KiB");
         }
         if let Err(e) = callback::authenticate(im, req, app.now()) {
-            warn!(decision = "refused", reason = e.code(), "{e}");
-            return Response::error(401, e.code(), &e.to_string());
+            return refuse(before, 401, e.code(), &e.to_string());
         }
         let cb = match callback::parse(req.query("CallbackCommand"), &req.body) {
             Ok(cb) => cb,
-            Err(e) => {
-                warn!(decision = "refused", reason = "malformed_callback", "{e}");
-                return Response::error(400, "malformed_callback", &e.to_string());
-            }
+            Err(e) => return refuse(before, 400, "malformed_callback", &e.to_string()),
         };
         let trigger = app.config.notify.as_ref().map(|n| n.trigger);
         match cb {
@@ -62,13 +93,9 @@ pub async fn callback(req: &Request, app: &App) -> Response {
                 match presence::record(&*app.store, &sc, platform, app.now()).await {
                     Ok(applied) => {
                         if applied && sc.action == "Login" {
-                            // The user is back: whatever was waiting has now been seen.
-                            let w = Write::update(
-                                Table::State,
-                                &keys::notify_state(&sc.user),
-                                keys::ONE,
-                                vec![Update::set("pending", 0)],
-                            );
+                            // The user is back: whatever was waiting has now been seen, and the
+                            // next offline period starts with a fresh debounce window.
+                            let w = deliver::login_reset(&sc.user, app.now());
                             if let Err(e) = app.store.write(w).await {
                                 return unavailable(&e);
                             }
@@ -83,6 +110,9 @@ pub async fn callback(req: &Request, app: &App) -> Response {
             Callback::C2cAfterSend(m) => {
                 match oa::on_im_message(app, &m).await {
                     Ok(Some(decision)) => {
+                        if decision == "duplicate_callback" {
+                            obs::metric("DedupeHits", &[("Source", "im")], 1.0);
+                        }
                         info!(command = "C2C.CallbackAfterSendMsg", decision);
                         return ok();
                     }

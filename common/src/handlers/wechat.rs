@@ -128,6 +128,7 @@ pub async fn event(req: &Request, app: &App) -> Response {
             plan.reply.as_deref(),
         )];
         writes.extend(plan.writes);
+        crate::due::watch_new(app, &mut writes);
         let reply_text = match app.store.transact(writes).await {
             Ok(()) => {
                 info!(

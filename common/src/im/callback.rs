@@ -48,7 +48,9 @@ pub fn authenticate(im: &ImConfig, req: &Request, now: i64) -> Result<(), AuthEr
         return Err(AuthError::MissingSign);
     };
     let t: i64 = time.trim().parse().map_err(|_| AuthError::Stale)?;
-    if (now - t).abs() > im.callback_window_secs {
+    // `abs_diff` cannot overflow: RequestTime is attacker-controlled and checked before the
+    // Sign, so `i64::MIN` must be refused as stale rather than panic the function.
+    if now.abs_diff(t) > im.callback_window_secs.unsigned_abs() {
         return Err(AuthError::Stale);
     }
     if !usersig::verify_callback_sign(token.expose(), time, sign) {
@@ -392,6 +394,19 @@ mod tests {
             authenticate(&im(Some("xxxxyyyy")), &r, 1669872112 - 301),
             Err(AuthError::Stale)
         );
+    }
+
+    #[test]
+    fn extreme_request_times_are_stale_not_a_panic() {
+        for t in [i64::MIN.to_string(), i64::MAX.to_string()] {
+            let r = req(&format!(
+                "SdkAppid=1400000000&Sign={}&RequestTime={t}",
+                "0".repeat(64)
+            ));
+            for now in [0, 1669872112, 4_000_000_000] {
+                assert_eq!(authenticate(&im(Some("t")), &r, now), Err(AuthError::Stale));
+            }
+        }
     }
 
     #[test]

@@ -1,66 +1,178 @@
 //! Dispatch of queued offline notifications for one recipient. All items for the recipient in a
-//! stream batch become at most one subscribe message, and while the recipient stays offline at
-//! most one is sent per debounce window: the ones held back are counted in `notify#<user>` and
-//! the next notification says how many messages are waiting.
+//! batch become at most one subscribe message, and while the recipient stays offline at most one
+//! is sent per debounce window. The recipient's merge state is one item, `notify#<user>`:
+//!
+//! - `pending`: messages the user has not been told about (held back, or not notified for lack
+//!   of a credit); the next notification's `{count}` includes them.
+//! - `last_sent_at`: when the current debounce window began.
+//! - `reserved_by`, `reserved_pending`, `prev_sent_at`: the latest reservation (see below).
+//!
+//! **The window is reserved before sending.** Reading `last_sent_at` and then sending would let
+//! two dispatchers for one recipient (two stream shards, the stream and the sweep) both see a free
+//! window and both send. So the sender first takes the window with one conditional update: it
+//! succeeds only while the window is free and `pending` is still the value the count was
+//! computed from, and it moves `pending` into the reservation in the same write (so messages held
+//! meanwhile by another dispatcher are counted for the *next* notification, not lost). A
+//! dispatcher that loses the race holds its messages like any other inside the window. When the
+//! send does not happen (no credit, retry later, a permanent error, the daily quota), the
+//! reservation is rolled back: the window reopens and the moved count is restored, unless an
+//! applied Login has reset the state meanwhile.
+//!
+//! **Held messages get a follow-up.** Messages held by the window or by quiet hours are ended
+//! `skipped` (counted in `pending`), and the same transaction writes a follow-up due record for
+//! the moment the hold ends (see [`crate::due`]). The sweep then queues one follow-up
+//! notification for the recipient, which goes through this same function: sent if they are still
+//! offline with something pending and a credit, or skipped with the reason.
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::render;
 use super::send::{self, SendOutcome};
 use crate::app::App;
 use crate::config::{AppKind, NotifyConfig};
+use crate::due;
 use crate::keys;
 use crate::obs;
 use crate::outbox::{self, Delivery, Status};
 use crate::presence::{self, Presence};
-use crate::store::{Attr, Item, StoreError, Table, Update, Write};
+use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
+
+/// An outbox item that is a follow-up (queued by the sweep when a hold ended), not a message.
+pub const FOLLOWUP_ATTR: &str = "followup";
+
+/// How often a dispatcher retries a reservation that lost to a concurrent change of `pending`.
+const RESERVE_TRIES: usize = 3;
+
+pub fn is_followup(item: &Item) -> bool {
+    item.bool(FOLLOWUP_ATTR) == Some(true)
+}
 
 fn notify_state_update(user: &str, updates: Vec<Update>) -> Write {
     Write::update(Table::State, &keys::notify_state(user), keys::ONE, updates)
 }
 
-/// Ends every item of the group the same way, and counts them as waiting for the next
-/// notification unless the user has seen them.
+/// An applied Login: the user has seen what was waiting, and their next offline period starts
+/// with a fresh debounce window (a notification right away, not one held back by the last).
+/// Removing the reservation markers keeps an in-flight sender from restoring the old count.
+pub fn login_reset(user: &str, now: i64) -> Write {
+    notify_state_update(
+        user,
+        vec![
+            Update::set("pending", 0),
+            Update::remove("last_sent_at"),
+            Update::remove("reserved_by"),
+            Update::remove("reserved_pending"),
+            Update::remove("prev_sent_at"),
+            Update::set("updated_at", now),
+        ],
+    )
+}
+
+/// When the debounce window that `state` describes ends, if it is still open at `now`.
+pub fn window_end(state: Option<&Item>, n: &NotifyConfig, now: i64) -> Option<i64> {
+    let last = state?.n("last_sent_at")?;
+    let end = last.saturating_add(n.debounce_secs);
+    (end > now).then_some(end)
+}
+
+/// When the quiet hours that contain `now` end, if they do.
+pub fn quiet_end(n: &NotifyConfig, now: i64) -> Option<i64> {
+    let (start, end) = n.quiet_hours?;
+    let z = jiff::Timestamp::from_second(now)
+        .ok()?
+        .to_zoned(n.timezone.clone());
+    let m = z.hour() as u32 * 60 + z.minute() as u32;
+    let inside = if start < end {
+        (start..end).contains(&m)
+    } else {
+        m >= start || m < end
+    };
+    if !inside {
+        return None;
+    }
+    let t = jiff::civil::time((end / 60) as i8, (end % 60) as i8, 0, 0);
+    let today = z.date().to_datetime(t).to_zoned(n.timezone.clone()).ok()?;
+    let at = if today.timestamp() > z.timestamp() {
+        today
+    } else {
+        z.date()
+            .tomorrow()
+            .ok()?
+            .to_datetime(t)
+            .to_zoned(n.timezone.clone())
+            .ok()?
+    };
+    Some(at.timestamp().as_second())
+}
+
+/// `2024年1月2日 15:04`: the `time` keyword's documented form, in the configured time zone.
+pub fn format_time(n: &NotifyConfig, secs: i64) -> String {
+    jiff::Timestamp::from_second(secs)
+        .map(|ts| {
+            ts.to_zoned(n.timezone.clone())
+                .strftime("%Y年%-m月%-d日 %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// What an ending does to the recipient's count of messages waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Count these (held, or not notified for lack of a credit).
+    Add(i64),
+    /// The user has seen everything (online), or the messages are given up.
+    Reset,
+    Keep,
+}
+
+/// The dimension value for a failure metric: the underlying errcode, not the wrapper a reason
+/// may carry (`retries_exhausted: http_503` counts as `http_503`).
+fn errcode_dimension(reason: &str) -> &str {
+    let r = ["retries_exhausted: ", "maybe_sent: "]
+        .iter()
+        .find_map(|p| reason.strip_prefix(p))
+        .unwrap_or(reason);
+    r.split(':').next().unwrap_or(r).trim()
+}
+
+/// Ends every item of the group the same way, with `extra` writes in the same transaction.
 async fn end_all(
     app: &App,
     recipient: &str,
     items: &[Item],
     status: Status,
     reason: &str,
-    pending: bool,
+    pending: Pending,
+    extra: Vec<Write>,
 ) -> Result<Delivery, StoreError> {
     let now = app.now();
     let mut ws: Vec<Write> = items
         .iter()
         .map(|i| outbox::finish(outbox::id_of(i), status, Some(reason), vec![], now))
         .collect();
-    ws.push(notify_state_update(
-        recipient,
-        vec![
-            if pending {
-                Update::add("pending", items.len() as i64)
-            } else {
-                Update::set("pending", 0)
-            },
-            Update::set("updated_at", now),
-        ],
-    ));
+    let mut u = vec![Update::set("updated_at", now)];
+    match pending {
+        Pending::Add(n) => u.push(Update::add("pending", n)),
+        Pending::Reset => u.push(Update::set("pending", 0)),
+        Pending::Keep => {}
+    }
+    ws.push(notify_state_update(recipient, u));
+    ws.extend(extra);
     app.store.transact(ws).await?;
-    let metric = if status == Status::Failed {
-        "NotificationsFailed"
+    if status == Status::Failed {
+        obs::metric(
+            "NotificationsFailed",
+            &[("ErrCode", errcode_dimension(reason))],
+            items.len() as f64,
+        );
     } else {
-        "NotificationsSkipped"
-    };
-    let dim = if status == Status::Failed {
-        "ErrCode"
-    } else {
-        "Reason"
-    };
-    obs::metric(
-        metric,
-        &[(dim, reason.split(':').next().unwrap_or(reason))],
-        items.len() as f64,
-    );
+        obs::metric(
+            "NotificationsSkipped",
+            &[("Reason", reason.split(':').next().unwrap_or(reason))],
+            items.len() as f64,
+        );
+    }
     info!(
         recipient,
         decision = status.as_str(),
@@ -69,6 +181,47 @@ async fn end_all(
         "notification not sent"
     );
     Ok(Delivery::Done)
+}
+
+/// Holds the group until `until` (the window's or the quiet hours' end): the messages are counted
+/// as waiting and a follow-up is scheduled for then, when there is anything to tell.
+#[allow(clippy::too_many_arguments)]
+async fn hold(
+    app: &App,
+    recipient: &str,
+    items: &[Item],
+    latest: &Item,
+    messages: i64,
+    pending: i64,
+    reason: &str,
+    until: i64,
+) -> Result<Delivery, StoreError> {
+    let mut extra = vec![];
+    if pending + messages > 0 {
+        extra.push(due::followup(
+            recipient,
+            until,
+            latest,
+            app.config.outbox_retention_secs,
+        ));
+    }
+    info!(
+        recipient,
+        decision = "held",
+        reason,
+        until,
+        "follow-up scheduled"
+    );
+    end_all(
+        app,
+        recipient,
+        items,
+        Status::Skipped,
+        reason,
+        Pending::Add(messages),
+        extra,
+    )
+    .await
 }
 
 /// Presence at send time: stored callbacks first, `query_online_status` when they cannot tell.
@@ -96,31 +249,98 @@ async fn presence_now(app: &App, user: &str) -> Result<Presence, StoreError> {
     }
 }
 
-fn in_quiet_hours(n: &NotifyConfig, now: i64) -> bool {
-    let Some((start, end)) = n.quiet_hours else {
-        return false;
-    };
-    let Ok(ts) = jiff::Timestamp::from_second(now) else {
-        return false;
-    };
-    let z = ts.to_zoned(n.timezone.clone());
-    let m = z.hour() as u32 * 60 + z.minute() as u32;
-    if start < end {
-        (start..end).contains(&m)
+/// A window taken by this dispatcher, and what is needed to give it back.
+struct Reservation {
+    token: String,
+    prev_sent_at: Option<i64>,
+    /// The count moved out of `pending` into this notification.
+    pending: i64,
+}
+
+/// Takes the debounce window for one send; `None` when another dispatcher took it or `pending`
+/// changed since it was read (the caller reads again).
+async fn reserve(
+    app: &App,
+    recipient: &str,
+    state: Option<&Item>,
+    pending: i64,
+    now: i64,
+    debounce_secs: i64,
+) -> Result<Option<Reservation>, StoreError> {
+    let token = outbox::random_id();
+    let prev_sent_at = state.and_then(|s| s.n("last_sent_at"));
+    let window_free = Cond::Or(vec![
+        Cond::lacks("last_sent_at"),
+        Cond::le("last_sent_at", now.saturating_sub(debounce_secs)),
+    ]);
+    // Negative counts (from before counts were clamped) read as zero.
+    let pending_unchanged = if pending == 0 {
+        Cond::Or(vec![Cond::lacks("pending"), Cond::le("pending", 0)])
     } else {
-        m >= start || m < end
+        Cond::eq("pending", pending)
+    };
+    let mut u = vec![
+        Update::set("last_sent_at", now),
+        Update::set("pending", 0),
+        Update::set("reserved_by", token.as_str()),
+        Update::set("reserved_pending", pending),
+        Update::set("updated_at", now),
+    ];
+    u.push(match prev_sent_at {
+        Some(p) => Update::set("prev_sent_at", p),
+        None => Update::remove("prev_sent_at"),
+    });
+    let w = notify_state_update(recipient, u).when(Cond::And(vec![window_free, pending_unchanged]));
+    match app.store.write(w).await {
+        Ok(_) => Ok(Some(Reservation {
+            token,
+            prev_sent_at,
+            pending,
+        })),
+        Err(StoreError::ConditionFailed { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-/// `2024年1月2日 15:04`: the `time` keyword's documented form, in the configured time zone.
-pub fn format_time(n: &NotifyConfig, secs: i64) -> String {
-    jiff::Timestamp::from_second(secs)
-        .map(|ts| {
-            ts.to_zoned(n.timezone.clone())
-                .strftime("%Y年%-m月%-d日 %H:%M")
-                .to_string()
-        })
-        .unwrap_or_default()
+/// Gives the window back (nothing was sent) and restores `restore` to the count, unless the
+/// reservation is no longer ours (a Login reset the state, or the window was taken anew).
+async fn unreserve(app: &App, recipient: &str, r: &Reservation, restore: i64) {
+    let mut u = vec![
+        Update::remove("reserved_by"),
+        Update::remove("reserved_pending"),
+        Update::remove("prev_sent_at"),
+        Update::set("updated_at", app.now()),
+    ];
+    u.push(match r.prev_sent_at {
+        Some(p) => Update::set("last_sent_at", p),
+        None => Update::remove("last_sent_at"),
+    });
+    if restore != 0 {
+        u.push(Update::add("pending", restore));
+    }
+    let w = notify_state_update(recipient, u).when(Cond::eq("reserved_by", r.token.as_str()));
+    match app.store.write(w).await {
+        Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
+        // The items are settled already; a window left reserved only delays the next
+        // notification to the window's end (the follow-up then speaks for what was held).
+        Err(e) => {
+            warn!(recipient, decision = "window_not_released", reason = %e, "the debounce window stays reserved")
+        }
+    }
+}
+
+/// The record of a settled send. `last_sent_at` and `pending` stay as the reservation set them
+/// (a Login meanwhile may have reset them, which must stand), and so do the reservation markers:
+/// they only matter to a rollback, which checks its own token, and removing them here could
+/// remove a newer dispatcher's.
+fn settled(recipient: &str, primary: &str, now: i64) -> Write {
+    notify_state_update(
+        recipient,
+        vec![
+            Update::set("last_outbox", primary),
+            Update::set("updated_at", now),
+        ],
+    )
 }
 
 /// Delivers the claimed items (all `notify`, all for `recipient`, oldest first).
@@ -132,13 +352,15 @@ pub async fn deliver(app: &App, recipient: &str, items: &[Item]) -> Result<Deliv
             items,
             Status::Failed,
             "notifications_not_configured",
-            false,
+            Pending::Reset,
+            vec![],
         )
         .await;
     };
     let Some(latest) = items.last() else {
         return Ok(Delivery::Done);
     };
+    let messages = items.iter().filter(|i| !is_followup(i)).count() as i64;
     let now = app.now();
     if presence_now(app, recipient).await? == Presence::Online {
         return end_all(
@@ -147,128 +369,372 @@ pub async fn deliver(app: &App, recipient: &str, items: &[Item]) -> Result<Deliv
             items,
             Status::Skipped,
             "recipient_online",
-            false,
+            Pending::Reset,
+            vec![],
         )
         .await;
-    }
-    let state = app
-        .store
-        .get(Table::State, &keys::notify_state(recipient), keys::ONE)
-        .await?;
-    let pending = state.as_ref().and_then(|s| s.n("pending")).unwrap_or(0);
-    if let Some(last) = state.as_ref().and_then(|s| s.n("last_sent_at"))
-        && now - last < n.debounce_secs
-    {
-        return end_all(
-            app,
-            recipient,
-            items,
-            Status::Skipped,
-            "merged_within_debounce_window",
-            true,
-        )
-        .await;
-    }
-    if in_quiet_hours(n, now) {
-        return end_all(app, recipient, items, Status::Skipped, "quiet_hours", true).await;
     }
     let kind = latest.s("app").and_then(AppKind::parse).unwrap_or(n.app);
     let openid = latest.s("openid").unwrap_or_default();
     let template_id = latest.s("template_id").unwrap_or(&n.template_id);
-    let count = (pending + items.len() as i64).to_string();
-    let time = format_time(n, latest.n("msg_time").unwrap_or(now));
-    let vars = [
-        ("sender", latest.s("sender").unwrap_or("")),
-        ("preview", latest.s("preview").unwrap_or("")),
-        ("time", time.as_str()),
-        ("count", count.as_str()),
-    ];
-    let data = match render::render(&n.data, &vars) {
-        Ok(d) => d,
-        Err(e) => {
-            let reason = format!("template_data: {e}");
-            return end_all(app, recipient, items, Status::Failed, &reason, false).await;
+    for _ in 0..RESERVE_TRIES {
+        let state = app
+            .store
+            .get(Table::State, &keys::notify_state(recipient), keys::ONE)
+            .await?;
+        let pending = state
+            .as_ref()
+            .and_then(|s| s.n("pending"))
+            .unwrap_or(0)
+            .max(0);
+        if let Some(until) = window_end(state.as_ref(), n, now) {
+            return hold(
+                app,
+                recipient,
+                items,
+                latest,
+                messages,
+                pending,
+                "merged_within_debounce_window",
+                until,
+            )
+            .await;
         }
-    };
-    let body = send::body(
-        openid,
-        template_id,
-        &data,
-        n.page.as_deref(),
-        n.miniprogram_state.as_deref(),
-        n.lang.as_deref(),
+        if let Some(until) = quiet_end(n, now) {
+            return hold(
+                app,
+                recipient,
+                items,
+                latest,
+                messages,
+                pending,
+                "quiet_hours",
+                until,
+            )
+            .await;
+        }
+        let count = pending + messages;
+        if count == 0 {
+            // A follow-up with nothing left to tell: someone else told them, or they came back.
+            return end_all(
+                app,
+                recipient,
+                items,
+                Status::Skipped,
+                "nothing_pending",
+                Pending::Keep,
+                vec![],
+            )
+            .await;
+        }
+        let count_s = count.to_string();
+        let time = format_time(n, latest.n("msg_time").unwrap_or(now));
+        let vars = [
+            ("sender", latest.s("sender").unwrap_or("")),
+            ("preview", latest.s("preview").unwrap_or("")),
+            ("time", time.as_str()),
+            ("count", count_s.as_str()),
+        ];
+        let data = match render::render(&n.data, &vars) {
+            Ok(d) => d,
+            Err(e) => {
+                let reason = format!("template_data: {e}");
+                return end_all(
+                    app,
+                    recipient,
+                    items,
+                    Status::Failed,
+                    &reason,
+                    Pending::Reset,
+                    vec![],
+                )
+                .await;
+            }
+        };
+        let Some(r) = reserve(
+            app,
+            recipient,
+            state.as_ref(),
+            pending,
+            now,
+            n.debounce_secs,
+        )
+        .await?
+        else {
+            continue;
+        };
+        let body = send::body(
+            openid,
+            template_id,
+            &data,
+            n.page.as_deref(),
+            n.miniprogram_state.as_deref(),
+            n.lang.as_deref(),
+        );
+        let outcome = match send::send(app, kind, openid, template_id, &body).await {
+            Ok(o) => o,
+            Err(e) => {
+                unreserve(app, recipient, &r, r.pending).await;
+                return Err(e);
+            }
+        };
+        let sent = Sent {
+            kind,
+            openid,
+            template_id,
+            count,
+            data: &data,
+        };
+        return settle(app, recipient, items, r, outcome, sent).await;
+    }
+    // `pending` kept changing under us: let the batch come back in a moment.
+    info!(
+        recipient,
+        decision = "retry",
+        reason = "window_contended",
+        "the debounce window kept changing"
     );
+    let ws: Vec<Write> = items
+        .iter()
+        .map(|i| outbox::release(outbox::id_of(i), "window_contended", now))
+        .collect();
+    app.store.transact(ws).await?;
+    Ok(Delivery::Retry { after_secs: 1 })
+}
+
+/// What was sent, for the records.
+struct Sent<'a> {
+    kind: AppKind,
+    openid: &'a str,
+    template_id: &'a str,
+    count: i64,
+    data: &'a serde_json::Value,
+}
+
+/// Records a send's outcome on the items and the window.
+async fn settle(
+    app: &App,
+    recipient: &str,
+    items: &[Item],
+    r: Reservation,
+    outcome: SendOutcome,
+    sent: Sent<'_>,
+) -> Result<Delivery, StoreError> {
+    let now = app.now();
     let attempts = items
         .iter()
         .filter_map(|i| i.n("attempts"))
         .max()
         .unwrap_or(1);
-    match send::send(app, kind, openid, template_id, &body).await? {
+    let Some(latest) = items.last() else {
+        return Ok(Delivery::Done);
+    };
+    let primary = outbox::id_of(latest).to_owned();
+    match outcome {
         SendOutcome::Sent { msgid } => {
-            let primary = outbox::id_of(latest).to_owned();
             let mut ws = vec![outbox::finish(
                 &primary,
                 Status::Sent,
                 None,
                 vec![
                     ("msgid", Attr::from(msgid.as_str())),
-                    ("merged_count", Attr::N(pending + items.len() as i64)),
-                    ("data", Attr::from(data.to_string())),
+                    ("merged_count", Attr::N(sent.count)),
+                    ("data", Attr::from(sent.data.to_string())),
                 ],
                 now,
             )];
-            for i in &items[..items.len() - 1] {
-                ws.push(outbox::finish(
-                    outbox::id_of(i),
-                    Status::Skipped,
-                    Some("merged"),
-                    vec![("merged_into", Attr::from(primary.as_str()))],
-                    now,
-                ));
-            }
-            ws.push(notify_state_update(
-                recipient,
-                vec![
-                    Update::set("pending", 0),
-                    Update::set("last_sent_at", now),
-                    Update::set("last_outbox", primary.as_str()),
-                    Update::set("updated_at", now),
-                ],
-            ));
+            ws.extend(merged_into(items, &primary, now));
+            ws.push(settled(recipient, &primary, now));
             if !msgid.is_empty() {
                 ws.push(send::msg_record(
-                    kind,
+                    sent.kind,
                     &msgid,
                     &primary,
-                    openid,
-                    template_id,
+                    sent.openid,
+                    sent.template_id,
                     now,
                     app.config.outbox_retention_secs,
                 ));
             }
             app.store.transact(ws).await?;
-            obs::metric("NotificationsSent", &[("App", kind.as_str())], 1.0);
-            info!(recipient, decision = "notification_sent", merged = items.len(), count = %count);
+            obs::metric("NotificationsSent", &[("App", sent.kind.as_str())], 1.0);
+            info!(
+                recipient,
+                decision = "notification_sent",
+                merged = items.len(),
+                count = sent.count
+            );
+            Ok(Delivery::Done)
+        }
+        // WeChat may have delivered it: the window stays taken and the count told, as if sent,
+        // and nothing is sent again (see `send` for why).
+        SendOutcome::MaybeSent { reason } => {
+            let mut ws = vec![outbox::finish(
+                &primary,
+                Status::Failed,
+                Some(&reason),
+                vec![
+                    ("merged_count", Attr::N(sent.count)),
+                    ("data", Attr::from(sent.data.to_string())),
+                ],
+                now,
+            )];
+            ws.extend(merged_into(items, &primary, now));
+            ws.push(settled(recipient, &primary, now));
+            app.store.transact(ws).await?;
+            obs::metric(
+                "NotificationsUncertain",
+                &[("Reason", errcode_dimension(&reason))],
+                1.0,
+            );
+            warn!(recipient, decision = "maybe_sent", reason = %reason, "not retried: WeChat may have delivered it");
             Ok(Delivery::Done)
         }
         SendOutcome::NoCredit => {
-            end_all(app, recipient, items, Status::Skipped, "no_credit", true).await
+            let d = end_all(
+                app,
+                recipient,
+                items,
+                Status::Skipped,
+                "no_credit",
+                Pending::Add(count_messages(items)),
+                vec![],
+            )
+            .await?;
+            unreserve(app, recipient, &r, r.pending).await;
+            Ok(d)
         }
         SendOutcome::Failed { reason } => {
-            end_all(app, recipient, items, Status::Failed, &reason, false).await
+            // Given up: what the reservation took from `pending` stays taken, as before
+            // reservations a permanent failure reset the count.
+            let d = end_all(
+                app,
+                recipient,
+                items,
+                Status::Failed,
+                &reason,
+                Pending::Keep,
+                vec![],
+            )
+            .await?;
+            unreserve(app, recipient, &r, 0).await;
+            Ok(d)
         }
         SendOutcome::Retry { reason, after_secs } => {
             if attempts >= app.config.dispatch_max_attempts {
                 let reason = format!("retries_exhausted: {reason}");
-                return end_all(app, recipient, items, Status::Failed, &reason, false).await;
+                let d = end_all(
+                    app,
+                    recipient,
+                    items,
+                    Status::Failed,
+                    &reason,
+                    Pending::Keep,
+                    vec![],
+                )
+                .await?;
+                unreserve(app, recipient, &r, 0).await;
+                return Ok(d);
             }
             let ws: Vec<Write> = items
                 .iter()
                 .map(|i| outbox::release(outbox::id_of(i), &reason, now))
                 .collect();
             app.store.transact(ws).await?;
+            unreserve(app, recipient, &r, r.pending).await;
             obs::metric("SendRetries", &[("Reason", &reason)], 1.0);
             Ok(Delivery::Retry { after_secs })
         }
+        SendOutcome::Parked { reason, until } => {
+            unreserve(app, recipient, &r, r.pending).await;
+            if attempts >= app.config.dispatch_max_attempts {
+                let reason = format!("retries_exhausted: {reason}");
+                return end_all(
+                    app,
+                    recipient,
+                    items,
+                    Status::Failed,
+                    &reason,
+                    Pending::Keep,
+                    vec![],
+                )
+                .await;
+            }
+            due::park(app, items, &reason, until).await
+        }
+    }
+}
+
+fn count_messages(items: &[Item]) -> i64 {
+    items.iter().filter(|i| !is_followup(i)).count() as i64
+}
+
+/// The other items of a group, ended as merged into the one that was sent.
+fn merged_into<'a>(
+    items: &'a [Item],
+    primary: &'a str,
+    now: i64,
+) -> impl Iterator<Item = Write> + 'a {
+    items[..items.len().saturating_sub(1)].iter().map(move |i| {
+        outbox::finish(
+            outbox::id_of(i),
+            Status::Skipped,
+            Some("merged"),
+            vec![("merged_into", Attr::from(primary))],
+            now,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(quiet: Option<(u32, u32)>) -> NotifyConfig {
+        NotifyConfig {
+            app: AppKind::Mp,
+            template_id: "t".into(),
+            data: vec![],
+            page: None,
+            miniprogram_state: None,
+            lang: None,
+            debounce_secs: 300,
+            timezone: jiff::tz::TimeZone::get("Asia/Shanghai").unwrap(),
+            timezone_name: "Asia/Shanghai".into(),
+            trigger: crate::config::NotifyTrigger::AfterSend,
+            quiet_hours: quiet,
+        }
+    }
+
+    // 1700000000 is 2023-11-15 06:13:20 in Asia/Shanghai (22:13:20 UTC the day before).
+    const T: i64 = 1_700_000_000;
+
+    #[test]
+    fn quiet_hours_end_today_tomorrow_or_not_at_all() {
+        let six = T - 800;
+        // 06:00-07:00: ends at 07:00 the same day.
+        assert_eq!(quiet_end(&cfg(Some((360, 420))), T), Some(six + 3600));
+        // 22:00-08:00 wraps midnight; at 06:13 it ends at 08:00 today.
+        assert_eq!(quiet_end(&cfg(Some((1320, 480))), T), Some(six + 2 * 3600));
+        // 05:00-06:00 is over; no quiet hours configured.
+        assert_eq!(quiet_end(&cfg(Some((300, 360))), T), None);
+        assert_eq!(quiet_end(&cfg(None), T), None);
+        // 23:00-06:30 seen at 23:30: ends at 06:30 the next day.
+        let at_2330 = six + 17 * 3600 + 1800;
+        assert_eq!(
+            quiet_end(&cfg(Some((1380, 390))), at_2330),
+            Some(six + 24 * 3600 + 1800)
+        );
+    }
+
+    #[test]
+    fn the_failure_metric_names_the_underlying_code() {
+        assert_eq!(errcode_dimension("retries_exhausted: http_503"), "http_503");
+        assert_eq!(errcode_dimension("43101"), "43101");
+        assert_eq!(
+            errcode_dimension("template_data: number2 …"),
+            "template_data"
+        );
+        assert_eq!(errcode_dimension("maybe_sent: timeout"), "timeout");
     }
 }

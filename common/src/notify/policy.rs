@@ -4,6 +4,7 @@
 
 use crate::app::App;
 use crate::bindings;
+use crate::due;
 use crate::im::callback::C2cMessage;
 use crate::ledger;
 use crate::obs;
@@ -23,6 +24,10 @@ pub async fn on_message(app: &App, msg: &C2cMessage) -> Result<Decision, StoreEr
     let decision = decide(app, msg).await?;
     match &decision {
         Decision::Queued { .. } => obs::metric("NotificationsQueued", &[], 1.0),
+        // IM's retry of a callback already applied: a dedupe hit, not a skipped notification.
+        Decision::Skipped("duplicate_callback") => {
+            obs::metric("DedupeHits", &[("Source", "im")], 1.0)
+        }
         Decision::Skipped(reason) => {
             obs::metric("NotificationsSkipped", &[("Reason", reason)], 1.0)
         }
@@ -74,8 +79,10 @@ async fn decide(app: &App, msg: &C2cMessage) -> Result<Decision, StoreError> {
         now,
         app.config.outbox_retention_secs,
     );
-    match store.write(w).await {
-        Ok(_) => Ok(Decision::Queued { id }),
+    // The watch record rides in the same request: the sweep re-drives the item if the stream
+    // never delivers it.
+    match store.transact(due::with_watch(app, w)).await {
+        Ok(()) => Ok(Decision::Queued { id }),
         Err(StoreError::ConditionFailed { .. }) => Ok(Decision::Skipped("duplicate_callback")),
         Err(e) => Err(e),
     }

@@ -2,6 +2,16 @@
 //! customer-service fallback): spend a credit first (conditional decrement), send, and settle the
 //! credit by the answer — kept when WeChat took the message, zeroed on 43101, given back when the
 //! failure was not the user's.
+//!
+//! **Ambiguous failures are neither refunded nor retried.** WeChat's send has no idempotency key:
+//! when the request may have reached it but no answer came back (a timeout after the request
+//! went out, a connection broken mid-way, an unreadable answer, a gateway's 504), a retry could
+//! deliver the same notification twice. Such a send ends `failed` with the reason
+//! `maybe_sent: <what happened>`: the credit stays spent (WeChat may have consumed it), and for
+//! merged notifications the debounce window and the count are treated as told. The cost of the
+//! rare case where WeChat did not deliver is one missed notification, bounded by the next one;
+//! the alternative would be duplicates that also consume the user's credits. Failures that prove
+//! nothing was done (a refused connection, an errcode, HTTP 502/503) are retried as before.
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -29,6 +39,16 @@ pub enum SendOutcome {
     Retry {
         reason: String,
         after_secs: u64,
+    },
+    /// WeChat's daily quota is used up (45009): the credit has been given back, and the send
+    /// waits for the quota's reset at `until` (the caller parks the item).
+    Parked {
+        reason: String,
+        until: i64,
+    },
+    /// WeChat may have delivered it (see the module docs): not refunded, never retried.
+    MaybeSent {
+        reason: String,
     },
 }
 
@@ -108,9 +128,21 @@ async fn settle(
             .await?;
         return Ok(SendOutcome::Failed { reason });
     }
+    if let CallError::Api(api) = e
+        && api.may_have_been_delivered()
+    {
+        return Ok(SendOutcome::MaybeSent {
+            reason: format!("maybe_sent: {reason}"),
+        });
+    }
     store
         .write(ledger::refund(kind, openid, template_id, now))
         .await?;
+    if e.errcode() == Some(45009) {
+        let until = crate::due::next_quota_reset(now);
+        warn!(app = kind.as_str(), decision = "parked", reason = %reason, until, "WeChat's daily send quota is used up; sends wait for its reset");
+        return Ok(SendOutcome::Parked { reason, until });
+    }
     Ok(match e.class() {
         ErrorClass::Retryable { after_secs } => SendOutcome::Retry { reason, after_secs },
         _ => {

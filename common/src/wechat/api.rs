@@ -61,6 +61,17 @@ impl ApiError {
         }
     }
 
+    /// Whether WeChat may have acted on the request although no answer says so: the request may
+    /// have been sent before the connection broke or the time ran out, or a gateway gave up
+    /// waiting for the backend. A refused connection and an errcode are definite answers.
+    pub fn may_have_been_delivered(&self) -> bool {
+        match self {
+            ApiError::Timeout | ApiError::Protocol(_) | ApiError::Http(504) => true,
+            ApiError::Network(what) => *what != CONNECT_FAILED,
+            ApiError::Wechat { .. } | ApiError::Http(_) => false,
+        }
+    }
+
     /// A short reason for records and metrics: the errcode, or the transport failure.
     pub fn reason(&self) -> String {
         match self {
@@ -73,13 +84,17 @@ impl ApiError {
     }
 }
 
+/// The one transport failure that proves the request never left: no connection was made.
+const CONNECT_FAILED: &str = "connection failed";
+
 /// Transport errors are rebuilt from their kind only: reqwest's own messages include the URL,
-/// and WeChat URLs carry the access token or the app secret.
+/// and WeChat URLs carry the access token or the app secret. A connect timeout counts as a
+/// failed connection (nothing was sent), so `is_connect` is asked first.
 fn transport(e: reqwest::Error) -> ApiError {
-    if e.is_timeout() {
+    if e.is_connect() {
+        ApiError::Network(CONNECT_FAILED)
+    } else if e.is_timeout() {
         ApiError::Timeout
-    } else if e.is_connect() {
-        ApiError::Network("connection failed")
     } else if e.is_body() || e.is_decode() {
         ApiError::Protocol("unreadable body".into())
     } else {
@@ -109,6 +124,11 @@ pub struct Session {
     pub unionid: Option<String>,
     pub session_key: Secret,
 }
+
+/// The longest a `stable_token` call may take, whatever `HTTP_TIMEOUT_MS` says: the refresher
+/// holds the store lease for the whole call, and the lease ([`super::token`]) must outlive it,
+/// or a second instance would refresh at the same time.
+pub const TOKEN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct WechatApi {
@@ -176,6 +196,7 @@ impl WechatApi {
             .call(
                 self.http
                     .post(format!("{}/cgi-bin/stable_token", self.base))
+                    .timeout(TOKEN_CALL_TIMEOUT)
                     .json(&serde_json::json!({
                         "grant_type": "client_credential",
                         "appid": appid,
@@ -301,5 +322,26 @@ mod tests {
             ApiError::Timeout.class(),
             ErrorClass::Retryable { .. }
         ));
+    }
+
+    #[test]
+    fn only_answers_and_refused_connections_are_definite() {
+        for e in [
+            ApiError::Timeout,
+            ApiError::Network("request failed"),
+            ApiError::Protocol("body is not JSON".into()),
+            ApiError::Http(504),
+        ] {
+            assert!(e.may_have_been_delivered(), "{e:?}");
+        }
+        for e in [
+            wx(-1),
+            wx(45009),
+            ApiError::Network(CONNECT_FAILED),
+            ApiError::Http(502),
+            ApiError::Http(503),
+        ] {
+            assert!(!e.may_have_been_delivered(), "{e:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::api::{ApiError, WechatApi};
+use super::api::{ApiError, TOKEN_CALL_TIMEOUT, WechatApi};
 use crate::clock::Clock;
 use crate::config::WechatApp;
 use crate::keys;
@@ -19,10 +19,14 @@ use crate::store::{Cond, Store, StoreError, Table, Update, Write};
 /// A token is renewed this long before it expires: stable_token hands out the next token in
 /// the last 5 minutes of the current one, and the two overlap for 5 minutes.
 const MARGIN_SECS: i64 = 300;
-/// How long a refresher may hold the lease before another instance may take over.
-const LEASE_SECS: i64 = 10;
-/// How long a caller waits for another instance's refresh before giving up for now.
-const WAIT: Duration = Duration::from_secs(12);
+/// How long a refresher may hold the lease before another instance may take over: longer than
+/// the token call can last ([`TOKEN_CALL_TIMEOUT`], whatever `HTTP_TIMEOUT_MS` is) plus the store
+/// writes around it, so a lease never lapses while its holder is still fetching.
+pub const LEASE_SECS: i64 = TOKEN_CALL_TIMEOUT.as_secs() as i64 + 10;
+/// How long a caller waits for another instance's refresh before giving up for now: past the
+/// longest token call, so a waiter normally sees the refresher's result.
+const WAIT: Duration = Duration::from_secs(TOKEN_CALL_TIMEOUT.as_secs() + 2);
+const _: () = assert!(LEASE_SECS > TOKEN_CALL_TIMEOUT.as_secs() as i64 + 5);
 const POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,6 @@
-//! Lambda: the outbox table's DynamoDB Stream (INSERT records). Answers a partial-batch response
-//! so that only what failed is retried. All logic is in `common::dispatch`.
+//! Lambda: the outbox table's DynamoDB Stream (INSERT records), answered with a partial-batch
+//! response so that only what failed is retried; and the scheduled sweep of deferred work
+//! (EventBridge). All logic is in `common::dispatch` and `common::due`.
 
 use lambda_runtime::{LambdaEvent, service_fn};
 
@@ -8,7 +9,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let app = common::lambda::init("notify-dispatch").await?;
     lambda_runtime::run(service_fn(
         move |ev: LambdaEvent<serde_json::Value>| async move {
-            let resp = common::dispatch::stream(&ev.payload, app, &ev.context.request_id).await;
+            let resp = common::dispatch::handle(&ev.payload, app, &ev.context.request_id).await;
             Ok::<_, std::convert::Infallible>(resp)
         },
     ))

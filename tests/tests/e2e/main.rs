@@ -3,10 +3,13 @@
 
 mod admin;
 mod bind;
+mod deferred;
 mod docs;
+mod im_callback;
 mod notify;
 mod oa;
 mod sample_events;
+mod secrets;
 mod store_conformance;
 mod wechat_push;
 mod wechat_vectors;

@@ -68,26 +68,30 @@ impl Function {
     }
 }
 
-/// Runs an HTTP function's handler, then the dispatcher over what it queued.
+/// Runs an HTTP function's handler, then the dispatcher over what it queued (`wxim invoke`, the
+/// command line and the tests: by the time it returns, what the stream would do is done).
 pub async fn call(f: Function, req: &Request, app: &App) -> Response {
-    let resp = match f {
+    let resp = handle(f, req, app).await;
+    if f.writes_outbox() {
+        stream(app).await;
+    }
+    resp
+}
+
+/// The function's handler alone, as Lambda runs it.
+pub async fn handle(f: Function, req: &Request, app: &App) -> Response {
+    match f {
         Function::WechatVerify => handlers::wechat::verify(req, app).await,
         Function::WechatEvent => handlers::wechat::event(req, app).await,
         Function::ImCallback => handlers::im::callback(req, app).await,
         Function::Bind => handlers::bind::bind(req, app).await,
         Function::AdminNotify => handlers::admin::notify(req, app).await,
-        Function::NotifyDispatch => {
-            return Response::error(
-                400,
-                "not_http",
-                "notify-dispatch is invoked by the outbox stream, not over HTTP",
-            );
-        }
-    };
-    if f.writes_outbox() {
-        stream(app).await;
+        Function::NotifyDispatch => Response::error(
+            400,
+            "not_http",
+            "notify-dispatch is invoked by the outbox stream, not over HTTP",
+        ),
     }
-    resp
 }
 
 /// The local stand-in for the outbox's DynamoDB Stream: dispatch everything queued, retrying
@@ -168,10 +172,16 @@ pub fn handler(app: std::sync::Arc<App>) -> crate::httpd::Handler {
     std::sync::Arc::new(move |req: Request| {
         let app = app.clone();
         Box::pin(async move {
-            match Function::route(&req.method, &req.path) {
-                Some(f) => call(f, &req, &app).await,
-                None => Response::error(404, "no_route", "no such route"),
+            let Some(f) = Function::route(&req.method, &req.path) else {
+                return Response::error(404, "no_route", "no such route");
+            };
+            // Answer first, as Lambda does, then dispatch as the stream would: WeChat gives up
+            // after 5 s and IM after 2 s, and a slow or failing outbound call must not make them.
+            let resp = handle(f, &req, &app).await;
+            if f.writes_outbox() {
+                tokio::spawn(async move { stream(&app).await });
             }
+            resp
         })
     })
 }

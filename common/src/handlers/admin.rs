@@ -23,21 +23,13 @@ use crate::outbox::{self, Kind};
 use crate::store::{Attr, Item, StoreError, Table};
 
 const MAX_BODY_BYTES: usize = 16 * 1024;
+const RETRY: &str = "temporarily unable to reach the store; try again";
 const STATES: [&str; 3] = ["developer", "trial", "formal"];
 const LANGS: [&str; 4] = ["zh_CN", "en_US", "zh_HK", "zh_TW"];
 
 fn refuse(status: u16, code: &str, message: &str) -> Response {
     warn!(decision = "refused", reason = code, status, "{message}");
     Response::error(status, code, message)
-}
-
-fn unavailable(e: &StoreError) -> Response {
-    warn!(decision = "retry_later", reason = %e, "store failure");
-    Response::error(
-        503,
-        "store_unavailable",
-        "temporarily unable to reach the store; try again",
-    )
 }
 
 /// Who is asking: the platform-verified principal, or a holder of the admin bearer token. A
@@ -238,7 +230,7 @@ async fn submit(req: &Request, app: &App, caller: &str) -> Response {
                     ),
                 );
             }
-            Err(e) => return unavailable(&e),
+            Err(e) => return super::store_failure(&e, RETRY),
         },
         (None, None) => return invalid_recipient(),
     };
@@ -287,9 +279,9 @@ async fn submit(req: &Request, app: &App, caller: &str) -> Response {
                     "this Idempotency-Key was already used for a different request",
                 );
             }
-            Err(e) => return unavailable(&e),
+            Err(e) => return super::store_failure(&e, RETRY),
         },
-        Err(e) => return unavailable(&e),
+        Err(e) => return super::store_failure(&e, RETRY),
     };
     info!(outbox_id = %id, app = send.app.as_str(), template_id = send.template_id, caller, decision = "send_queued");
     let mut r = Response::json(202, &json!({ "id": id, "status": status }));
@@ -305,7 +297,7 @@ async fn status(id: &str, app: &App) -> Response {
     let item = match outbox::get(&*app.store, id).await {
         Ok(Some(i)) if i.s("kind") == Some(Kind::Send.as_str()) => i,
         Ok(_) => return not_found(),
-        Err(e) => return unavailable(&e),
+        Err(e) => return super::store_failure(&e, RETRY),
     };
     let delivery = match (
         item.s("msgid").filter(|m| !m.is_empty()),
@@ -318,7 +310,7 @@ async fn status(id: &str, app: &App) -> Response {
                 .await
             {
                 Ok(rec) => rec,
-                Err(e) => return unavailable(&e),
+                Err(e) => return super::store_failure(&e, RETRY),
             }
         }
         _ => None,

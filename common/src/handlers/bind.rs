@@ -19,6 +19,7 @@ use crate::store::{Cond, Item, StoreError, TTL_ATTR, Table, Write};
 use crate::wechat::api::{ApiError, ErrorClass};
 
 const MAX_BODY_BYTES: usize = 8 * 1024;
+const RETRY: &str = "temporarily unable to store the binding; call wx.login and try again";
 /// A `wx.login` code lives 5 minutes; its used-marker outlives it so that a replayed request is
 /// refused here even if WeChat were to accept the code again.
 const CODE_MARKER_SECS: i64 = 86_400;
@@ -150,7 +151,7 @@ pub async fn bind(req: &Request, app: &App) -> Response {
                 .await
             {
                 Ok(w) => w,
-                Err(e) => return unavailable(&e),
+                Err(e) => return super::store_failure(&e, RETRY),
             };
         let marker = writes.len();
         writes.push(
@@ -185,18 +186,9 @@ pub async fn bind(req: &Request, app: &App) -> Response {
                 "binding_conflict",
                 "this user or openid was bound by another request at the same moment; call wx.login and try again",
             ),
-            Err(e) => unavailable(&e),
+            Err(e) => super::store_failure(&e, RETRY),
         }
     }
     .instrument(span)
     .await
-}
-
-fn unavailable(e: &StoreError) -> Response {
-    warn!(decision = "retry_later", reason = %e, "store failure");
-    Response::error(
-        503,
-        "store_unavailable",
-        "temporarily unable to store the binding; call wx.login and try again",
-    )
 }

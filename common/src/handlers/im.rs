@@ -14,21 +14,12 @@ use crate::notify::policy::{self, Decision};
 use crate::oa;
 use crate::obs;
 use crate::presence;
-use crate::store::StoreError;
 
 const MAX_BODY_BYTES: usize = 64 * 1024;
+const RETRY: &str = "temporarily unable to record the callback";
 
 fn ok() -> Response {
     Response::json_raw(200, OK_BODY)
-}
-
-fn unavailable(e: &StoreError) -> Response {
-    warn!(decision = "retry_later", reason = %e, "store failure");
-    Response::error(
-        503,
-        "store_unavailable",
-        "temporarily unable to record the callback",
-    )
 }
 
 /// Whether a refusal must still answer OK: with the console's "block on failure" policy, any
@@ -97,14 +88,14 @@ pub async fn callback(req: &Request, app: &App) -> Response {
                             // next offline period starts with a fresh debounce window.
                             let w = deliver::login_reset(&sc.user, app.now());
                             if let Err(e) = app.store.write(w).await {
-                                return unavailable(&e);
+                                return super::store_failure(&e, RETRY);
                             }
                         }
                         let decision = if applied { "presence_recorded" } else { "presence_stale_ignored" };
                         info!(command = "State.StateChange", action = %sc.action, decision);
                         ok()
                     }
-                    Err(e) => unavailable(&e),
+                    Err(e) => super::store_failure(&e, RETRY),
                 }
             }
             Callback::C2cAfterSend(m) => {
@@ -117,7 +108,7 @@ pub async fn callback(req: &Request, app: &App) -> Response {
                         return ok();
                     }
                     Ok(None) => {}
-                    Err(e) => return unavailable(&e),
+                    Err(e) => return super::store_failure(&e, RETRY),
                 }
                 if trigger != Some(NotifyTrigger::AfterSend) && trigger.is_some() {
                     info!(command = "C2C.CallbackAfterSendMsg", decision = "trigger_is_before_send");
@@ -128,7 +119,7 @@ pub async fn callback(req: &Request, app: &App) -> Response {
                         log_decision("C2C.CallbackAfterSendMsg", &d);
                         ok()
                     }
-                    Err(e) => unavailable(&e),
+                    Err(e) => super::store_failure(&e, RETRY),
                 }
             }
             Callback::C2cBeforeSend(m) => {

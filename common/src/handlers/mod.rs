@@ -1,8 +1,25 @@
 //! The handlers: plain async functions `(request, &App) -> response` shared by the Lambda
 //! binaries, the local command line and the tests.
 
+use tracing::warn;
+
+use crate::http::Response;
+use crate::store::StoreError;
+
 pub mod admin;
 pub mod bind;
 pub mod im;
 mod input;
 pub mod wechat;
+
+/// A store failure: 503 so that the sender (WeChat, IM, the client) tries again, saying so in
+/// `retry_message` — unless the store refused the write outright (a storage limit), which no
+/// retry can fix: 400. The state is as before the request either way.
+fn store_failure(e: &StoreError, retry_message: &str) -> Response {
+    if let StoreError::Invalid(why) = e {
+        warn!(decision = "refused", reason = "unstorable", "{why}");
+        return Response::error(400, "unstorable", "the request exceeds a storage limit");
+    }
+    warn!(decision = "retry_later", reason = %e, "store failure");
+    Response::error(503, "store_unavailable", retry_message)
+}

@@ -15,6 +15,8 @@ use crate::wechat::message::{Event, Format, MessageKind};
 use crate::wechat::push::{self, Inbound, Mode, PushError};
 use crate::wechat::reply::{self, EncryptedReply};
 
+const RETRY: &str = "temporarily unable to record the push; WeChat will retry";
+
 fn resolve<'a>(req: &Request, app: &'a App) -> Result<&'a WechatApp, Response> {
     let name = req.path_param("app", "/wechat/").unwrap_or_default();
     let kind = AppKind::parse(&name).ok_or_else(|| {
@@ -102,7 +104,7 @@ pub async fn event(req: &Request, app: &App) -> Response {
         let key = dedupe::delivery_key(msg);
         let plan = match plan(wapp.kind, &inbound, &key, app).await {
             Ok(p) => p,
-            Err(e) => return unavailable(&e, wapp.kind),
+            Err(e) => return super::store_failure(&e, RETRY),
         };
         let fields = (
             wapp.kind.as_str(),
@@ -161,7 +163,7 @@ pub async fn event(req: &Request, app: &App) -> Response {
                 );
                 marker.and_then(|m| m.s("reply").map(str::to_owned))
             }
-            Err(e) => return unavailable(&e, wapp.kind),
+            Err(e) => return super::store_failure(&e, RETRY),
         };
         match reply_text {
             Some(text) => render_reply(wapp, &inbound, &text, now),
@@ -170,26 +172,6 @@ pub async fn event(req: &Request, app: &App) -> Response {
     }
     .instrument(span)
     .await
-}
-
-/// A store failure must make WeChat retry: nothing was applied, and the marker was not written.
-/// A write the store refuses outright (over a storage limit) would fail every retry: 400.
-fn unavailable(e: &StoreError, app: AppKind) -> Response {
-    if let StoreError::Invalid(why) = e {
-        warn!(
-            app = app.as_str(),
-            decision = "refused",
-            reason = "unstorable",
-            "{why}"
-        );
-        return Response::error(400, "unstorable", "the push exceeds a storage limit");
-    }
-    warn!(app = app.as_str(), decision = "retry_later", reason = %e, "store write failed");
-    Response::error(
-        503,
-        "store_unavailable",
-        "temporarily unable to record the push; WeChat will retry",
-    )
 }
 
 /// A passive text reply, encrypted when the push was (safe mode requires it).

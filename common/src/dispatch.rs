@@ -178,11 +178,7 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
         match outcome {
             Ok(Delivery::Done) => {}
             Ok(Delivery::Retry { after_secs }) => {
-                let attempts = items
-                    .iter()
-                    .filter_map(|i| i.n("attempts"))
-                    .max()
-                    .unwrap_or(1);
+                let attempts = outbox::attempts(&items);
                 let pause_ms = backoff_ms(app, attempts, after_secs);
                 let wait = (after_secs as i64)
                     .max(pause_ms.div_ceil(1000) as i64)

@@ -188,11 +188,7 @@ pub async fn park(
     until: i64,
 ) -> Result<Delivery, StoreError> {
     let now = app.now();
-    let attempts = items
-        .iter()
-        .filter_map(|i| i.n("attempts"))
-        .max()
-        .unwrap_or(1);
+    let attempts = outbox::attempts(items);
     let retention = app.config.outbox_retention_secs;
     if attempts >= app.config.dispatch_max_attempts {
         let r = format!("retries_exhausted: {reason}");

@@ -227,6 +227,15 @@ pub fn finish(
 
 /// Puts a claimed job back for another attempt, recording why this one failed.
 pub fn release(id: &str, error: &str, now: i64) -> Write {
+    requeue(id, error, None, now)
+}
+
+/// Puts a claimed job back, not to be claimed before `until` (WeChat's daily quota is used up).
+pub fn park(id: &str, error: &str, until: i64, now: i64) -> Write {
+    requeue(id, error, Some(until), now)
+}
+
+fn requeue(id: &str, error: &str, not_before: Option<i64>, now: i64) -> Write {
     Write::update(
         Table::Outbox,
         &keys::outbox(id),
@@ -234,29 +243,24 @@ pub fn release(id: &str, error: &str, now: i64) -> Write {
         vec![
             Update::set("status", Status::Queued.as_str()),
             Update::set("last_error", error),
+            match not_before {
+                Some(t) => Update::set("not_before", t),
+                None => Update::remove("not_before"),
+            },
             Update::set("updated_at", now),
             Update::remove("claimed_at"),
-            Update::remove("not_before"),
         ],
     )
     .when(Cond::eq("status", Status::Sending.as_str()))
 }
 
-/// Puts a claimed job back, not to be claimed before `until` (WeChat's daily quota is used up).
-pub fn park(id: &str, error: &str, until: i64, now: i64) -> Write {
-    Write::update(
-        Table::Outbox,
-        &keys::outbox(id),
-        keys::ONE,
-        vec![
-            Update::set("status", Status::Queued.as_str()),
-            Update::set("last_error", error),
-            Update::set("not_before", until),
-            Update::set("updated_at", now),
-            Update::remove("claimed_at"),
-        ],
-    )
-    .when(Cond::eq("status", Status::Sending.as_str()))
+/// The attempts made on a group of items (the most any of them had).
+pub fn attempts(items: &[Item]) -> i64 {
+    items
+        .iter()
+        .filter_map(|i| i.n("attempts"))
+        .max()
+        .unwrap_or(1)
 }
 
 /// Every job waiting that may be claimed now (parked ones wait for the sweep), oldest first:

@@ -156,6 +156,19 @@ impl World {
         assert_eq!(r.status, 200, "{}", r.body_str());
     }
 
+    /// The notification scene: CUSTOMER bound to MP_OPENID, with `credits` accepts of TEMPLATE,
+    /// and offline.
+    pub async fn ready_offline(&self, credits: usize) {
+        self.bind(CUSTOMER, MP_OPENID).await;
+        for _ in 0..credits {
+            self.accept(MP_OPENID, TEMPLATE).await;
+        }
+        let r = self
+            .state_change(CUSTOMER, "Logout", self.now() * 1000)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body_str());
+    }
+
     pub async fn bind(&self, user: &str, openid: &str) {
         common::bindings::bind(
             &*self.app.store,

@@ -521,11 +521,7 @@ async fn settle(
     sent: Sent<'_>,
 ) -> Result<Delivery, StoreError> {
     let now = app.now();
-    let attempts = items
-        .iter()
-        .filter_map(|i| i.n("attempts"))
-        .max()
-        .unwrap_or(1);
+    let attempts = outbox::attempts(items);
     let Some(latest) = items.last() else {
         return Ok(Delivery::Done);
     };
@@ -604,37 +600,11 @@ async fn settle(
             unreserve(app, recipient, &r, r.pending).await;
             Ok(d)
         }
-        SendOutcome::Failed { reason } => {
-            // Given up: what the reservation took from `pending` stays taken, as before
-            // reservations a permanent failure reset the count.
-            let d = end_all(
-                app,
-                recipient,
-                items,
-                Status::Failed,
-                &reason,
-                Pending::Keep,
-                vec![],
-            )
-            .await?;
-            unreserve(app, recipient, &r, 0).await;
-            Ok(d)
-        }
+        SendOutcome::Failed { reason } => give_up(app, recipient, items, &r, &reason).await,
         SendOutcome::Retry { reason, after_secs } => {
             if attempts >= app.config.dispatch_max_attempts {
                 let reason = format!("retries_exhausted: {reason}");
-                let d = end_all(
-                    app,
-                    recipient,
-                    items,
-                    Status::Failed,
-                    &reason,
-                    Pending::Keep,
-                    vec![],
-                )
-                .await?;
-                unreserve(app, recipient, &r, 0).await;
-                return Ok(d);
+                return give_up(app, recipient, items, &r, &reason).await;
             }
             let ws: Vec<Write> = items
                 .iter()
@@ -663,6 +633,29 @@ async fn settle(
             due::park(app, items, &reason, until).await
         }
     }
+}
+
+/// Ends the group failed. What the reservation took from `pending` stays taken: a permanent
+/// failure resets the count, as it always did.
+async fn give_up(
+    app: &App,
+    recipient: &str,
+    items: &[Item],
+    r: &Reservation,
+    reason: &str,
+) -> Result<Delivery, StoreError> {
+    let d = end_all(
+        app,
+        recipient,
+        items,
+        Status::Failed,
+        reason,
+        Pending::Keep,
+        vec![],
+    )
+    .await?;
+    unreserve(app, recipient, r, 0).await;
+    Ok(d)
 }
 
 fn count_messages(items: &[Item]) -> i64 {

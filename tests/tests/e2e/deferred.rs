@@ -15,16 +15,6 @@ use wxim_tests::{BACKENDS, Backend};
 const T0: i64 = 1_700_000_000;
 const SEND: &str = "/cgi-bin/message/subscribe/send";
 
-/// Bound, with `credits` accepts, and offline.
-async fn ready(w: &World, credits: usize) {
-    w.bind(CUSTOMER, MP_OPENID).await;
-    for _ in 0..credits {
-        w.accept(MP_OPENID, TEMPLATE).await;
-    }
-    let r = w.state_change(CUSTOMER, "Logout", w.now() * 1000).await;
-    assert_eq!(r.status, 200, "{}", r.body_str());
-}
-
 /// Queues a message's notification without dispatching it; returns the outbox id.
 async fn queue(w: &World, text: &str) -> String {
     let before: Vec<String> = w
@@ -63,7 +53,7 @@ fn count(body: &Value) -> &str {
 async fn a_claim_still_held_makes_the_stream_retry_until_it_can_be_retaken() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
-        ready(&w, 1).await;
+        w.ready_offline(1).await;
         let id = queue(&w, "x").await;
         // A dispatcher claimed it and then died (store failure mid-way, Lambda timeout).
         assert!(
@@ -109,7 +99,7 @@ async fn a_claim_still_held_makes_the_stream_retry_until_it_can_be_retaken() {
 async fn two_deliveries_for_one_recipient_at_once_send_once() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0).set("NOTIFY_DEBOUNCE_SECS", "300")).await;
-        ready(&w, 3).await;
+        w.ready_offline(3).await;
         // A slow WeChat widens the gap between the decision and the record of the send.
         w.wechat.script(
             SEND,
@@ -179,7 +169,7 @@ async fn two_deliveries_for_one_recipient_at_once_send_once() {
 async fn held_messages_get_one_follow_up_when_the_window_ends() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0).set("NOTIFY_DEBOUNCE_SECS", "300")).await;
-        ready(&w, 3).await;
+        w.ready_offline(3).await;
         w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "one"))
             .await;
         assert_eq!(w.sends().len(), 1, "{b:?}");
@@ -248,7 +238,7 @@ async fn quiet_hours_hold_and_the_follow_up_goes_when_they_end() {
                 .set("NOTIFY_QUIET_HOURS", "06:00-07:00"),
         )
         .await;
-        ready(&w, 1).await;
+        w.ready_offline(1).await;
         // T0 is 06:13:20 in Shanghai.
         w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "night"))
             .await;
@@ -275,7 +265,7 @@ async fn quiet_hours_hold_and_the_follow_up_goes_when_they_end() {
 async fn the_daily_quota_parks_the_send_until_the_next_day() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
-        ready(&w, 1).await;
+        w.ready_offline(1).await;
         w.wechat.script(
             SEND,
             vec![Scripted::Json(
@@ -370,7 +360,7 @@ async fn an_admin_send_over_the_daily_quota_waits_for_the_next_day() {
 async fn items_the_stream_never_delivered_are_redriven_by_the_sweep() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0).set("NOTIFY_DEBOUNCE_SECS", "0")).await;
-        ready(&w, 2).await;
+        w.ready_offline(2).await;
         // Queued, but its stream record went to the dead-letter queue.
         let lost = queue(&w, "lost").await;
         // Claimed by a dispatcher that then died, and whose record was given up too.
@@ -470,7 +460,7 @@ async fn items_the_stream_never_delivered_are_redriven_by_the_sweep() {
 #[tokio::test]
 async fn the_scheduled_event_runs_the_sweep() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     queue(&w, "lost").await;
     w.advance(700);
     // What EventBridge sends, and what the template's schedule sends as its input.
@@ -558,7 +548,7 @@ async fn an_agent_reply_whose_fallback_hits_the_daily_quota_waits_without_alarmi
 async fn an_item_without_a_watch_record_is_found_by_the_outbox_scan() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
-        ready(&w, 1).await;
+        w.ready_offline(1).await;
         // Queued the way a version without watch records queued it: the item alone.
         let id = outbox::id_for(&["legacy"]);
         let m = w.c2c(SELLER, CUSTOMER, "from before the upgrade");

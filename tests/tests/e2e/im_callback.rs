@@ -114,21 +114,11 @@ async fn a_before_send_callback_is_answered_ok_even_when_refused() {
     assert_eq!(r.status, 401);
 }
 
-/// Bound, with `credits` accepts, and offline.
-async fn ready(w: &World, credits: usize) {
-    w.bind(CUSTOMER, MP_OPENID).await;
-    for _ in 0..credits {
-        w.accept(MP_OPENID, TEMPLATE).await;
-    }
-    let r = w.state_change(CUSTOMER, "Logout", w.now() * 1000).await;
-    assert_eq!(r.status, 200, "{}", r.body_str());
-}
-
 #[tokio::test]
 async fn an_applied_login_starts_a_fresh_debounce_window() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0).set("NOTIFY_DEBOUNCE_SECS", "300")).await;
-        ready(&w, 3).await;
+        w.ready_offline(3).await;
         w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "one"))
             .await;
         assert_eq!(w.sends().len(), 1, "{b:?}");
@@ -173,7 +163,7 @@ fn dedupe_hits_im() -> usize {
 #[tokio::test]
 async fn a_repeated_im_callback_counts_as_a_dedupe_hit() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
-    ready(&w, 2).await;
+    w.ready_offline(2).await;
     let m = w.c2c(SELLER, CUSTOMER, "once");
     w.im("C2C.CallbackAfterSendMsg", m.clone()).await;
     let before = dedupe_hits_im();

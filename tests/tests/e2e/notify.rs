@@ -13,21 +13,11 @@ const T0: i64 = 1_700_000_000;
 const SEND: &str = "/cgi-bin/message/subscribe/send";
 const TOKEN: &str = "/cgi-bin/stable_token";
 
-/// Bound, with `credits` accepts, and offline.
-async fn ready(w: &World, credits: usize) {
-    w.bind(CUSTOMER, MP_OPENID).await;
-    for _ in 0..credits {
-        w.accept(MP_OPENID, TEMPLATE).await;
-    }
-    let r = w.state_change(CUSTOMER, "Logout", w.now() * 1000).await;
-    assert_eq!(r.status, 200, "{}", r.body_str());
-}
-
 #[tokio::test]
 async fn an_offline_message_becomes_one_subscribe_message() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
-        ready(&w, 1).await;
+        w.ready_offline(1).await;
         let r = w
             .im(
                 "C2C.CallbackAfterSendMsg",
@@ -78,7 +68,7 @@ async fn an_offline_message_becomes_one_subscribe_message() {
 #[tokio::test]
 async fn the_delivery_result_event_lands_on_the_send() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "hi"))
         .await;
     let msgid = w.outbox_of("notify").await[0]
@@ -155,7 +145,7 @@ async fn nothing_is_queued_for_online_unbound_or_credit_less_recipients() {
 async fn a_late_older_state_change_never_overwrites_a_newer_one() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
-        ready(&w, 1).await;
+        w.ready_offline(1).await;
         let t = T0 * 1000;
         w.state_change(CUSTOMER, "Login", t + 2000).await;
         // The Disconnect of the previous connection arrives late.
@@ -205,7 +195,7 @@ async fn unknown_or_stale_presence_is_settled_by_query_online_status() {
 async fn a_retried_callback_queues_and_sends_once() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
-        ready(&w, 2).await;
+        w.ready_offline(2).await;
         let m = w.c2c(SELLER, CUSTOMER, "once");
         w.im("C2C.CallbackAfterSendMsg", m.clone()).await;
         let again = w.im("C2C.CallbackAfterSendMsg", m).await;
@@ -220,7 +210,7 @@ async fn a_retried_callback_queues_and_sends_once() {
 async fn a_burst_is_merged_and_the_debounce_window_holds_the_rest() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0).set("NOTIFY_DEBOUNCE_SECS", "300")).await;
-        ready(&w, 3).await;
+        w.ready_offline(3).await;
         for text in ["one", "two", "three"] {
             w.advance(1);
             w.im_only("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, text))
@@ -280,7 +270,7 @@ async fn a_burst_is_merged_and_the_debounce_window_holds_the_rest() {
 async fn an_invalid_token_is_refreshed_and_the_send_retried_once() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
-        ready(&w, 1).await;
+        w.ready_offline(1).await;
         // WeChat says the cached token is no longer valid (40001), once.
         w.wechat.script(SEND, vec![Scripted::Json(json!({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}))]);
         w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
@@ -309,7 +299,7 @@ async fn an_invalid_token_is_refreshed_and_the_send_retried_once() {
 #[tokio::test]
 async fn a_token_refused_twice_is_recorded_not_looped() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     let e = json!({"errcode": 40001, "errmsg": "invalid credential"});
     w.wechat
         .script(SEND, vec![Scripted::Json(e.clone()), Scripted::Json(e)]);
@@ -332,7 +322,7 @@ async fn a_token_refused_twice_is_recorded_not_looped() {
 async fn permanent_errors_are_recorded_and_43101_zeroes_the_credits() {
     for (code, credits_after) in [(43101, 0), (47003, 3), (40003, 3), (40037, 3)] {
         let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
-        ready(&w, 3).await;
+        w.ready_offline(3).await;
         w.wechat.script(
             SEND,
             vec![Scripted::Json(
@@ -364,7 +354,7 @@ async fn permanent_errors_are_recorded_and_43101_zeroes_the_credits() {
 async fn busy_and_gateway_failures_are_retried_with_backoff_then_sent() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;
-        ready(&w, 1).await;
+        w.ready_offline(1).await;
         w.wechat.script(
             SEND,
             vec![
@@ -391,7 +381,7 @@ async fn busy_and_gateway_failures_are_retried_with_backoff_then_sent() {
 async fn a_send_that_may_have_been_delivered_is_neither_retried_nor_refunded() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0).set("NOTIFY_DEBOUNCE_SECS", "300")).await;
-        ready(&w, 2).await;
+        w.ready_offline(2).await;
         // WeChat takes longer than HTTP_TIMEOUT_MS (400 ms in the harness) to answer: it may
         // well have delivered the message.
         w.wechat.script(
@@ -434,7 +424,7 @@ async fn retries_stop_at_the_attempt_limit_and_say_why() {
             .set("DISPATCH_MAX_ATTEMPTS", "3"),
     )
     .await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     w.wechat.script(SEND, vec![Scripted::Status(503); 10]);
     w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
         .await;
@@ -466,7 +456,7 @@ async fn token_endpoint_errors_are_classified() {
             .set("WECHAT_MP_SECRET", "wrong-secret"),
     )
     .await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
         .await;
     let item = &w.outbox_of("notify").await[0];
@@ -605,7 +595,7 @@ async fn template_data_that_cannot_be_valid_fails_before_spending() {
         r#"{"thing1":"{sender}","number2":"{preview}"}"#,
     ))
     .await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     w.im(
         "C2C.CallbackAfterSendMsg",
         w.c2c(SELLER, CUSTOMER, "not a number"),
@@ -625,7 +615,7 @@ async fn template_data_that_cannot_be_valid_fails_before_spending() {
 #[tokio::test]
 async fn long_and_multiline_text_is_shaped_to_the_keyword_rules() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     let text = "第一行\n第二行 with a very long English tail that goes on and on";
     w.im(
         "C2C.CallbackAfterSendMsg",
@@ -656,7 +646,7 @@ async fn quiet_hours_hold_notifications() {
             .set("NOTIFY_QUIET_HOURS", "06:00-07:00"),
     )
     .await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     // T0 is 06:13 in Shanghai.
     w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "late"))
         .await;
@@ -676,7 +666,7 @@ async fn before_send_trigger_queues_and_never_blocks() {
             .set("NOTIFY_TRIGGER", "before"),
     )
     .await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     let mut m = w.c2c(SELLER, CUSTOMER, "x");
     m["CallbackCommand"] = json!("C2C.CallbackBeforeSendMsg");
     let r = w.im("C2C.CallbackBeforeSendMsg", m).await;
@@ -740,7 +730,7 @@ async fn the_stream_handler_reports_only_what_must_be_retried() {
             .set("DISPATCH_MAX_ATTEMPTS", "5"),
     )
     .await;
-    ready(&w, 1).await;
+    w.ready_offline(1).await;
     w.im_only("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "x"))
         .await;
     let id = w.outbox_of("notify").await[0].s("id").unwrap().to_owned();

@@ -24,20 +24,17 @@ fn xml(from: &str, ts: i64, inner: &str) -> String {
     )
 }
 
-async fn follow(w: &World, who: &str) -> String {
+/// A follower's event (`subscribe`, `unsubscribe`) pushed in safe mode; its passive reply.
+async fn push_event(w: &World, who: &str, name: &str) -> String {
     let r = w
-        .push(
-            AppKind::Oa,
-            &xml(
-                who,
-                w.now(),
-                "<MsgType>event</MsgType><Event>subscribe</Event>",
-            ),
-            Delivery::Safe,
-        )
+        .push(AppKind::Oa, &event(who, w.now(), name), Delivery::Safe)
         .await;
     assert_eq!(r.status, 200);
     reply(w, r.body_str())
+}
+
+async fn follow(w: &World, who: &str) -> String {
+    push_event(w, who, "subscribe").await
 }
 
 async fn say(w: &World, who: &str, msg_id: u64, text: &str) -> String {
@@ -586,18 +583,7 @@ async fn agent_media_replies_reach_the_follower_as_summaries_with_their_urls() {
 }
 
 async fn unfollow(w: &World, who: &str) {
-    let r = w
-        .push(
-            AppKind::Oa,
-            &xml(
-                who,
-                w.now(),
-                "<MsgType>event</MsgType><Event>unsubscribe</Event>",
-            ),
-            Delivery::Safe,
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    push_event(w, who, "unsubscribe").await;
 }
 
 #[tokio::test]

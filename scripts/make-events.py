@@ -216,6 +216,12 @@ def build():
          {"function": "wechat-event", "status": 200, "body": "success",
           "items": [sub("mp", MP_USER, TPL2) | {"credits": 1, "status": "accept"}]},
          "Compatible mode (plaintext fields plus Encrypt): only the decrypted payload counts.")
+    body = popup_json(MP_USER, [(TPL2, "accept")], TS + 9)
+    case("wechat-event/mp-compat-json-popup.json", sign(wechat_event("POST", "mp", body), "compat", "100010"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [sub("mp", MP_USER, TPL2) | {"credits": 1, "status": "accept"}]},
+         "Compatible mode with a JSON body (the plaintext fields plus Encrypt; WeChat's exact JSON shape for "
+         "this mode is not published, so any object carrying Encrypt is read): only the decrypted payload counts.")
     body = json.dumps({"ToUserName": MP_GH, "FromUserName": MP_USER, "CreateTime": str(TS + 4), "MsgType": "event",
                        "Event": "subscribe_msg_change_event",
                        "List": [{"TemplateId": TPL1, "SubscribeStatusString": "reject"}]}, separators=(",", ":"))

@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use common::config::{ImConfig, Secret};
 use common::http::Request;
-use common::im::{callback, usersig};
+use common::protocol::im::{callback, usersig};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";

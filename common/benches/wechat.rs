@@ -10,10 +10,10 @@ use common::App;
 use common::clock::{Clock, SystemClock};
 use common::config::{AppKind, Config};
 use common::http::Request;
+use common::protocol::wechat::push::{self, Delivery};
+use common::protocol::wechat::reply::{self, EncryptedReply};
+use common::protocol::wechat::signature;
 use common::store::EmbeddedStore;
-use common::wechat::push::{self, Delivery};
-use common::wechat::reply::{self, EncryptedReply};
-use common::wechat::signature;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// The verify handler never waits on I/O, so polling it once completes it; this keeps an async

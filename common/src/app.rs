@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AppKind, Config, ConfigError};
-use crate::im::rest::ImApi;
+use crate::protocol::im::rest::ImApi;
+use crate::protocol::wechat::api::{ApiError, ErrorClass, WechatApi};
+use crate::records::outbox::Queueing;
+use crate::records::token::{TokenError, TokenManager};
 use crate::store::{DynamoStore, Store};
-use crate::wechat::api::{ApiError, ErrorClass, WechatApi};
-use crate::wechat::token::{TokenError, TokenManager};
 
 pub struct App {
     pub config: Config,
@@ -99,6 +100,15 @@ impl App {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// How a job queued now is kept (retention, and when its watch falls due).
+    pub fn queueing(&self) -> Queueing {
+        Queueing {
+            now: self.now(),
+            retention_secs: self.config.outbox_retention_secs,
+            watch_after_secs: self.config.sweep_stale_secs,
+        }
     }
 
     /// Calls a WeChat API with the app's access token. When WeChat says the token is invalid

@@ -1,31 +1,10 @@
 //! Typed configuration, read once per cold start from environment variables. Every problem is
 //! reported with the name of the variable at fault and never with its value.
 
-use std::fmt;
-
-use crate::wechat::crypto::MessageCrypto;
-
-/// A value that must never reach a log line: `Debug`/`Display` print a placeholder.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::protocol::im::ImConfig;
+pub use crate::protocol::secret::Secret;
+pub use crate::protocol::wechat::app::{AppKind, WechatApp};
+use crate::protocol::wechat::crypto::MessageCrypto;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {problem}")]
@@ -41,75 +20,6 @@ impl ConfigError {
             problem: problem.into(),
         }
     }
-}
-
-/// Which WeChat app a route belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AppKind {
-    /// Mini program.
-    Mp,
-    /// Official account.
-    Oa,
-}
-
-impl AppKind {
-    pub const ALL: [AppKind; 2] = [AppKind::Mp, AppKind::Oa];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AppKind::Mp => "mp",
-            AppKind::Oa => "oa",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AppKind> {
-        match s {
-            "mp" => Some(AppKind::Mp),
-            "oa" => Some(AppKind::Oa),
-            _ => None,
-        }
-    }
-
-    fn env_prefix(self) -> &'static str {
-        match self {
-            AppKind::Mp => "WECHAT_MP_",
-            AppKind::Oa => "WECHAT_OA_",
-        }
-    }
-}
-
-impl fmt::Display for AppKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct WechatApp {
-    pub kind: AppKind,
-    pub appid: String,
-    pub secret: Secret,
-    pub token: Secret,
-    /// The EncodingAESKey as configured; kept only so that the log tests can look for it.
-    pub aes_key: Option<Secret>,
-    /// Present when an EncodingAESKey is configured (compatible and safe modes).
-    pub crypto: Option<MessageCrypto>,
-    /// Whether a push without `encrypt_type=aes` is accepted. Without an AES key that is the only
-    /// mode; with one it is refused unless `WECHAT_*_ALLOW_PLAINTEXT` is set, because the
-    /// plaintext `signature` does not cover the body and would let anyone holding one push URL
-    /// post any body (a downgrade from safe mode).
-    pub allow_plaintext: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct ImConfig {
-    pub sdkappid: u64,
-    pub secret_key: Secret,
-    pub admin_user: String,
-    pub api_base: String,
-    pub callback_token: Option<Secret>,
-    pub callback_window_secs: i64,
-    pub agents: Vec<String>,
 }
 
 /// Which IM callback queues notifications.
@@ -135,6 +45,53 @@ pub struct NotifyConfig {
     /// Local-time window (minutes after midnight, start..end, may wrap midnight) in which
     /// notifications are held back (recorded as skipped) instead of sent.
     pub quiet_hours: Option<(u32, u32)>,
+}
+
+impl NotifyConfig {
+    /// When the quiet hours that contain `now` end, if they do.
+    pub fn quiet_end(&self, now: i64) -> Option<i64> {
+        let (start, end) = self.quiet_hours?;
+        let z = jiff::Timestamp::from_second(now)
+            .ok()?
+            .to_zoned(self.timezone.clone());
+        let m = z.hour() as u32 * 60 + z.minute() as u32;
+        let inside = if start < end {
+            (start..end).contains(&m)
+        } else {
+            m >= start || m < end
+        };
+        if !inside {
+            return None;
+        }
+        let t = jiff::civil::time((end / 60) as i8, (end % 60) as i8, 0, 0);
+        let today = z
+            .date()
+            .to_datetime(t)
+            .to_zoned(self.timezone.clone())
+            .ok()?;
+        let at = if today.timestamp() > z.timestamp() {
+            today
+        } else {
+            z.date()
+                .tomorrow()
+                .ok()?
+                .to_datetime(t)
+                .to_zoned(self.timezone.clone())
+                .ok()?
+        };
+        Some(at.timestamp().as_second())
+    }
+
+    /// `2024年1月2日 15:04`: the `time` keyword's documented form, in the configured time zone.
+    pub fn format_time(&self, secs: i64) -> String {
+        jiff::Timestamp::from_second(secs)
+            .map(|ts| {
+                ts.to_zoned(self.timezone.clone())
+                    .strftime("%Y年%-m月%-d日 %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// The official-account customer-service bridge.
@@ -187,6 +144,13 @@ pub const DEFAULT_WELCOME_TEXT: &str =
 pub const DEFAULT_CONNECTING_TEXT: &str = "Connecting you to an agent, please wait a moment.";
 /// The default welcome when no agent is configured: the usual one would promise an answer.
 pub const DEFAULT_WELCOME_TEXT_NO_AGENTS: &str = "Thanks for following!";
+
+fn env_prefix(kind: AppKind) -> &'static str {
+    match kind {
+        AppKind::Mp => "WECHAT_MP_",
+        AppKind::Oa => "WECHAT_OA_",
+    }
+}
 
 /// Reads variables through a lookup function, so tests and `.env` files use the same code.
 struct Env<'a> {
@@ -277,7 +241,7 @@ impl Config {
     }
 
     fn wechat_app(env: &Env<'_>, kind: AppKind) -> Result<Option<WechatApp>, ConfigError> {
-        let p = kind.env_prefix();
+        let p = env_prefix(kind);
         let var = |s: &str| format!("{p}{s}");
         let appid = env.opt(&var("APPID"));
         let any_other = ["SECRET", "TOKEN", "AES_KEY", "ALLOW_PLAINTEXT"]
@@ -531,7 +495,8 @@ pub fn parse_data_patterns(var: &str, raw: &str) -> Result<Vec<(String, String)>
         let p = p
             .as_str()
             .ok_or_else(|| ConfigError::new(var, format!("the pattern of {k} must be a string")))?;
-        crate::notify::render::validate_pattern(k, p).map_err(|e| ConfigError::new(var, e))?;
+        crate::protocol::wechat::render::validate_pattern(k, p)
+            .map_err(|e| ConfigError::new(var, e))?;
         out.push((k.clone(), p.to_owned()));
     }
     Ok(out)
@@ -654,5 +619,45 @@ mod tests {
         assert_eq!(parse_quiet_hours("22:00-08:00"), Some((1320, 480)));
         assert_eq!(parse_quiet_hours("25:00-08:00"), None);
         assert_eq!(parse_quiet_hours("08:00-08:00"), None);
+    }
+
+    fn notify_cfg(quiet: Option<(u32, u32)>) -> NotifyConfig {
+        NotifyConfig {
+            app: AppKind::Mp,
+            template_id: "t".into(),
+            data: vec![],
+            page: None,
+            miniprogram_state: None,
+            lang: None,
+            debounce_secs: 300,
+            timezone: jiff::tz::TimeZone::get("Asia/Shanghai").unwrap(),
+            timezone_name: "Asia/Shanghai".into(),
+            trigger: NotifyTrigger::AfterSend,
+            quiet_hours: quiet,
+        }
+    }
+
+    // 1700000000 is 2023-11-15 06:13:20 in Asia/Shanghai (22:13:20 UTC the day before).
+    const T: i64 = 1_700_000_000;
+
+    #[test]
+    fn quiet_hours_end_today_tomorrow_or_not_at_all() {
+        let six = T - 800;
+        // 06:00-07:00: ends at 07:00 the same day.
+        assert_eq!(notify_cfg(Some((360, 420))).quiet_end(T), Some(six + 3600));
+        // 22:00-08:00 wraps midnight; at 06:13 it ends at 08:00 today.
+        assert_eq!(
+            notify_cfg(Some((1320, 480))).quiet_end(T),
+            Some(six + 2 * 3600)
+        );
+        // 05:00-06:00 is over; no quiet hours configured.
+        assert_eq!(notify_cfg(Some((300, 360))).quiet_end(T), None);
+        assert_eq!(notify_cfg(None).quiet_end(T), None);
+        // 23:00-06:30 seen at 23:30: ends at 06:30 the next day.
+        let at_2330 = six + 17 * 3600 + 1800;
+        assert_eq!(
+            notify_cfg(Some((1380, 390))).quiet_end(at_2330),
+            Some(six + 24 * 3600 + 1800)
+        );
     }
 }

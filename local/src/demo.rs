@@ -8,12 +8,12 @@ use common::App;
 use common::clock::{Clock, SystemClock};
 use common::config::AppKind;
 use common::http::{Request, Response};
-use common::im::usersig;
-use common::keys;
-use common::outbox;
+use common::protocol::im::usersig;
+use common::protocol::wechat::push::{self, Delivery};
+use common::protocol::wechat::signature;
+use common::records::keys;
+use common::records::outbox;
 use common::store::{EmbeddedStore, Table};
-use common::wechat::push::{self, Delivery};
-use common::wechat::signature;
 use serde_json::json;
 
 use crate::routes::{Function, call};
@@ -86,7 +86,14 @@ impl Demo {
     }
 
     async fn ledger_line(&self) -> String {
-        match common::ledger::get(&*self.app.store, AppKind::Mp, USER_OPENID, TEMPLATE).await {
+        match common::records::subscription::get(
+            &*self.app.store,
+            AppKind::Mp,
+            USER_OPENID,
+            TEMPLATE,
+        )
+        .await
+        {
             Ok(Some(i)) => format!(
                 "ledger: credits {} (status {})",
                 i.n("credits").unwrap_or(0),
@@ -302,7 +309,7 @@ pub async fn run() -> Result<(), String> {
     d.title(&format!(
         "The mini program binds IM user {CUSTOMER} to the WeChat user (here as `wxim bind` does)"
     ));
-    common::bindings::bind(&*d.app.store, CUSTOMER, AppKind::Mp, USER_OPENID, None, now)
+    common::records::binding::bind(&*d.app.store, CUSTOMER, AppKind::Mp, USER_OPENID, None, now)
         .await
         .map_err(|e| e.to_string())?;
     println!("   bind#im#{CUSTOMER} ↔ bind#mp#{USER_OPENID}");
@@ -427,13 +434,13 @@ impl Demo {
         let Some(oa) = self.app.config.app(AppKind::Oa) else {
             return String::new();
         };
-        let env = common::wechat::message::parse_envelope(&resp.body).ok();
+        let env = common::protocol::wechat::message::parse_envelope(&resp.body).ok();
         let plain = match (env.and_then(|e| e.encrypt), &oa.crypto) {
             (Some(e), Some(c)) => c.decrypt(&e).unwrap_or_default(),
             _ => return resp.body_str().to_owned(),
         };
-        match common::wechat::message::parse_message(&plain).map(|m| m.kind) {
-            Ok(common::wechat::message::MessageKind::Text { content }) => content,
+        match common::protocol::wechat::message::parse_message(&plain).map(|m| m.kind) {
+            Ok(common::protocol::wechat::message::MessageKind::Text { content }) => content,
             _ => String::from_utf8_lossy(&plain).into_owned(),
         }
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use common::config::AppKind;
-use common::im::usersig;
 use common::obs;
+use common::protocol::im::usersig;
 use common::store::Table;
 use local::routes::Function;
 use local::{demo, httpd, sign, standin, wiring};
@@ -250,10 +250,16 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 None => config.notify.as_ref().map(|n| n.app).unwrap_or(AppKind::Mp),
             };
             let app = wiring::app(config).await?;
-            let previous =
-                common::bindings::bind(&*app.store, &user_id, kind, &openid, None, app.now())
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let previous = common::records::binding::bind(
+                &*app.store,
+                &user_id,
+                kind,
+                &openid,
+                None,
+                app.now(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             match previous {
                 Some(p) => println!(
                     "bound {user_id} to {kind} openid {openid} (was {})",
@@ -458,7 +464,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let delivery = match mode.as_deref() {
                 None => None,
                 Some(m) => Some(
-                    common::wechat::push::Delivery::parse(m)
+                    common::protocol::wechat::push::Delivery::parse(m)
                         .ok_or("--mode must be plain, compat or safe")?,
                 ),
             };

@@ -3,8 +3,9 @@
 //! runner dispatches right away, as the DynamoDB Stream would in AWS.
 
 use common::App;
-use common::dispatch;
+use common::flows::dispatch;
 use common::handlers;
+use common::handlers::dispatch::Invocation;
 use common::http::{Request, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,16 +106,20 @@ pub async fn stream(app: &App) {
 
 /// One sweep of deferred work (what the schedule runs in AWS), then the local stream over the
 /// follow-ups it queued.
-pub async fn sweep(app: &App) -> Result<common::due::Report, String> {
-    let report = common::due::sweep(app).await.map_err(|e| e.to_string());
+pub async fn sweep(app: &App) -> Result<common::flows::sweep::Report, String> {
+    let report = common::flows::sweep::sweep(app)
+        .await
+        .map_err(|e| e.to_string());
     stream(app).await;
     report
 }
 
 /// `wxim sweep --scan-outbox`: every unfinished outbox item re-driven (or rescheduled), found by
 /// reading the whole outbox rather than through due records; then the local stream.
-pub async fn rescan(app: &App) -> Result<common::due::Report, String> {
-    let report = common::due::rescan(app).await.map_err(|e| e.to_string());
+pub async fn rescan(app: &App) -> Result<common::flows::sweep::Report, String> {
+    let report = common::flows::sweep::rescan(app)
+        .await
+        .map_err(|e| e.to_string());
     stream(app).await;
     report
 }
@@ -149,13 +154,14 @@ pub async fn invoke(f: Function, raw_event: &str, app: &App) -> Result<String, S
     if f == Function::NotifyDispatch {
         let event: serde_json::Value = serde_json::from_str(raw_event)
             .map_err(|e| format!("not a DynamoDB Stream or scheduled event: {e}"))?;
-        if event["Records"].is_array() {
-            return Ok(dispatch::stream(&event, app, "local-invoke")
-                .await
-                .to_string());
-        }
-        if dispatch::is_sweep(&event) {
-            return Ok(sweep(app).await?.to_json().to_string());
+        match Invocation::parse(&event) {
+            Invocation::Stream(_) => {
+                return Ok(handlers::dispatch::handle(&event, app, "local-invoke")
+                    .await
+                    .to_string());
+            }
+            Invocation::Sweep => return Ok(sweep(app).await?.to_json().to_string()),
+            Invocation::Unknown => {}
         }
         return Err(
             "not a DynamoDB Stream event (no Records) nor the scheduled sweep (detail-type \"Scheduled Event\" or {\"action\":\"sweep\"})"

@@ -2,8 +2,8 @@
 //! app (fresh timestamp and nonce, signatures, and the body re-encrypted in compat/safe mode).
 
 use common::config::{AppKind, Config};
-use common::wechat::push::{self, Delivery};
-use common::wechat::signature;
+use common::protocol::wechat::push::{self, Delivery};
+use common::protocol::wechat::signature;
 use serde_json::Value;
 
 pub struct SignOptions {
@@ -99,7 +99,7 @@ fn sign_im(config: &Config, event: &mut Value, opts: &SignOptions) -> Result<Str
             query.push(("RequestTime".into(), ts.clone()));
             query.push((
                 "Sign".into(),
-                common::im::usersig::callback_sign(token.expose(), &ts),
+                common::protocol::im::usersig::callback_sign(token.expose(), &ts),
             ));
             format!("signed IM callback (RequestTime {ts})")
         }
@@ -127,7 +127,7 @@ fn sign_bind(config: &Config, event: &mut Value, opts: &SignOptions) -> Result<S
         .to_owned();
     let ts = opts.timestamp.clone().unwrap_or_else(now);
     let time: i64 = ts.parse().map_err(|_| "--timestamp must be unix seconds")?;
-    body["userSig"] = Value::String(common::im::usersig::generate(
+    body["userSig"] = Value::String(common::protocol::im::usersig::generate(
         im.sdkappid,
         im.secret_key.expose(),
         &user,
@@ -214,7 +214,7 @@ pub fn sign_event(
     let delivery = opts
         .delivery
         .unwrap_or(if old("encrypt_type").as_deref() == Some("aes") {
-            if common::wechat::message::parse_message(&body).is_ok() {
+            if common::protocol::wechat::message::parse_message(&body).is_ok() {
                 Delivery::Compat
             } else {
                 Delivery::Safe

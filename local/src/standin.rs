@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::clock::Clock as _;
 use common::http::{Request, Response};
-use common::im::usersig;
-use common::notify::keyword::{self, Mode};
+use common::protocol::im::usersig;
+use common::protocol::wechat::keyword::{self, Mode};
 use serde_json::{Value, json};
 
 use crate::httpd;

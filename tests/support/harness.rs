@@ -8,9 +8,9 @@ use common::App;
 use common::clock::{Clock, ManualClock, SystemClock};
 use common::config::AppKind;
 use common::http::{Request, Response};
-use common::im::usersig;
+use common::protocol::im::usersig;
+use common::protocol::wechat::push::{self, Delivery};
 use common::store::{Item, Table};
-use common::wechat::push::{self, Delivery};
 use local::routes::{self, Function};
 use local::standin::StandIn;
 use serde_json::{Value, json};
@@ -170,7 +170,7 @@ impl World {
     }
 
     pub async fn bind(&self, user: &str, openid: &str) {
-        common::bindings::bind(
+        common::records::binding::bind(
             &*self.app.store,
             user,
             AppKind::Mp,
@@ -218,14 +218,14 @@ impl World {
 
     /// One sweep of deferred work (the schedule in AWS), then the local stream over what it
     /// queued, as `wxim sweep` runs it.
-    pub async fn sweep(&self) -> common::due::Report {
+    pub async fn sweep(&self) -> common::flows::sweep::Report {
         routes::sweep(&self.app).await.unwrap()
     }
 
     /// The sweep alone, without the local stream after it: for items whose stream records were
     /// lost (the local stream stand-in would otherwise deliver every queued item itself).
-    pub async fn sweep_only(&self) -> common::due::Report {
-        common::due::sweep(&self.app).await.unwrap()
+    pub async fn sweep_only(&self) -> common::flows::sweep::Report {
+        common::flows::sweep::sweep(&self.app).await.unwrap()
     }
 
     /// The due records (deferred work) in the store, as (minute bucket, outbox id, why).
@@ -281,7 +281,7 @@ impl World {
     }
 
     pub async fn credits(&self, openid: &str, template: &str) -> i64 {
-        common::ledger::credits(&*self.app.store, AppKind::Mp, openid, template)
+        common::records::subscription::credits(&*self.app.store, AppKind::Mp, openid, template)
             .await
             .unwrap()
     }

@@ -14,12 +14,12 @@ use tracing::{Instrument, info, warn};
 
 use super::input;
 use crate::app::App;
-use crate::bindings;
 use crate::config::AppKind;
 use crate::http::{Request, Response};
-use crate::keys;
-use crate::notify::render;
-use crate::outbox::{self, Kind};
+use crate::protocol::wechat::render;
+use crate::records::binding;
+use crate::records::keys;
+use crate::records::outbox::{self, Kind};
 use crate::store::{Attr, Item, StoreError, Table};
 
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -218,7 +218,7 @@ async fn submit(req: &Request, app: &App, caller: &str) -> Response {
     }
     let openid = match (send.user_id, send.openid) {
         (_, Some(o)) => o.to_owned(),
-        (Some(u), None) => match bindings::by_user(&*app.store, u, send.app).await {
+        (Some(u), None) => match binding::by_user(&*app.store, u, send.app).await {
             Ok(Some(b)) => b.openid,
             Ok(None) => {
                 return refuse(
@@ -257,15 +257,8 @@ async fn submit(req: &Request, app: &App, caller: &str) -> Response {
             attrs.push((name, v.into()));
         }
     }
-    let now = app.now();
-    let write = outbox::enqueue(
-        &id,
-        Kind::Send,
-        attrs,
-        now,
-        app.config.outbox_retention_secs,
-    );
-    let status = match app.store.transact(crate::due::with_watch(app, write)).await {
+    let job = outbox::enqueue(&id, Kind::Send, attrs, app.queueing());
+    let status = match app.store.transact(job.writes().into()).await {
         Ok(()) => "queued".to_owned(),
         Err(StoreError::ConditionFailed { .. }) => match outbox::get(&*app.store, &id).await {
             Ok(Some(item)) if item.s("fingerprint") == Some(fingerprint.as_str()) => {

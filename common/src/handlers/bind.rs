@@ -10,13 +10,13 @@ use tracing::{Instrument, info, warn};
 
 use super::input;
 use crate::app::App;
-use crate::bindings;
 use crate::config::AppKind;
 use crate::http::{Request, Response};
-use crate::im::usersig::{self, UserSigError};
-use crate::keys;
+use crate::protocol::im::usersig::{self, UserSigError};
+use crate::protocol::wechat::api::{ApiError, ErrorClass};
+use crate::records::binding;
+use crate::records::keys;
 use crate::store::{Cond, Item, StoreError, TTL_ATTR, Table, Write};
-use crate::wechat::api::{ApiError, ErrorClass};
 
 const MAX_BODY_BYTES: usize = 8 * 1024;
 const RETRY: &str = "temporarily unable to store the binding; call wx.login and try again";
@@ -147,7 +147,7 @@ pub async fn bind(req: &Request, app: &App) -> Response {
         let store = &*app.store;
         let unionid = session.unionid.as_deref();
         let (mut writes, previous) =
-            match bindings::bind_writes(store, user_id, AppKind::Mp, &session.openid, unionid, now)
+            match binding::bind_writes(store, user_id, AppKind::Mp, &session.openid, unionid, now)
                 .await
             {
                 Ok(w) => w,

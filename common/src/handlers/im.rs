@@ -6,14 +6,11 @@
 use tracing::{Instrument, info, warn};
 
 use crate::app::App;
-use crate::config::NotifyTrigger;
+use crate::flows;
+use crate::flows::callback::Decision;
+use crate::flows::policy::Decision as Notification;
 use crate::http::{Request, Response};
-use crate::im::callback::{self, Callback, OK_BODY};
-use crate::notify::deliver;
-use crate::notify::policy::{self, Decision};
-use crate::oa;
-use crate::obs;
-use crate::presence;
+use crate::protocol::im::callback::{self, Callback, OK_BODY};
 
 const MAX_BODY_BYTES: usize = 64 * 1024;
 const RETRY: &str = "temporarily unable to record the callback";
@@ -65,7 +62,12 @@ pub async fn callback(req: &Request, app: &App) -> Response {
         }
         let before = never_blocks(claimed_command(req).as_deref());
         let Some(im) = &app.config.im else {
-            return refuse(before, 404, "im_not_configured", "IM is not configured (IM_SDKAPPID)");
+            return refuse(
+                before,
+                404,
+                "im_not_configured",
+                "IM is not configured (IM_SDKAPPID)",
+            );
         };
         if req.body.len() > MAX_BODY_BYTES {
             return refuse(before, 413, "body_too_large", "request body exceeds 64 KiB");
@@ -77,67 +79,35 @@ pub async fn callback(req: &Request, app: &App) -> Response {
             Ok(cb) => cb,
             Err(e) => return refuse(before, 400, "malformed_callback", &e.to_string()),
         };
-        let trigger = app.config.notify.as_ref().map(|n| n.trigger);
-        match cb {
-            Callback::StateChange(sc) => {
-                let platform = req.query("OptPlatform");
-                match presence::record(&*app.store, &sc, platform, app.now()).await {
-                    Ok(applied) => {
-                        if applied && sc.action == "Login" {
-                            // The user is back: whatever was waiting has now been seen, and the
-                            // next offline period starts with a fresh debounce window.
-                            let w = deliver::login_reset(&sc.user, app.now());
-                            if let Err(e) = app.store.write(w).await {
-                                return super::store_failure(&e, RETRY);
-                            }
-                        }
-                        let decision = if applied { "presence_recorded" } else { "presence_stale_ignored" };
-                        info!(command = "State.StateChange", action = %sc.action, decision);
-                        ok()
-                    }
-                    Err(e) => super::store_failure(&e, RETRY),
-                }
-            }
-            Callback::C2cAfterSend(m) => {
-                match oa::on_im_message(app, &m).await {
-                    Ok(Some(decision)) => {
-                        if decision == "duplicate_callback" {
-                            obs::metric("DedupeHits", &[("Source", "im")], 1.0);
-                        }
-                        info!(command = "C2C.CallbackAfterSendMsg", decision);
-                        return ok();
-                    }
-                    Ok(None) => {}
-                    Err(e) => return super::store_failure(&e, RETRY),
-                }
-                if trigger != Some(NotifyTrigger::AfterSend) && trigger.is_some() {
-                    info!(command = "C2C.CallbackAfterSendMsg", decision = "trigger_is_before_send");
-                    return ok();
-                }
-                match policy::on_message(app, &m).await {
-                    Ok(d) => {
-                        log_decision("C2C.CallbackAfterSendMsg", &d);
-                        ok()
-                    }
-                    Err(e) => super::store_failure(&e, RETRY),
-                }
-            }
+        let (command, outcome) = match cb {
+            Callback::StateChange(sc) => (
+                "State.StateChange",
+                flows::callback::state_change(app, &sc, req.query("OptPlatform")).await,
+            ),
+            Callback::C2cAfterSend(m) => (
+                "C2C.CallbackAfterSendMsg",
+                flows::callback::after_send(app, &m).await,
+            ),
             Callback::C2cBeforeSend(m) => {
-                if trigger == Some(NotifyTrigger::BeforeSend) {
-                    match policy::on_message(app, &m).await {
-                        Ok(d) => log_decision("C2C.CallbackBeforeSendMsg", &d),
-                        // Never block delivery: the message goes through whatever happened here.
-                        Err(e) => warn!(command = "C2C.CallbackBeforeSendMsg", decision = "allowed_despite_error", reason = %e),
-                    }
-                } else {
-                    info!(command = "C2C.CallbackBeforeSendMsg", decision = "allowed");
+                let command = "C2C.CallbackBeforeSendMsg";
+                match flows::callback::before_send(app, &m).await {
+                    Ok(d) => log_decision(command, &d),
+                    // Never block delivery: the message goes through whatever happened here.
+                    Err(e) => warn!(command, decision = "allowed_despite_error", reason = %e),
                 }
-                ok()
+                return ok();
             }
             Callback::Other(command) => {
                 info!(command = %command, decision = "acknowledged_unhandled");
+                return ok();
+            }
+        };
+        match outcome {
+            Ok(d) => {
+                log_decision(command, &d);
                 ok()
             }
+            Err(e) => super::store_failure(&e, RETRY),
         }
     }
     .instrument(span)
@@ -145,10 +115,14 @@ pub async fn callback(req: &Request, app: &App) -> Response {
 }
 
 fn log_decision(command: &str, d: &Decision) {
+    let decision = d.as_str();
     match d {
-        Decision::Queued { id } => {
-            info!(command, decision = "notification_queued", outbox_id = %id)
+        Decision::Notification(Notification::Queued { id }) => {
+            info!(command, decision, outbox_id = %id)
         }
-        Decision::Skipped(reason) => info!(command, decision = "notification_skipped", reason),
+        Decision::Notification(Notification::Skipped(reason)) => {
+            info!(command, decision, reason = reason.as_str())
+        }
+        _ => info!(command, decision),
     }
 }

@@ -8,6 +8,7 @@ use crate::store::StoreError;
 
 pub mod admin;
 pub mod bind;
+pub mod dispatch;
 pub mod im;
 mod input;
 pub mod wechat;

@@ -4,16 +4,11 @@ use tracing::{Instrument, info, warn};
 
 use crate::app::App;
 use crate::config::{AppKind, WechatApp};
-use crate::dedupe;
+use crate::flows;
 use crate::http::{Request, Response};
-use crate::keys;
-use crate::ledger;
-use crate::oa;
-use crate::obs;
-use crate::store::{StoreError, Table, Write};
-use crate::wechat::message::{Event, Format, MessageKind};
-use crate::wechat::push::{self, Inbound, Mode, PushError};
-use crate::wechat::reply::{self, EncryptedReply};
+use crate::protocol::wechat::message::Format;
+use crate::protocol::wechat::push::{self, Inbound, Mode, PushError};
+use crate::protocol::wechat::reply::{self, EncryptedReply};
 
 const RETRY: &str = "temporarily unable to record the push; WeChat will retry";
 
@@ -75,16 +70,7 @@ pub async fn verify(req: &Request, app: &App) -> Response {
     .await
 }
 
-/// What a push leads to: writes applied atomically with the dedupe marker, and the passive
-/// reply text (if any).
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub writes: Vec<Write>,
-    pub reply: Option<String>,
-    pub decision: &'static str,
-}
-
-/// Message push: verify, decrypt, dedupe, apply, reply.
+/// Message push: verify, decrypt, then the flow (dedupe, apply), then the reply.
 pub async fn event(req: &Request, app: &App) -> Response {
     let span =
         tracing::info_span!("request", request_id = %req.request_id, function = "wechat-event");
@@ -101,72 +87,19 @@ pub async fn event(req: &Request, app: &App) -> Response {
             Err(e) => return refuse(&e, wapp.kind),
         };
         let msg = &inbound.message;
-        let key = dedupe::delivery_key(msg);
-        let plan = match plan(wapp.kind, &inbound, &key, app).await {
-            Ok(p) => p,
+        let done = match flows::push::ingest(app, wapp.kind, msg).await {
+            Ok(d) => d,
             Err(e) => return super::store_failure(&e, RETRY),
         };
-        let fields = (
-            wapp.kind.as_str(),
-            msg.msg_type(),
-            msg.event_name().unwrap_or(""),
+        info!(
+            app = wapp.kind.as_str(),
+            msg_type = msg.msg_type(),
+            event = msg.event_name().unwrap_or(""),
+            mode = inbound.mode.as_str(),
+            decision = done.decision.as_str()
         );
-        if plan.writes.is_empty() && plan.reply.is_none() {
-            info!(
-                app = fields.0,
-                msg_type = fields.1,
-                event = fields.2,
-                mode = inbound.mode.as_str(),
-                decision = plan.decision
-            );
-            return Response::text(200, "success");
-        }
-        let now = app.now();
-        let mut writes = vec![dedupe::marker(
-            wapp.kind.as_str(),
-            &key,
-            now,
-            app.config.dedupe_ttl_secs,
-            plan.reply.as_deref(),
-        )];
-        writes.extend(plan.writes);
-        crate::due::watch_new(app, &mut writes);
-        let reply_text = match app.store.transact(writes).await {
-            Ok(()) => {
-                info!(
-                    app = fields.0,
-                    msg_type = fields.1,
-                    event = fields.2,
-                    mode = inbound.mode.as_str(),
-                    decision = plan.decision
-                );
-                plan.reply
-            }
-            Err(StoreError::ConditionFailed { index: 0 }) => {
-                obs::metric("DedupeHits", &[("Source", "wechat")], 1.0);
-                let marker = app
-                    .store
-                    .get(
-                        Table::State,
-                        &keys::dedupe(wapp.kind.as_str(), &dedupe::digest(&key)),
-                        keys::ONE,
-                    )
-                    .await
-                    .ok()
-                    .flatten();
-                info!(
-                    app = fields.0,
-                    msg_type = fields.1,
-                    event = fields.2,
-                    decision = "duplicate",
-                    "retry already applied"
-                );
-                marker.and_then(|m| m.s("reply").map(str::to_owned))
-            }
-            Err(e) => return super::store_failure(&e, RETRY),
-        };
-        match reply_text {
-            Some(text) => render_reply(wapp, &inbound, &text, now),
+        match done.reply {
+            Some(text) => render_reply(wapp, &inbound, &text, app.now()),
             None => Response::text(200, "success"),
         }
     }
@@ -195,59 +128,4 @@ fn render_reply(wapp: &WechatApp, inbound: &Inbound, text: &str, now: i64) -> Re
         }
         _ => Response::xml(plain),
     }
-}
-
-/// Decides the effect of a verified push. Reads happen here; writes are returned so that they
-/// commit atomically with the dedupe marker.
-async fn plan(
-    app_kind: AppKind,
-    inbound: &Inbound,
-    delivery: &str,
-    app: &App,
-) -> Result<Plan, StoreError> {
-    let msg = &inbound.message;
-    let now = app.now();
-    let openid = msg.from_user.as_str();
-    Ok(match &msg.kind {
-        MessageKind::Event(Event::SubscribeMsgPopup(items)) => Plan {
-            writes: ledger::popup_writes(app_kind, openid, items, now),
-            decision: "ledger_popup",
-            ..Default::default()
-        },
-        MessageKind::Event(Event::SubscribeMsgChange(items)) => Plan {
-            writes: ledger::change_writes(app_kind, openid, items, now),
-            decision: "ledger_change",
-            ..Default::default()
-        },
-        MessageKind::Event(Event::SubscribeMsgSent(items)) => Plan {
-            writes: ledger::sent_writes(
-                app_kind,
-                openid,
-                items,
-                now,
-                app.config.outbox_retention_secs,
-            ),
-            decision: "delivery_recorded",
-            ..Default::default()
-        },
-        MessageKind::Event(Event::Subscribe { .. }) if app_kind == AppKind::Oa => {
-            oa::on_follow(app, msg, delivery).await?
-        }
-        MessageKind::Event(Event::Unsubscribe) if app_kind == AppKind::Oa => {
-            oa::on_unfollow(app, msg, delivery).await?
-        }
-        MessageKind::Event(_) => Plan {
-            decision: "ignored_event",
-            ..Default::default()
-        },
-        _ if app_kind == AppKind::Oa => oa::on_user_message(app, msg, delivery).await?,
-        MessageKind::Unknown { .. } => Plan {
-            decision: "ignored_unknown",
-            ..Default::default()
-        },
-        _ => Plan {
-            decision: "accepted",
-            ..Default::default()
-        },
-    })
 }

@@ -10,6 +10,7 @@
 mod dynamo;
 #[cfg(feature = "embedded")]
 mod embedded;
+mod txn;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 pub use dynamo::DynamoStore;
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
+pub use txn::{Txn, TxnError};
 
 /// Attribute read by DynamoDB's TTL and by every read path here.
 pub const TTL_ATTR: &str = "expires_at";

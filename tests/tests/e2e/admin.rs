@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use common::config::AppKind;
 use common::http::{Request, Response};
-use common::wechat::push::Delivery;
+use common::protocol::wechat::push::Delivery;
 use local::routes::{self, Function};
 use local::standin::Scripted;
 use serde_json::{Value, json};

@@ -4,8 +4,8 @@
 
 use common::config::AppKind;
 use common::http::{Request, Response};
-use common::im::usersig;
-use common::keys;
+use common::protocol::im::usersig;
+use common::records::keys;
 use common::store::Table;
 use local::routes::{self, Function};
 use local::standin::Scripted;
@@ -42,14 +42,14 @@ fn code(w: &World, name: &str, openid: &str) -> String {
 }
 
 async fn binding(w: &World, user: &str) -> Option<String> {
-    common::bindings::by_user(&*w.app.store, user, AppKind::Mp)
+    common::records::binding::by_user(&*w.app.store, user, AppKind::Mp)
         .await
         .unwrap()
         .map(|b| b.openid)
 }
 
 async fn owner(w: &World, openid: &str) -> Option<String> {
-    common::bindings::by_openid(&*w.app.store, AppKind::Mp, openid)
+    common::records::binding::by_openid(&*w.app.store, AppKind::Mp, openid)
         .await
         .unwrap()
 }

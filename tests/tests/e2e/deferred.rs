@@ -3,8 +3,8 @@
 //! held notifications, quiet hours, WeChat's daily quota, and items whose stream records never
 //! arrived. Everything goes through the public handlers, the stream handler and the sweep.
 
-use common::keys;
-use common::outbox;
+use common::records::keys;
+use common::records::outbox;
 use local::routes::{Function, invoke};
 use local::standin::Scripted;
 use serde_json::{Value, json};
@@ -36,8 +36,8 @@ async fn queue(w: &World, text: &str) -> String {
 }
 
 fn insert_event(id: &str, seq: &str) -> String {
-    json!({"Records": [{"eventName": "INSERT", "dynamodb": {
-        "Keys": {"pk": {"S": format!("out#{id}")}, "sk": {"S": "-"}}, "SequenceNumber": seq}}]})
+    json!({"Records": [{"eventID": seq, "eventName": "INSERT", "awsRegion": "ap-east-1", "dynamodb": {
+        "Keys": {"pk": {"S": format!("out#{id}")}, "sk": {"S": "-"}}, "SequenceNumber": seq, "SizeBytes": 60}}]})
     .to_string()
 }
 
@@ -113,8 +113,8 @@ async fn two_deliveries_for_one_recipient_at_once_send_once() {
         };
         let (ia, ib) = (claim(a.clone()).await, claim(b_id.clone()).await);
         let (ra, rb) = tokio::join!(
-            common::notify::deliver::deliver(&w.app, CUSTOMER, std::slice::from_ref(&ia)),
-            common::notify::deliver::deliver(&w.app, CUSTOMER, std::slice::from_ref(&ib)),
+            common::flows::deliver::deliver(&w.app, CUSTOMER, std::slice::from_ref(&ia)),
+            common::flows::deliver::deliver(&w.app, CUSTOMER, std::slice::from_ref(&ib)),
         );
         ra.unwrap();
         rb.unwrap();
@@ -154,8 +154,8 @@ async fn two_deliveries_for_one_recipient_at_once_send_once() {
         );
         let (c, d) = (queue(&w, "three").await, queue(&w, "four").await);
         let (rc, rd) = tokio::join!(
-            common::dispatch::run(&w.app, std::slice::from_ref(&c)),
-            common::dispatch::run(&w.app, std::slice::from_ref(&d)),
+            common::flows::dispatch::run(&w.app, std::slice::from_ref(&c)),
+            common::flows::dispatch::run(&w.app, std::slice::from_ref(&d)),
         );
         assert!(rc.is_empty() && rd.is_empty(), "{b:?}: {rc:?} {rd:?}");
         let sends = w.sends();
@@ -415,10 +415,10 @@ async fn items_the_stream_never_delivered_are_redriven_by_the_sweep() {
             w.now()
         );
         let wapp = w.app.config.app(common::config::AppKind::Oa).unwrap();
-        let signed = common::wechat::push::seal(
+        let signed = common::protocol::wechat::push::seal(
             wapp,
             xml.as_bytes(),
-            common::wechat::push::Delivery::Safe,
+            common::protocol::wechat::push::Delivery::Safe,
             &w.now().to_string(),
             "1",
         )
@@ -475,9 +475,10 @@ async fn the_scheduled_event_runs_the_sweep() {
     assert_eq!(out["redriven"], 1, "{out}");
     assert_eq!(out["caught_up"], true, "{out}");
     assert_eq!(w.sends().len(), 1);
-    let out = common::dispatch::handle(&json!({"action": "sweep"}), &w.app, "req-1").await;
+    let out =
+        common::handlers::dispatch::handle(&json!({"action": "sweep"}), &w.app, "req-1").await;
     assert_eq!(out["redriven"], 0, "{out}");
-    let out = common::dispatch::handle(&json!({"hello": 1}), &w.app, "req-2").await;
+    let out = common::handlers::dispatch::handle(&json!({"hello": 1}), &w.app, "req-2").await;
     assert_eq!(out["error"], "unknown_event");
     assert!(
         invoke(Function::NotifyDispatch, r#"{"hello":1}"#, &w.app)
@@ -502,7 +503,7 @@ async fn an_agent_reply_whose_fallback_hits_the_daily_quota_waits_without_alarmi
                 .push(
                     common::config::AppKind::Oa,
                     &xml,
-                    common::wechat::push::Delivery::Safe,
+                    common::protocol::wechat::push::Delivery::Safe,
                 )
                 .await;
             assert_eq!(r.status, 200);
@@ -552,34 +553,31 @@ async fn an_item_without_a_watch_record_is_found_by_the_outbox_scan() {
         // Queued the way a version without watch records queued it: the item alone.
         let id = outbox::id_for(&["legacy"]);
         let m = w.c2c(SELLER, CUSTOMER, "from before the upgrade");
-        w.app
-            .store
-            .write(outbox::enqueue(
-                &id,
-                outbox::Kind::Notify,
-                vec![
-                    ("recipient", CUSTOMER.into()),
-                    ("sender", SELLER.into()),
-                    ("preview", "from before the upgrade".into()),
-                    ("msg_time", m["MsgTime"].as_i64().unwrap().into()),
-                    ("app", "mp".into()),
-                    ("openid", MP_OPENID.into()),
-                    ("template_id", TEMPLATE.into()),
-                ],
-                w.now(),
-                86_400 * 30,
-            ))
-            .await
-            .unwrap();
+        let [item_only, _watch] = outbox::enqueue(
+            &id,
+            outbox::Kind::Notify,
+            vec![
+                ("recipient", CUSTOMER.into()),
+                ("sender", SELLER.into()),
+                ("preview", "from before the upgrade".into()),
+                ("msg_time", m["MsgTime"].as_i64().unwrap().into()),
+                ("app", "mp".into()),
+                ("openid", MP_OPENID.into()),
+                ("template_id", TEMPLATE.into()),
+            ],
+            w.app.queueing(),
+        )
+        .writes();
+        w.app.store.write(item_only).await.unwrap();
         w.advance(3600);
         w.sweep_only().await;
         assert!(w.sends().is_empty(), "{b:?}: no due record points at it");
-        let report = common::due::rescan(&w.app).await.unwrap();
+        let report = common::flows::sweep::rescan(&w.app).await.unwrap();
         assert_eq!(report.redriven, 1, "{b:?}: {report:?}");
         assert_eq!(w.sends().len(), 1, "{b:?}");
         assert_eq!(item(&w, &id).await.s("status"), Some("sent"), "{b:?}");
         // Nothing unfinished is left: a second scan does nothing.
-        let report = common::due::rescan(&w.app).await.unwrap();
+        let report = common::flows::sweep::rescan(&w.app).await.unwrap();
         assert_eq!((report.records, report.redriven), (0, 0), "{b:?}");
     }
 }

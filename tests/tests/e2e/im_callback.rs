@@ -2,7 +2,7 @@
 //! message even when refused, what an applied Login resets, and duplicate callbacks as dedupe hits.
 
 use common::http::Request;
-use common::keys;
+use common::records::keys;
 use common::store::Table;
 use serde_json::{Value, json};
 use wxim_tests::harness::{CUSTOMER, MP_OPENID, Options, SELLER, TEMPLATE, World};
@@ -204,7 +204,7 @@ async fn an_expired_admin_usersig_is_regenerated_on_70001_and_the_call_succeeds(
         assert_eq!(sig(1), sig(0), "{b:?}: the cached sig was used first");
         assert_ne!(sig(2), sig(1), "{b:?}: then a regenerated one");
         let im = w.app.config.im.as_ref().unwrap();
-        let info = common::im::usersig::verify(
+        let info = common::protocol::im::usersig::verify(
             im.sdkappid,
             im.secret_key.expose(),
             &sig(2),

@@ -2,7 +2,7 @@
 //! handlers, the outbox dispatched as the stream would, and the WeChat/IM stand-ins answering
 //! with the documented successes and errors.
 
-use common::keys;
+use common::records::keys;
 use common::store::Table;
 use local::standin::Scripted;
 use serde_json::json;
@@ -82,7 +82,7 @@ async fn the_delivery_result_event_lands_on_the_send() {
         .push(
             common::config::AppKind::Mp,
             &ev.to_string(),
-            common::wechat::push::Delivery::Safe,
+            common::protocol::wechat::push::Delivery::Safe,
         )
         .await;
     assert_eq!(r.status, 200);
@@ -487,7 +487,7 @@ async fn many_dispatchers_at_once_fetch_one_token() {
         let mut tasks = vec![];
         for _ in 0..16 {
             // Each its own instance: own in-memory cache and lease owner, the same store.
-            let tokens = common::wechat::token::TokenManager::new();
+            let tokens = common::records::token::TokenManager::new();
             let store = w.app.store.clone();
             let api = w.app.wechat.clone();
             let clock = w.app.clock.clone();
@@ -524,7 +524,7 @@ async fn the_refresh_lease_outlives_a_slow_token_call() {
             .unwrap()
             .clone();
         let instance = |mp: common::config::WechatApp| {
-            let tokens = common::wechat::token::TokenManager::new();
+            let tokens = common::records::token::TokenManager::new();
             let (store, api, clock) = (
                 w.app.store.clone(),
                 w.app.wechat.clone(),
@@ -546,8 +546,8 @@ async fn the_refresh_lease_outlives_a_slow_token_call() {
         assert_eq!(w.wechat.count(TOKEN), 1, "{b:?}: one refresh at a time");
     }
     assert!(
-        common::wechat::token::LEASE_SECS
-            > common::wechat::api::TOKEN_CALL_TIMEOUT.as_secs() as i64
+        common::records::token::LEASE_SECS
+            > common::protocol::wechat::api::TOKEN_CALL_TIMEOUT.as_secs() as i64
     );
 }
 
@@ -735,8 +735,8 @@ async fn the_stream_handler_reports_only_what_must_be_retried() {
         .await;
     let id = w.outbox_of("notify").await[0].s("id").unwrap().to_owned();
     let event = json!({"Records": [
-        {"eventName": "MODIFY", "dynamodb": {"Keys": {"pk": {"S": "out#other"}, "sk": {"S": "-"}}, "SequenceNumber": "100"}},
-        {"eventName": "INSERT", "dynamodb": {"Keys": {"pk": {"S": format!("out#{id}")}, "sk": {"S": "-"}}, "SequenceNumber": "200"}},
+        {"eventID": "1", "eventName": "MODIFY", "awsRegion": "ap-east-1", "dynamodb": {"Keys": {"pk": {"S": "out#other"}, "sk": {"S": "-"}}, "SequenceNumber": "100", "SizeBytes": 60}},
+        {"eventID": "2", "eventName": "INSERT", "awsRegion": "ap-east-1", "dynamodb": {"Keys": {"pk": {"S": format!("out#{id}")}, "sk": {"S": "-"}}, "SequenceNumber": "200", "SizeBytes": 60}},
     ]});
     w.wechat.script(
         SEND,

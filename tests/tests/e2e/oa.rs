@@ -2,10 +2,10 @@
 //! signed IM callbacks from agents, through the public handlers, against the stand-ins.
 
 use common::config::AppKind;
-use common::keys;
+use common::protocol::wechat::message::{MessageKind, parse_envelope, parse_message};
+use common::protocol::wechat::push::Delivery;
+use common::records::keys;
 use common::store::Table;
-use common::wechat::message::{MessageKind, parse_envelope, parse_message};
-use common::wechat::push::Delivery;
 use local::standin::Scripted;
 use serde_json::json;
 use wxim_tests::harness::{OA_GH, Options, World};
@@ -219,7 +219,7 @@ async fn a_removed_agent_hands_over_to_the_remaining_ones() {
         w.app.clock.clone(),
     );
     let oa = app2.config.app(AppKind::Oa).unwrap();
-    let signed = common::wechat::push::seal(
+    let signed = common::protocol::wechat::push::seal(
         oa,
         xml(
             "oA",
@@ -389,10 +389,14 @@ async fn outside_the_window_the_reply_falls_back_to_a_subscribe_message_with_a_c
         (kf.s("status"), kf.s("reason")),
         (Some("sent"), Some("fallback_subscribe after 45015"))
     );
-    let credits =
-        common::ledger::credits(&*w.app.store, AppKind::Oa, "oA", "oa_reply_waiting_T0001")
-            .await
-            .unwrap();
+    let credits = common::records::subscription::credits(
+        &*w.app.store,
+        AppKind::Oa,
+        "oA",
+        "oa_reply_waiting_T0001",
+    )
+    .await
+    .unwrap();
     assert_eq!(credits, 0);
     assert_eq!(w.im.delivered(), 0, "nothing to tell the agent");
 }
@@ -681,8 +685,8 @@ async fn a_retried_push_or_stream_record_never_forwards_twice() {
             CONNECTING,
             "{b:?}: the reply is replayed"
         );
-        let id = common::outbox::id_of(&w.outbox_of("forward").await[0]).to_owned();
-        assert!(common::dispatch::run(&w.app, &[id]).await.is_empty());
+        let id = common::records::outbox::id_of(&w.outbox_of("forward").await[0]).to_owned();
+        assert!(common::flows::dispatch::run(&w.app, &[id]).await.is_empty());
         assert_eq!(w.im.count(SENDMSG), 1, "{b:?}");
         assert_eq!(w.im.delivered(), 1, "{b:?}");
         assert_eq!(w.outbox_of("forward").await.len(), 1, "{b:?}");
@@ -796,7 +800,7 @@ fn event(who: &str, ts: i64, name: &str) -> String {
 async fn job_id(w: &World, kind: &str) -> String {
     let items = w.outbox_of(kind).await;
     assert_eq!(items.len(), 1, "one {kind} job");
-    common::outbox::id_of(&items[0]).to_owned()
+    common::records::outbox::id_of(&items[0]).to_owned()
 }
 
 #[tokio::test]
@@ -831,10 +835,18 @@ async fn a_deletion_that_runs_after_a_quick_refollow_keeps_the_account() {
             .await
             .iter()
             .find(|i| i.s("status") == Some("queued"))
-            .map(|i| common::outbox::id_of(i).to_owned())
+            .map(|i| common::records::outbox::id_of(i).to_owned())
             .unwrap();
-        assert!(common::dispatch::run(&w.app, &[import]).await.is_empty());
-        assert!(common::dispatch::run(&w.app, &[delete]).await.is_empty());
+        assert!(
+            common::flows::dispatch::run(&w.app, &[import])
+                .await
+                .is_empty()
+        );
+        assert!(
+            common::flows::dispatch::run(&w.app, &[delete])
+                .await
+                .is_empty()
+        );
         let del = &w.outbox_of("im_delete").await[0];
         assert_eq!(
             (del.s("status"), del.s("reason")),
@@ -881,7 +893,7 @@ async fn a_refollow_during_the_deletion_call_is_imported_again() {
         .await
     };
     let ids = [delete];
-    let (retry, r) = tokio::join!(common::dispatch::run(&w.app, &ids), refollow);
+    let (retry, r) = tokio::join!(common::flows::dispatch::run(&w.app, &ids), refollow);
     assert!(retry.is_empty());
     assert_eq!(r.status, 200);
     let del = &w.outbox_of("im_delete").await[0];

@@ -87,7 +87,7 @@ async fn run_setup(w: &World, exp: &Value) {
     for step in exp["setup"].as_array().into_iter().flatten() {
         if let Some(b) = step["bind"].as_array() {
             let (u, o) = (b[0].as_str().unwrap(), b[1].as_str().unwrap());
-            common::bindings::bind(&*w.app.store, u, AppKind::Mp, o, None, w.now())
+            common::records::binding::bind(&*w.app.store, u, AppKind::Mp, o, None, w.now())
                 .await
                 .unwrap();
         } else if let Some(f) = step["invoke"].as_str() {
@@ -104,15 +104,18 @@ async fn run_setup(w: &World, exp: &Value) {
 
 /// The text of a passive reply (decrypted when encrypted).
 fn reply_text(w: &World, body: &str) -> String {
-    let env = common::wechat::message::parse_envelope(body.as_bytes()).unwrap();
+    let env = common::protocol::wechat::message::parse_envelope(body.as_bytes()).unwrap();
     let oa = w.app.config.app(AppKind::Oa).unwrap();
     // Plaintext mode replies in plaintext; compatible and safe mode encrypt.
     let plain = match env.encrypt {
         Some(e) => oa.crypto.as_ref().unwrap().decrypt(&e).unwrap(),
         None => body.as_bytes().to_vec(),
     };
-    match common::wechat::message::parse_message(&plain).unwrap().kind {
-        common::wechat::message::MessageKind::Text { content } => content,
+    match common::protocol::wechat::message::parse_message(&plain)
+        .unwrap()
+        .kind
+    {
+        common::protocol::wechat::message::MessageKind::Text { content } => content,
         other => panic!("not a text reply: {other:?}"),
     }
 }

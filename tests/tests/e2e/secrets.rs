@@ -6,7 +6,7 @@
 
 use common::config::AppKind;
 use common::http::Request;
-use common::wechat::push::{self, Delivery};
+use common::protocol::wechat::push::{self, Delivery};
 use local::routes::{self, Function};
 use local::standin::Scripted;
 use serde_json::json;
@@ -167,7 +167,7 @@ async fn drive(w: &World) -> Vec<String> {
     // Binding: a UserSig made with the IM key, a login code exchanged for the openid (and a
     // session key that must never show), then the same code again (refused).
     let im = w.app.config.im.as_ref().unwrap();
-    let user_sig = common::im::usersig::generate(
+    let user_sig = common::protocol::im::usersig::generate(
         im.sdkappid,
         im.secret_key.expose(),
         "new_phone_user",

@@ -10,8 +10,8 @@ use common::App;
 use common::clock::{Clock, ManualClock};
 use common::config::AppKind;
 use common::http::{Request, Response};
+use common::protocol::wechat::push::{self, Delivery};
 use common::store::{Item, Store, StoreError, Table, Write};
-use common::wechat::push::{self, Delivery};
 use local::routes::{self, Function};
 use serde_json::{Value, json};
 use wxim_tests::harness::{MP_OPENID, Options, TEMPLATE, World};
@@ -198,9 +198,10 @@ async fn a_store_failure_makes_wechat_retry_and_the_retry_is_applied_once() {
             let r = common::handlers::wechat::event(&req, &app).await;
             assert_eq!((r.status, r.body_str()), (200, "success"), "{b:?}");
         }
-        let credits = common::ledger::credits(&*app.store, AppKind::Mp, MP_OPENID, TEMPLATE)
-            .await
-            .unwrap();
+        let credits =
+            common::records::subscription::credits(&*app.store, AppKind::Mp, MP_OPENID, TEMPLATE)
+                .await
+                .unwrap();
         assert_eq!(credits, 1, "{b:?}");
     }
 }
@@ -248,14 +249,14 @@ async fn a_list_too_long_to_store_is_refused_not_retried() {
         query: vec![
             (
                 "signature".into(),
-                common::wechat::signature::sign(&[token, &ts, "9"]),
+                common::protocol::wechat::signature::sign(&[token, &ts, "9"]),
             ),
             ("timestamp".into(), ts.clone()),
             ("nonce".into(), "9".into()),
             ("encrypt_type".into(), "aes".into()),
             (
                 "msg_signature".into(),
-                common::wechat::signature::sign(&[token, &ts, "9", &enc]),
+                common::protocol::wechat::signature::sign(&[token, &ts, "9", &enc]),
             ),
         ],
         body: json!({"ToUserName": "gh_123456789abc", "Encrypt": enc})

@@ -1,11 +1,11 @@
 //! Opening a WeChat push: which signature to check, whether to decrypt, and the typed message
 //! inside (reference §1, §2.5). Everything here is pure; the handler decides what to store.
 
+use super::app::WechatApp;
 use super::crypto::CryptoError;
 use super::message::ParseError;
 use super::message::{self, Format, Message};
 use super::signature;
-use crate::config::WechatApp;
 use crate::http::Request;
 
 /// Bodies above this are refused before any parsing (WeChat's own pushes are a few KB).

@@ -4,9 +4,9 @@
 
 use sha1::{Digest, Sha1};
 
-use crate::keys;
-use crate::store::{Cond, Item, TTL_ATTR, Table, Write};
-use crate::wechat::message::{Event, Message, MessageKind};
+use crate::protocol::wechat::message::{Event, Message, MessageKind};
+use crate::records::keys;
+use crate::store::{Cond, Item, Store, StoreError, TTL_ATTR, Table, Write};
 
 /// What identifies one delivery. MsgId alone has collided in the wild, so messages use
 /// MsgId + FromUserName + CreateTime; events use FromUserName + CreateTime + Event plus what
@@ -64,10 +64,22 @@ pub fn marker(scope: &str, key: &str, now: i64, ttl: i64, reply: Option<&str>) -
     Write::put(Table::State, item).when(Cond::NotExists)
 }
 
+/// The passive reply the first delivery of `key` answered with, if it had one.
+pub async fn recorded_reply(
+    store: &dyn Store,
+    scope: &str,
+    key: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(store
+        .get(Table::State, &keys::dedupe(scope, &digest(key)), keys::ONE)
+        .await?
+        .and_then(|m| m.s("reply").map(str::to_owned)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wechat::message::parse_message;
+    use crate::protocol::wechat::message::parse_message;
 
     #[test]
     fn distinct_events_in_one_second_get_distinct_keys() {

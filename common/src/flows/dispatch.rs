@@ -11,23 +11,15 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
 use crate::app::App;
-use crate::notify::deliver;
-use crate::outbox::{self, CLAIM_SECS, Delivery, Kind, Status};
+use crate::flows::deliver;
+use crate::records::outbox::{self, CLAIM_SECS, Delivery, Kind, Status};
 use crate::store::{Item, StoreError};
 
 /// The longest pause before a Lambda invocation returns, so it always returns in time.
 const MAX_PAUSE_MS: u64 = 20_000;
-
-/// A stream record pointing at an outbox item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub id: String,
-    pub sequence: String,
-}
 
 /// An item to try again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,91 +29,6 @@ pub struct Retry {
     pub pause_ms: u64,
     /// The earliest time another attempt makes sense (when the sweep schedules it).
     pub not_before: i64,
-}
-
-/// Reads the outbox ids of the INSERT records of a DynamoDB Stream event (the event source
-/// mapping filters on INSERT too; the check here keeps a misconfigured mapping harmless).
-pub fn records(event: &Value) -> Vec<Record> {
-    event["Records"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["eventName"].as_str() == Some("INSERT"))
-        .filter_map(|r| {
-            let pk = r["dynamodb"]["Keys"]["pk"]["S"].as_str()?;
-            Some(Record {
-                id: pk.strip_prefix("out#")?.to_owned(),
-                sequence: r["dynamodb"]["SequenceNumber"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_owned(),
-            })
-        })
-        .collect()
-}
-
-/// The partial-batch response: Lambda retries from the earliest failed record.
-pub fn batch_response(failed: &[Record]) -> Value {
-    json!({
-        "batchItemFailures": failed
-            .iter()
-            .map(|r| json!({ "itemIdentifier": r.sequence }))
-            .collect::<Vec<_>>()
-    })
-}
-
-/// Whether an invocation is the scheduled sweep (EventBridge's scheduled event, or the input the
-/// template's schedule sends) rather than a stream batch.
-pub fn is_sweep(event: &Value) -> bool {
-    event["action"] == "sweep" || event["detail-type"] == "Scheduled Event"
-}
-
-/// The notify-dispatch function: a stream batch, or the scheduled sweep.
-pub async fn handle(event: &Value, app: &App, request_id: &str) -> Value {
-    if event["Records"].is_array() {
-        return stream(event, app, request_id).await;
-    }
-    let span =
-        tracing::info_span!("request", request_id = %request_id, function = "notify-dispatch");
-    async {
-        if !is_sweep(event) {
-            warn!(
-                decision = "ignored",
-                reason = "unknown_event",
-                "neither a stream batch nor the scheduled sweep"
-            );
-            return json!({ "error": "unknown_event" });
-        }
-        match crate::due::sweep(app).await {
-            Ok(report) => report.to_json(),
-            // The next scheduled run starts where this one stopped.
-            Err(e) => {
-                warn!(decision = "sweep_incomplete", reason = %e, "store failure during the sweep");
-                json!({ "error": "store_unavailable" })
-            }
-        }
-    }
-    .instrument(span)
-    .await
-}
-
-/// Handles one stream event.
-pub async fn stream(event: &Value, app: &App, request_id: &str) -> Value {
-    let span =
-        tracing::info_span!("request", request_id = %request_id, function = "notify-dispatch");
-    async {
-        let recs = records(event);
-        let ids: Vec<String> = recs.iter().map(|r| r.id.clone()).collect();
-        let retry = run(app, &ids).await;
-        pause(&retry).await;
-        let failed: Vec<Record> = recs
-            .into_iter()
-            .filter(|r| retry.iter().any(|x| x.id == r.id))
-            .collect();
-        batch_response(&failed)
-    }
-    .instrument(span)
-    .await
 }
 
 /// Waits out the longest backoff among the retries, so that the stream's immediate
@@ -280,7 +187,7 @@ async fn perform(app: &App, kind: Option<Kind>, items: &[Item]) -> Result<Delive
             let recipient = first.s("recipient").unwrap_or_default().to_owned();
             deliver::deliver(app, &recipient, items).await
         }
-        Some(k) => crate::jobs::perform(app, k, first).await,
+        Some(k) => crate::flows::jobs::perform(app, k, first).await,
         None => {
             let w = outbox::finish(
                 outbox::id_of(first),

@@ -18,11 +18,11 @@ use tracing::{info, warn};
 
 use crate::app::{App, CallError};
 use crate::config::AppKind;
-use crate::keys;
-use crate::ledger;
 use crate::obs;
+use crate::protocol::wechat::api::ErrorClass;
+use crate::records::keys;
+use crate::records::subscription;
 use crate::store::{Item, StoreError, TTL_ATTR, Table, Write};
-use crate::wechat::api::ErrorClass;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
@@ -84,7 +84,7 @@ pub async fn send(
 ) -> Result<SendOutcome, StoreError> {
     let store = &*app.store;
     let now = app.now();
-    if !ledger::spend(store, kind, openid, template_id, now).await? {
+    if !subscription::spend(store, kind, openid, template_id, now).await? {
         return Ok(SendOutcome::NoCredit);
     }
     let api = &app.wechat;
@@ -124,7 +124,7 @@ async fn settle(
     if e.errcode() == Some(43101) {
         // WeChat says there is no subscription, whatever was counted: trust it.
         store
-            .write(ledger::zero(kind, openid, template_id, now, "43101"))
+            .write(subscription::zero(kind, openid, template_id, now, "43101"))
             .await?;
         return Ok(SendOutcome::Failed { reason });
     }
@@ -136,10 +136,10 @@ async fn settle(
         });
     }
     store
-        .write(ledger::refund(kind, openid, template_id, now))
+        .write(subscription::refund(kind, openid, template_id, now))
         .await?;
     if e.errcode() == Some(45009) {
-        let until = crate::due::next_quota_reset(now);
+        let until = crate::records::due::next_quota_reset(now);
         warn!(app = kind.as_str(), decision = "parked", reason = %reason, until, "WeChat's daily send quota is used up; sends wait for its reset");
         return Ok(SendOutcome::Parked { reason, until });
     }

@@ -20,21 +20,22 @@
 //!
 //! **Held messages get a follow-up.** Messages held by the window or by quiet hours are ended
 //! `skipped` (counted in `pending`), and the same transaction writes a follow-up due record for
-//! the moment the hold ends (see [`crate::due`]). The sweep then queues one follow-up
+//! the moment the hold ends (see [`crate::flows::sweep`]). The sweep then queues one follow-up
 //! notification for the recipient, which goes through this same function: sent if they are still
 //! offline with something pending and a credit, or skipped with the reason.
 
 use tracing::{info, warn};
 
-use super::render;
 use super::send::{self, SendOutcome};
 use crate::app::App;
-use crate::config::{AppKind, NotifyConfig};
-use crate::due;
-use crate::keys;
+use crate::config::AppKind;
 use crate::obs;
-use crate::outbox::{self, Delivery, Status};
-use crate::presence::{self, Presence};
+use crate::protocol::wechat::render;
+use crate::records::due;
+use crate::records::keys;
+use crate::records::notify_window::{notify_state_update, window_end};
+use crate::records::outbox::{self, Delivery, Status};
+use crate::records::presence::{self, Presence};
 use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
 
 /// An outbox item that is a follow-up (queued by the sweep when a hold ended), not a message.
@@ -45,75 +46,6 @@ const RESERVE_TRIES: usize = 3;
 
 pub fn is_followup(item: &Item) -> bool {
     item.bool(FOLLOWUP_ATTR) == Some(true)
-}
-
-fn notify_state_update(user: &str, updates: Vec<Update>) -> Write {
-    Write::update(Table::State, &keys::notify_state(user), keys::ONE, updates)
-}
-
-/// An applied Login: the user has seen what was waiting, and their next offline period starts
-/// with a fresh debounce window (a notification right away, not one held back by the last).
-/// Removing the reservation markers keeps an in-flight sender from restoring the old count.
-pub fn login_reset(user: &str, now: i64) -> Write {
-    notify_state_update(
-        user,
-        vec![
-            Update::set("pending", 0),
-            Update::remove("last_sent_at"),
-            Update::remove("reserved_by"),
-            Update::remove("reserved_pending"),
-            Update::remove("prev_sent_at"),
-            Update::set("updated_at", now),
-        ],
-    )
-}
-
-/// When the debounce window that `state` describes ends, if it is still open at `now`.
-pub fn window_end(state: Option<&Item>, n: &NotifyConfig, now: i64) -> Option<i64> {
-    let last = state?.n("last_sent_at")?;
-    let end = last.saturating_add(n.debounce_secs);
-    (end > now).then_some(end)
-}
-
-/// When the quiet hours that contain `now` end, if they do.
-pub fn quiet_end(n: &NotifyConfig, now: i64) -> Option<i64> {
-    let (start, end) = n.quiet_hours?;
-    let z = jiff::Timestamp::from_second(now)
-        .ok()?
-        .to_zoned(n.timezone.clone());
-    let m = z.hour() as u32 * 60 + z.minute() as u32;
-    let inside = if start < end {
-        (start..end).contains(&m)
-    } else {
-        m >= start || m < end
-    };
-    if !inside {
-        return None;
-    }
-    let t = jiff::civil::time((end / 60) as i8, (end % 60) as i8, 0, 0);
-    let today = z.date().to_datetime(t).to_zoned(n.timezone.clone()).ok()?;
-    let at = if today.timestamp() > z.timestamp() {
-        today
-    } else {
-        z.date()
-            .tomorrow()
-            .ok()?
-            .to_datetime(t)
-            .to_zoned(n.timezone.clone())
-            .ok()?
-    };
-    Some(at.timestamp().as_second())
-}
-
-/// `2024年1月2日 15:04`: the `time` keyword's documented form, in the configured time zone.
-pub fn format_time(n: &NotifyConfig, secs: i64) -> String {
-    jiff::Timestamp::from_second(secs)
-        .map(|ts| {
-            ts.to_zoned(n.timezone.clone())
-                .strftime("%Y年%-m月%-d日 %H:%M")
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 /// What an ending does to the recipient's count of messages waiting.
@@ -238,7 +170,7 @@ async fn presence_now(app: &App, user: &str) -> Result<Presence, StoreError> {
     match im.query_online_status(&[user], &*app.clock).await {
         Ok(list) => Ok(
             match list.iter().find(|(u, _)| u == user).map(|(_, s)| *s) {
-                Some(crate::im::rest::OnlineStatus::Online) => Presence::Online,
+                Some(crate::protocol::im::rest::OnlineStatus::Online) => Presence::Online,
                 _ => Presence::Offline,
             },
         ),
@@ -400,7 +332,7 @@ pub async fn deliver(app: &App, recipient: &str, items: &[Item]) -> Result<Deliv
             )
             .await;
         }
-        if let Some(until) = quiet_end(n, now) {
+        if let Some(until) = n.quiet_end(now) {
             return hold(
                 app,
                 recipient,
@@ -428,7 +360,7 @@ pub async fn deliver(app: &App, recipient: &str, items: &[Item]) -> Result<Deliv
             .await;
         }
         let count_s = count.to_string();
-        let time = format_time(n, latest.n("msg_time").unwrap_or(now));
+        let time = n.format_time(latest.n("msg_time").unwrap_or(now));
         let vars = [
             ("sender", latest.s("sender").unwrap_or("")),
             ("preview", latest.s("preview").unwrap_or("")),
@@ -630,7 +562,7 @@ async fn settle(
                 )
                 .await;
             }
-            due::park(app, items, &reason, until).await
+            crate::flows::outcome::park(app, items, &reason, until).await
         }
     }
 }
@@ -682,43 +614,6 @@ fn merged_into<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cfg(quiet: Option<(u32, u32)>) -> NotifyConfig {
-        NotifyConfig {
-            app: AppKind::Mp,
-            template_id: "t".into(),
-            data: vec![],
-            page: None,
-            miniprogram_state: None,
-            lang: None,
-            debounce_secs: 300,
-            timezone: jiff::tz::TimeZone::get("Asia/Shanghai").unwrap(),
-            timezone_name: "Asia/Shanghai".into(),
-            trigger: crate::config::NotifyTrigger::AfterSend,
-            quiet_hours: quiet,
-        }
-    }
-
-    // 1700000000 is 2023-11-15 06:13:20 in Asia/Shanghai (22:13:20 UTC the day before).
-    const T: i64 = 1_700_000_000;
-
-    #[test]
-    fn quiet_hours_end_today_tomorrow_or_not_at_all() {
-        let six = T - 800;
-        // 06:00-07:00: ends at 07:00 the same day.
-        assert_eq!(quiet_end(&cfg(Some((360, 420))), T), Some(six + 3600));
-        // 22:00-08:00 wraps midnight; at 06:13 it ends at 08:00 today.
-        assert_eq!(quiet_end(&cfg(Some((1320, 480))), T), Some(six + 2 * 3600));
-        // 05:00-06:00 is over; no quiet hours configured.
-        assert_eq!(quiet_end(&cfg(Some((300, 360))), T), None);
-        assert_eq!(quiet_end(&cfg(None), T), None);
-        // 23:00-06:30 seen at 23:30: ends at 06:30 the next day.
-        let at_2330 = six + 17 * 3600 + 1800;
-        assert_eq!(
-            quiet_end(&cfg(Some((1380, 390))), at_2330),
-            Some(six + 24 * 3600 + 1800)
-        );
-    }
 
     #[test]
     fn the_failure_metric_names_the_underlying_code() {

@@ -8,16 +8,15 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::config::AppKind;
-use crate::im::rest::{Deletion, ImApi, ImError, ImErrorClass};
-use crate::keys;
-use crate::notify::deliver::format_time;
-use crate::notify::render;
-use crate::notify::send::{self, SendOutcome};
-use crate::oa::{self, Fallback, NotForwarded, NotSent};
+use crate::flows::bridge::{self, Fallback, NotForwarded, NotSent};
+use crate::flows::send::{self, SendOutcome};
 use crate::obs;
-use crate::outbox::{self, Delivery, Kind, Status};
+use crate::protocol::im::rest::{Deletion, ImApi, ImError, ImErrorClass};
+use crate::protocol::wechat::api::ErrorClass;
+use crate::protocol::wechat::render;
+use crate::records::keys;
+use crate::records::outbox::{self, Delivery, Kind, Status};
 use crate::store::{Attr, Item, StoreError, Table};
-use crate::wechat::api::ErrorClass;
 
 fn s<'a>(item: &'a Item, k: &str) -> &'a str {
     item.s(k).unwrap_or("")
@@ -150,7 +149,7 @@ async fn subscribe_outcome(
             retry_or_fail(app, item, &reason, after_secs).await
         }
         SendOutcome::Parked { reason, until } => {
-            crate::due::park(app, std::slice::from_ref(item), &reason, until).await
+            crate::flows::outcome::park(app, std::slice::from_ref(item), &reason, until).await
         }
         SendOutcome::MaybeSent { reason } => {
             end(app, item, Status::Failed, Some(&reason), vec![]).await
@@ -278,11 +277,14 @@ async fn forward_failure(app: &App, item: &Item, e: &ImError) -> Result<Delivery
     let id = outbox::id_of(item);
     let reason = why.reason();
     let (from, to) = (s(item, "from"), s(item, "to"));
-    let mut ws = vec![
-        outbox::finish(id, Status::Failed, Some(&reason), vec![], app.now()),
-        oa::forward_notice(app, id, to, from, s(item, "text"), &why),
-    ];
-    crate::due::watch_new(app, &mut ws);
+    let mut ws = vec![outbox::finish(
+        id,
+        Status::Failed,
+        Some(&reason),
+        vec![],
+        app.now(),
+    )];
+    ws.extend(bridge::forward_notice(app, id, to, from, s(item, "text"), &why).writes());
     app.store.transact(ws).await?;
     obs::metric("ForwardsFailed", &[("Reason", why.label())], 1.0);
     warn!(outbox_id = %id, kind = s(item, "kind"), decision = "failed", reason = %reason, "agent told");
@@ -319,23 +321,22 @@ async fn delete_account(app: &App, item: &Item, im: &ImApi) -> Result<Delivery, 
             if follower_status(app, user).await?.as_deref() == Some("active") {
                 let id = outbox::id_of(item);
                 let now = app.now();
-                let mut ws = vec![
-                    outbox::finish(
-                        id,
-                        Status::Sent,
-                        Some("deleted_then_reimport_queued"),
-                        vec![],
-                        now,
-                    ),
+                let mut ws = vec![outbox::finish(
+                    id,
+                    Status::Sent,
+                    Some("deleted_then_reimport_queued"),
+                    vec![],
+                    now,
+                )];
+                ws.extend(
                     outbox::enqueue(
                         &outbox::id_for(&["reimport", id]),
                         Kind::Import,
                         vec![("user_id", Attr::from(user))],
-                        now,
-                        app.config.outbox_retention_secs,
-                    ),
-                ];
-                crate::due::watch_new(app, &mut ws);
+                        app.queueing(),
+                    )
+                    .writes(),
+                );
                 app.store.transact(ws).await?;
                 warn!(outbox_id = %id, decision = "reimport_queued", reason = "follower_active_again");
                 return Ok(Delivery::Done);
@@ -412,14 +413,16 @@ async fn fallback(app: &App, item: &Item, errcode: i64) -> Result<Delivery, Stor
         return not_sent(app, item, closed(Fallback::NotConfigured)).await;
     };
     let openid = s(item, "openid");
-    if crate::ledger::credits(&*app.store, AppKind::Oa, openid, template_id).await? < 1 {
+    if crate::records::subscription::credits(&*app.store, AppKind::Oa, openid, template_id).await?
+        < 1
+    {
         return not_sent(app, item, closed(Fallback::NoCredit)).await;
     }
     let time = app
         .config
         .notify
         .as_ref()
-        .map(|n| format_time(n, app.now()))
+        .map(|n| n.format_time(app.now()))
         .unwrap_or_else(|| fallback_time(app));
     let vars = [
         ("sender", s(item, "agent")),
@@ -454,7 +457,7 @@ async fn fallback(app: &App, item: &Item, errcode: i64) -> Result<Delivery, Stor
         }
         // The daily quota: the reply waits for its reset; nothing has ended, so no notice yet.
         SendOutcome::Parked { reason, until } => {
-            crate::due::park(app, std::slice::from_ref(item), &reason, until).await
+            crate::flows::outcome::park(app, std::slice::from_ref(item), &reason, until).await
         }
         SendOutcome::Retry { reason, after_secs } => {
             if out_of_attempts(app, item) {
@@ -489,9 +492,8 @@ async fn not_sent(app: &App, item: &Item, why: NotSent) -> Result<Delivery, Stor
         app.now(),
     )];
     if let Some(agent) = item.s("agent").filter(|a| !a.is_empty()) {
-        ws.push(oa::reply_notice(app, id, agent, s(item, "openid"), &why));
+        ws.extend(bridge::reply_notice(app, id, agent, s(item, "openid"), &why).writes());
     }
-    crate::due::watch_new(app, &mut ws);
     app.store.transact(ws).await?;
     obs::metric(
         "CustomerServiceUndeliverable",

@@ -1,6 +1,8 @@
 //! Every key of the single-table design in one place, so that their shapes are documented once
 //! and cannot drift between writers and readers.
 
+use sha1::{Digest, Sha1};
+
 use crate::config::AppKind;
 
 /// Sort key of the items that are alone under their partition key.
@@ -75,3 +77,25 @@ pub fn due(bucket: &str) -> String {
 
 /// How far the sweep has got through the due records.
 pub const SWEEP_CURSOR: &str = "sweep#cursor";
+
+/// A deterministic id from what makes a job unique, so that a retried webhook writes the same
+/// item and the conditional put turns the retry into a no-op.
+pub fn id_for(parts: &[&str]) -> String {
+    let mut h = Sha1::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A fresh random id (for admin sends, which have no natural key).
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

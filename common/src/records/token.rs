@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::api::{ApiError, TOKEN_CALL_TIMEOUT, WechatApi};
 use crate::clock::Clock;
 use crate::config::WechatApp;
-use crate::keys;
 use crate::obs;
+use crate::protocol::wechat::api::{ApiError, TOKEN_CALL_TIMEOUT, WechatApi};
+use crate::records::keys;
 use crate::store::{Cond, Store, StoreError, Table, Update, Write};
 
 /// A token is renewed this long before it expires: stable_token hands out the next token in

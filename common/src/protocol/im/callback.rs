@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
+use super::ImConfig;
 use super::usersig;
-use crate::config::ImConfig;
 use crate::http::Request;
 
 /// The answer IM expects to every accepted callback (anything else counts as a failure).
@@ -354,7 +354,7 @@ pub fn parse(command: Option<&str>, body: &[u8]) -> Result<Callback, ParseError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::protocol::secret::Secret;
 
     fn im(token: Option<&str>) -> ImConfig {
         ImConfig {

@@ -3,7 +3,7 @@
 //! its half in the same transaction, so the two directions never disagree.
 
 use crate::config::AppKind;
-use crate::keys;
+use crate::records::keys;
 use crate::store::{Cond, Item, Store, StoreError, Table, Write};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,7 +28,7 @@
 //! - an outbox item is read: ended or gone, nothing to do; parked (`not_before` ahead), its own
 //!   record comes later; still claimed by a live dispatcher, checked again when the claim can be
 //!   retaken; otherwise (queued but lost by the stream, or claimed by a dispatcher that died) it
-//!   is re-driven through [`crate::dispatch::run`], the very code the stream runs, and a retry
+//!   is re-driven through [`crate::flows::dispatch::run`], the very code the stream runs, and a retry
 //!   that run asks for becomes a new due record;
 //! - a follow-up: when the recipient still has messages pending and no window or quiet hours
 //!   hold them, the follow-up notification is queued as an outbox item (with its own watch), and
@@ -52,20 +52,16 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::app::App;
-use crate::dispatch;
-use crate::keys;
-use crate::notify::deliver;
+use crate::flows::deliver;
+use crate::flows::dispatch;
 use crate::obs;
-use crate::outbox::{self, CLAIM_SECS, Delivery, Kind, Status};
-use crate::store::{Attr, Cond, Item, StoreError, TTL_ATTR, Table, Update, Write};
-
-pub const WATCH: &str = "watch";
-pub const FOLLOWUP: &str = "followup";
-pub const PARKED: &str = "parked";
-pub const RETRY: &str = "retry";
+use crate::records::keys;
+use crate::records::outbox::{self, CLAIM_SECS, Kind, Status};
+use crate::records::{due, notify_window};
+use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
 
 /// A minute is swept once it has been over this long.
 pub const SETTLE_SECS: i64 = 30;
@@ -82,141 +78,6 @@ const RECORD_CHUNK: usize = 25;
 const REDRIVE_GROUPS: usize = 4;
 /// Records whose items are read at once.
 const READ_CONCURRENCY: usize = 16;
-
-/// What a follow-up due record carries over to its notification.
-const PAYLOAD: [&str; 7] = [
-    "recipient",
-    "sender",
-    "preview",
-    "msg_time",
-    "app",
-    "openid",
-    "template_id",
-];
-
-/// `yyyymmddhhmm` (UTC) of a minute counted from the epoch.
-pub fn bucket(minute: i64) -> String {
-    jiff::Timestamp::from_second(minute.saturating_mul(60))
-        .map(|t| t.strftime("%Y%m%d%H%M").to_string())
-        .unwrap_or_else(|_| "000000000000".into())
-}
-
-fn minute_of(secs: i64) -> i64 {
-    secs.div_euclid(60)
-}
-
-/// A due record for an outbox item.
-pub fn due(id: &str, at: i64, why: &str, retention_secs: i64) -> Write {
-    Write::put(
-        Table::State,
-        Item::new(keys::due(&bucket(minute_of(at))), id)
-            .with("due_at", at)
-            .with("why", why)
-            .with(TTL_ATTR, at.saturating_add(retention_secs)),
-    )
-}
-
-/// Appends a watch record for every outbox item `ws` queues (items put already ended need none),
-/// for the same transaction.
-pub fn watch_new(app: &App, ws: &mut Vec<Write>) {
-    let stale = app.config.sweep_stale_secs;
-    let retention = app.config.outbox_retention_secs;
-    let watches: Vec<Write> = ws
-        .iter()
-        .filter_map(|w| match w {
-            Write::Put {
-                table: Table::Outbox,
-                item,
-                ..
-            } if item.s("status") == Some(Status::Queued.as_str()) => {
-                let created = item.n("created_at").unwrap_or_else(|| app.now());
-                Some(due(outbox::id_of(item), created + stale, WATCH, retention))
-            }
-            _ => None,
-        })
-        .collect();
-    ws.extend(watches);
-}
-
-/// The write that queues an item, with its watch: commit with `Store::transact` (a failed
-/// condition on the item is reported at index 0, as a single write reports it).
-pub fn with_watch(app: &App, w: Write) -> Vec<Write> {
-    let mut ws = vec![w];
-    watch_new(app, &mut ws);
-    ws
-}
-
-pub fn followup_id(recipient: &str, at: i64) -> String {
-    outbox::id_for(&["followup", recipient, &at.to_string()])
-}
-
-/// The follow-up for `recipient` at `at`, speaking for `latest` (a held message, or a follow-up).
-pub fn followup(recipient: &str, at: i64, latest: &Item, retention_secs: i64) -> Write {
-    let mut item = Item::new(
-        keys::due(&bucket(minute_of(at))),
-        followup_id(recipient, at),
-    )
-    .with("due_at", at)
-    .with("why", FOLLOWUP)
-    .with(TTL_ATTR, at.saturating_add(retention_secs));
-    for k in PAYLOAD {
-        if let Some(v) = latest.attrs.get(k) {
-            item.attrs.insert(k.to_owned(), v.clone());
-        }
-    }
-    item.attrs
-        .insert("recipient".to_owned(), Attr::from(recipient));
-    Write::put(Table::State, item)
-}
-
-/// WeChat's daily quotas reset at midnight China Standard Time (UTC+8, no daylight saving);
-/// parked work waits until five minutes past it, clear of the reset itself.
-pub fn next_quota_reset(now: i64) -> i64 {
-    const CST: i64 = 8 * 3600;
-    let day = (now + CST).div_euclid(86_400);
-    (day + 1) * 86_400 - CST + 5 * 60
-}
-
-/// Parks claimed items until `until` (the daily quota is used up): back to `queued` with
-/// `not_before`, and a due record for each, in one transaction. The stream is done with them;
-/// the sweep re-drives them. Items that have used all their attempts fail instead, so nothing
-/// is parked forever.
-pub async fn park(
-    app: &App,
-    items: &[Item],
-    reason: &str,
-    until: i64,
-) -> Result<Delivery, StoreError> {
-    let now = app.now();
-    let attempts = outbox::attempts(items);
-    let retention = app.config.outbox_retention_secs;
-    if attempts >= app.config.dispatch_max_attempts {
-        let r = format!("retries_exhausted: {reason}");
-        let ws: Vec<Write> = items
-            .iter()
-            .map(|i| outbox::finish(outbox::id_of(i), Status::Failed, Some(&r), vec![], now))
-            .collect();
-        app.store.transact(ws).await?;
-        for i in items {
-            let kind = i.s("kind").unwrap_or("");
-            obs::metric("JobsFailed", &[("Kind", kind), ("Reason", reason)], 1.0);
-            info!(outbox_id = %outbox::id_of(i), kind, decision = "failed", reason = %r);
-        }
-        return Ok(Delivery::Done);
-    }
-    let mut ws = vec![];
-    for i in items {
-        let id = outbox::id_of(i);
-        ws.push(outbox::park(id, reason, until, now));
-        ws.push(due(id, until, PARKED, retention));
-    }
-    app.store.transact(ws).await?;
-    obs::metric("SendsParked", &[("ErrCode", reason)], items.len() as f64);
-    for i in items {
-        warn!(outbox_id = %outbox::id_of(i), decision = "parked", reason, until, "waiting for WeChat's daily quota to reset");
-    }
-    Ok(Delivery::Done)
-}
 
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -255,7 +116,7 @@ pub async fn sweep(app: &App) -> Result<Report, StoreError> {
     let started = Instant::now();
     let now = app.now();
     let store = &*app.store;
-    let last = minute_of(now - SETTLE_SECS) - 1;
+    let last = due::minute_of(now - SETTLE_SECS) - 1;
     let cursor = store
         .get(Table::State, keys::SWEEP_CURSOR, keys::ONE)
         .await?;
@@ -289,7 +150,7 @@ pub async fn sweep(app: &App) -> Result<Report, StoreError> {
         }
     }
     report.caught_up = minute > last;
-    report.cursor = bucket(minute);
+    report.cursor = due::bucket(minute);
     if (Some(minute), &after) != (start, &start_after) {
         let mut u = vec![
             Update::set("next_minute", minute),
@@ -344,7 +205,7 @@ pub async fn rescan(app: &App) -> Result<Report, StoreError> {
         .await?
         .into_iter()
         .filter(|i| Status::is_open(i.s("status").unwrap_or("")))
-        .map(|i| Item::new("scan", outbox::id_of(&i)).with("why", WATCH))
+        .map(|i| Item::new("scan", outbox::id_of(&i)).with("why", due::WATCH))
         .collect();
     let mut report = Report::default();
     for chunk in records.chunks(RECORD_CHUNK) {
@@ -373,7 +234,7 @@ async fn sweep_minute(
 ) -> Result<Option<Option<String>>, StoreError> {
     let mut records = app
         .store
-        .query(Table::State, &keys::due(&bucket(minute)), "")
+        .query(Table::State, &keys::due(&due::bucket(minute)), "")
         .await?;
     if let Some(a) = after {
         records.retain(|r| r.sk.as_str() > a);
@@ -427,7 +288,7 @@ async fn process(
     let retention = app.config.outbox_retention_secs;
     let mut ids: Vec<String> = vec![];
     for r in records {
-        if r.s("why") == Some(FOLLOWUP) {
+        if r.s("why") == Some(due::FOLLOWUP) {
             followup_due(app, r, now, report).await?;
         } else if !ids.contains(&r.sk) {
             ids.push(r.sk.clone());
@@ -455,7 +316,9 @@ async fn process(
                 }
             }
             Next::CheckAt(t) => {
-                app.store.write(due(id, t, RETRY, retention)).await?;
+                app.store
+                    .write(due::due(id, t, due::RETRY, retention))
+                    .await?;
                 report.rescheduled += 1;
             }
         }
@@ -465,7 +328,9 @@ async fn process(
         if started.elapsed() >= BUDGET {
             // No time left in this run: the next one takes them.
             for id in &ids {
-                app.store.write(due(id, now + 60, RETRY, retention)).await?;
+                app.store
+                    .write(due::due(id, now + 60, due::RETRY, retention))
+                    .await?;
                 report.rescheduled += 1;
             }
             continue;
@@ -478,7 +343,12 @@ async fn process(
         report.redriven += ids.len();
         for r in dispatch::run(app, &ids).await {
             app.store
-                .write(due(&r.id, r.not_before.max(now + 1), RETRY, retention))
+                .write(due::due(
+                    &r.id,
+                    r.not_before.max(now + 1),
+                    due::RETRY,
+                    retention,
+                ))
                 .await?;
             report.rescheduled += 1;
         }
@@ -531,22 +401,22 @@ async fn followup_due(
         return Ok(());
     }
     let retention = app.config.outbox_retention_secs;
-    let hold = deliver::window_end(state.as_ref(), n, now).or_else(|| deliver::quiet_end(n, now));
+    let hold = notify_window::window_end(state.as_ref(), n, now).or_else(|| n.quiet_end(now));
     if let Some(until) = hold {
         app.store
-            .write(followup(recipient, until, rec, retention))
+            .write(due::followup(recipient, until, rec, retention))
             .await?;
         report.rescheduled += 1;
         return Ok(());
     }
-    let mut attrs: Vec<(&str, Attr)> = PAYLOAD
+    let mut attrs: Vec<(&str, Attr)> = due::PAYLOAD
         .iter()
         .filter_map(|k| rec.attrs.get(*k).map(|v| (*k, v.clone())))
         .collect();
     attrs.push((deliver::FOLLOWUP_ATTR, Attr::Bool(true)));
     attrs.push(("presence", Attr::from("unknown")));
-    let w = outbox::enqueue(&rec.sk, Kind::Notify, attrs, now, retention);
-    match app.store.transact(with_watch(app, w)).await {
+    let job = outbox::enqueue(&rec.sk, Kind::Notify, attrs, app.queueing());
+    match app.store.transact(job.writes().into()).await {
         Ok(()) => {
             info!(recipient, outbox_id = %rec.sk, decision = "followup_queued", pending);
             report.followups += 1;
@@ -554,27 +424,5 @@ async fn followup_due(
         }
         Err(StoreError::ConditionFailed { .. }) => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buckets_are_utc_minutes() {
-        // 1700000000 = 2023-11-14T22:13:20Z.
-        assert_eq!(bucket(minute_of(1_700_000_000)), "202311142213");
-        assert_eq!(bucket(minute_of(1_700_000_000) + 1), "202311142214");
-        assert_eq!(bucket(0), "197001010000");
-    }
-
-    #[test]
-    fn the_quota_resets_after_midnight_in_china() {
-        // 2023-11-15 06:13:20 in Shanghai → 2023-11-16 00:05 Shanghai = 2023-11-15T16:05Z.
-        assert_eq!(next_quota_reset(1_700_000_000), 1_700_064_300);
-        // One second before midnight in Shanghai → five minutes and a second later.
-        let before_midnight = 1_700_064_000 - 1;
-        assert_eq!(next_quota_reset(before_midnight), 1_700_064_300);
     }
 }

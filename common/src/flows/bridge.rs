@@ -4,13 +4,13 @@
 
 use crate::app::App;
 use crate::config::AppKind;
-use crate::handlers::wechat::Plan;
-use crate::im::callback::C2cMessage;
-use crate::keys;
+use crate::flows::plan::{Decision, Plan};
 use crate::obs;
-use crate::outbox::{self, Kind, Status};
+use crate::protocol::im::callback::C2cMessage;
+use crate::protocol::wechat::message::{Message, MessageKind};
+use crate::records::keys;
+use crate::records::outbox::{self, Enqueue, Kind, Status};
 use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
-use crate::wechat::message::{Message, MessageKind};
 
 /// The text an agent sees for a follower's message: the text itself, or a readable summary with
 /// the media id or URL for the other kinds.
@@ -169,15 +169,8 @@ fn binding_writes(openid: &str, status: &str, now: i64) -> Vec<Write> {
     ]
 }
 
-fn job(app: &App, id_parts: &[&str], kind: Kind, attrs: Vec<(&str, Attr)>) -> Write {
-    let id = outbox::id_for(id_parts);
-    outbox::enqueue(
-        &id,
-        kind,
-        attrs,
-        app.now(),
-        app.config.outbox_retention_secs,
-    )
+fn job(app: &App, id_parts: &[&str], kind: Kind, attrs: Vec<(&str, Attr)>) -> Enqueue {
+    outbox::enqueue(&outbox::id_for(id_parts), kind, attrs, app.queueing())
 }
 
 /// `subscribe` (follow): import into IM, assign an agent, welcome as the passive reply.
@@ -196,17 +189,20 @@ pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan,
     }
     writes.extend(binding_writes(openid, "active", now));
     if app.config.im.is_some() {
-        writes.push(job(
-            app,
-            &["import", delivery],
-            Kind::Import,
-            vec![("user_id", Attr::from(openid))],
-        ));
+        writes.extend(
+            job(
+                app,
+                &["import", delivery],
+                Kind::Import,
+                vec![("user_id", Attr::from(openid))],
+            )
+            .writes(),
+        );
     }
     Ok(Plan {
         writes,
         reply: Some(app.config.oa_bridge.welcome_text.clone()),
-        decision: "follower_welcomed",
+        decision: Decision::FollowerWelcomed,
     })
 }
 
@@ -221,17 +217,20 @@ pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Pla
     }
     writes.extend(binding_writes(openid, "ended", now));
     if app.config.im.is_some() {
-        writes.push(job(
-            app,
-            &["delete", delivery],
-            Kind::Delete,
-            vec![("user_id", Attr::from(openid))],
-        ));
+        writes.extend(
+            job(
+                app,
+                &["delete", delivery],
+                Kind::Delete,
+                vec![("user_id", Attr::from(openid))],
+            )
+            .writes(),
+        );
     }
     Ok(Plan {
         writes,
         reply: None,
-        decision: "follower_left",
+        decision: Decision::FollowerLeft,
     })
 }
 
@@ -240,10 +239,7 @@ pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Pla
 /// configured it is kept (an ended job) and answered with nothing.
 pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let Some(text) = summary(&msg.kind) else {
-        return Ok(Plan {
-            decision: "ignored_unknown",
-            ..Default::default()
-        });
+        return Ok(Plan::nothing(Decision::IgnoredUnknown));
     };
     let openid = msg.from_user.as_str();
     let now = app.now();
@@ -274,27 +270,33 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
     if conv.as_ref().and_then(|c| c.s("status")).is_none() {
         writes.extend(binding_writes(openid, "active", now));
         if app.config.im.is_some() {
-            writes.push(job(
-                app,
-                &["import", delivery],
-                Kind::Import,
-                vec![("user_id", Attr::from(openid))],
-            ));
+            writes.extend(
+                job(
+                    app,
+                    &["import", delivery],
+                    Kind::Import,
+                    vec![("user_id", Attr::from(openid))],
+                )
+                .writes(),
+            );
         }
     }
     let decision = match &agent {
         Some(a) => {
-            writes.push(job(
-                app,
-                &["forward", delivery],
-                Kind::Forward,
-                vec![
-                    ("from", Attr::from(openid)),
-                    ("to", Attr::from(a.as_str())),
-                    ("text", Attr::from(text)),
-                ],
-            ));
-            "forwarded_to_agent"
+            writes.extend(
+                job(
+                    app,
+                    &["forward", delivery],
+                    Kind::Forward,
+                    vec![
+                        ("from", Attr::from(openid)),
+                        ("to", Attr::from(a.as_str())),
+                        ("text", Attr::from(text)),
+                    ],
+                )
+                .writes(),
+            );
+            Decision::ForwardedToAgent
         }
         None => {
             // No agent to forward to (see Config::oa_bridge): the message is kept as an ended
@@ -308,7 +310,7 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
                 now,
                 app.config.outbox_retention_secs,
             ));
-            "kept_no_agent_configured"
+            Decision::KeptNoAgentConfigured
         }
     };
     Ok(Plan {
@@ -318,13 +320,36 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
     })
 }
 
+/// What became of an agent's IM message to a follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyDecision {
+    AgentReplyQueued,
+    AgentReplyFollowerLeft,
+    AgentReplyNoActiveConversation,
+    AgentMessageNotDeliveredInIm,
+    /// IM's retry of a callback already applied.
+    DuplicateCallback,
+}
+
+impl ReplyDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyDecision::AgentReplyQueued => "agent_reply_queued",
+            ReplyDecision::AgentReplyFollowerLeft => "agent_reply_follower_left",
+            ReplyDecision::AgentReplyNoActiveConversation => "agent_reply_no_active_conversation",
+            ReplyDecision::AgentMessageNotDeliveredInIm => "agent_message_not_delivered_in_im",
+            ReplyDecision::DuplicateCallback => "duplicate_callback",
+        }
+    }
+}
+
 /// An IM message from an agent to a follower becomes a customer-service message; returns the
 /// decision when the message was the bridge's to handle (a recipient with no conversation is
 /// left to the notification policy).
 pub async fn on_im_message(
     app: &App,
     msg: &C2cMessage,
-) -> Result<Option<&'static str>, StoreError> {
+) -> Result<Option<ReplyDecision>, StoreError> {
     if !is_agent(app, &msg.from) || app.config.oa.is_none() {
         return Ok(None);
     }
@@ -336,7 +361,7 @@ pub async fn on_im_message(
         return Ok(None);
     };
     if msg.send_result.is_some_and(|r| r != 0) {
-        return Ok(Some("agent_message_not_delivered_in_im"));
+        return Ok(Some(ReplyDecision::AgentMessageNotDeliveredInIm));
     }
     let id = outbox::id_for(&["kf", &msg.idempotency_key()]);
     let attrs = vec![
@@ -351,22 +376,22 @@ pub async fn on_im_message(
         // Not sent: WeChat would refuse it, and the agent would otherwise wait for an answer
         // from someone who is gone. The reply is recorded and the agent told, atomically.
         let (why, decision) = match status {
-            Some("ended") => (NotSent::Unfollowed, "agent_reply_follower_left"),
-            _ => (NotSent::NotActive, "agent_reply_no_active_conversation"),
-        };
-        let mut ws = vec![
-            outbox::ended(
-                &id,
-                Kind::CustomerService,
-                why.status(),
-                &why.reason(),
-                attrs,
-                now,
-                retention,
+            Some("ended") => (NotSent::Unfollowed, ReplyDecision::AgentReplyFollowerLeft),
+            _ => (
+                NotSent::NotActive,
+                ReplyDecision::AgentReplyNoActiveConversation,
             ),
-            reply_notice(app, &id, &msg.from, &msg.to, &why),
-        ];
-        crate::due::watch_new(app, &mut ws);
+        };
+        let mut ws = vec![outbox::ended(
+            &id,
+            Kind::CustomerService,
+            why.status(),
+            &why.reason(),
+            attrs,
+            now,
+            retention,
+        )];
+        ws.extend(reply_notice(app, &id, &msg.from, &msg.to, &why).writes());
         return match app.store.transact(ws).await {
             Ok(()) => {
                 obs::metric(
@@ -376,17 +401,17 @@ pub async fn on_im_message(
                 );
                 Ok(Some(decision))
             }
-            Err(StoreError::ConditionFailed { .. }) => Ok(Some("duplicate_callback")),
+            Err(StoreError::ConditionFailed { .. }) => Ok(Some(ReplyDecision::DuplicateCallback)),
             Err(e) => Err(e),
         };
     }
-    let w = outbox::enqueue(&id, Kind::CustomerService, attrs, now, retention);
-    match app.store.transact(crate::due::with_watch(app, w)).await {
+    let job = outbox::enqueue(&id, Kind::CustomerService, attrs, app.queueing());
+    match app.store.transact(job.writes().into()).await {
         Ok(_) => {
             obs::metric("AgentRepliesQueued", &[], 1.0);
-            Ok(Some("agent_reply_queued"))
+            Ok(Some(ReplyDecision::AgentReplyQueued))
         }
-        Err(StoreError::ConditionFailed { .. }) => Ok(Some("duplicate_callback")),
+        Err(StoreError::ConditionFailed { .. }) => Ok(Some(ReplyDecision::DuplicateCallback)),
         Err(e) => Err(e),
     }
 }
@@ -532,7 +557,13 @@ fn wechat_reason(r: &str) -> String {
 /// The IM notice, from the admin account, telling an agent that their reply did not reach the
 /// follower and why. Its id follows from the reply's, so the same outcome recorded twice (a
 /// retried callback, a re-run job) queues one notice.
-pub fn reply_notice(app: &App, reply_id: &str, agent: &str, openid: &str, why: &NotSent) -> Write {
+pub fn reply_notice(
+    app: &App,
+    reply_id: &str,
+    agent: &str,
+    openid: &str,
+    why: &NotSent,
+) -> Enqueue {
     let verb = match why.status() {
         Status::Skipped => "was not sent",
         _ => "was not delivered",
@@ -544,13 +575,12 @@ pub fn reply_notice(app: &App, reply_id: &str, agent: &str, openid: &str, why: &
     agent_notice(app, reply_id, agent, &text)
 }
 
-fn agent_notice(app: &App, source_id: &str, agent: &str, text: &str) -> Write {
+fn agent_notice(app: &App, source_id: &str, agent: &str, text: &str) -> Enqueue {
     outbox::enqueue(
         &outbox::id_for(&["agent_notice", source_id]),
         Kind::AgentNotice,
         vec![("to", Attr::from(agent)), ("text", Attr::from(text))],
-        app.now(),
-        app.config.outbox_retention_secs,
+        app.queueing(),
     )
 }
 
@@ -620,7 +650,7 @@ pub fn forward_notice(
     follower: &str,
     text: &str,
     why: &NotForwarded,
-) -> Write {
+) -> Enqueue {
     let quote = if why.content_refused() {
         String::new()
     } else {

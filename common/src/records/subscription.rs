@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::config::AppKind;
-use crate::keys;
+use crate::protocol::wechat::message::{SentItem, SubscribeItem};
+use crate::records::keys;
 use crate::store::{Cond, Item, Store, StoreError, Table, Update, Write};
-use crate::wechat::message::{SentItem, SubscribeItem};
 
 /// The merged effect of one event's items on one template (an event may list a template twice).
 #[derive(Debug, Default)]

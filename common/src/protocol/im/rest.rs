@@ -6,9 +6,10 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
+use super::ImConfig;
 use super::usersig;
 use crate::clock::Clock;
-use crate::config::{ImConfig, Secret};
+use crate::protocol::secret::Secret;
 
 /// Lifetime of the admin UserSig; it is renewed after 80% of it.
 const ADMIN_SIG_SECS: i64 = 7 * 86_400;

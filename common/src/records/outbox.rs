@@ -6,13 +6,13 @@
 //! Life of an item: `queued` → `sending` (claimed by one dispatcher; a claim older than
 //! [`CLAIM_SECS`] may be taken over) → `sent` / `skipped` / `failed`, or back to `queued` with
 //! `last_error` for a retry. A `queued` item with `not_before` in the future is parked (WeChat's
-//! daily quota): no claim succeeds before then, and the sweep ([`crate::due`]) re-drives it.
+//! daily quota): no claim succeeds before then, and the sweep ([`crate::flows::sweep`]) re-drives it.
 //! Every write that queues an item also puts a watch record for it (same transaction), so an item
 //! the stream never managed to deliver is re-driven by the sweep.
 
-use sha1::{Digest, Sha1};
-
-use crate::keys;
+use crate::records::due;
+use crate::records::keys;
+pub use crate::records::keys::{id_for, random_id};
 use crate::store::{Attr, Cond, Item, Store, StoreError, TTL_ATTR, Table, Update, Write};
 
 /// A claim older than this is presumed dead (its dispatcher crashed mid-send) and may be retaken.
@@ -99,36 +99,39 @@ impl Status {
     }
 }
 
-/// A deterministic id from what makes a job unique, so that a retried webhook writes the same
-/// item and the conditional put turns the retry into a no-op.
-pub fn id_for(parts: &[&str]) -> String {
-    let mut h = Sha1::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0u8]);
+/// What queueing needs to know: the time, how long items are kept, and when an unfinished item
+/// is due for the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queueing {
+    pub now: i64,
+    pub retention_secs: i64,
+    /// The watch record falls due this long after the item is queued.
+    pub watch_after_secs: i64,
+}
+
+/// A new job and its watch record. This is the only way to queue a job, and it can only be
+/// committed as both writes together, so no job is ever queued without the sweep's safety net
+/// (an item the stream never delivers is re-driven when its watch falls due).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a queued job must be committed (with its watch)"]
+pub struct Enqueue {
+    id: String,
+    item: Write,
+    watch: Write,
+}
+
+impl Enqueue {
+    pub fn id(&self) -> &str {
+        &self.id
     }
-    h.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+
+    /// The conditional put of the item, then its watch record, for one transaction.
+    pub fn writes(self) -> [Write; 2] {
+        [self.item, self.watch]
+    }
 }
 
-/// A fresh random id (for admin sends, which have no natural key).
-pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The conditional put of a new job.
-pub fn enqueue(
-    id: &str,
-    kind: Kind,
-    attrs: Vec<(&str, Attr)>,
-    now: i64,
-    retention_secs: i64,
-) -> Write {
+fn new_item(id: &str, kind: Kind, attrs: Vec<(&str, Attr)>, now: i64, retention_secs: i64) -> Item {
     let mut item = Item::new(keys::outbox(id), keys::ONE)
         .with("id", id)
         .with("kind", kind.as_str())
@@ -140,11 +143,21 @@ pub fn enqueue(
     for (k, v) in attrs {
         item.attrs.insert(k.to_owned(), v);
     }
-    Write::put(Table::Outbox, item).when(Cond::NotExists)
+    item
+}
+
+/// A new job (the put is conditional, so a retried webhook queues it once), with its watch.
+pub fn enqueue(id: &str, kind: Kind, attrs: Vec<(&str, Attr)>, q: Queueing) -> Enqueue {
+    let item = new_item(id, kind, attrs, q.now, q.retention_secs);
+    Enqueue {
+        id: id.to_owned(),
+        item: Write::put(Table::Outbox, item).when(Cond::NotExists),
+        watch: due::due(id, q.now + q.watch_after_secs, due::WATCH, q.retention_secs),
+    }
 }
 
 /// A job that ends as it is recorded: nothing was sent, and why is kept like any job's outcome
-/// (the put is conditional, so a retried webhook records it once).
+/// (the put is conditional, so a retried webhook records it once). Ended jobs need no watch.
 pub fn ended(
     id: &str,
     kind: Kind,
@@ -154,17 +167,15 @@ pub fn ended(
     now: i64,
     retention_secs: i64,
 ) -> Write {
-    let mut w = enqueue(id, kind, attrs, now, retention_secs);
-    if let Write::Put { item, .. } = &mut w {
-        for (k, v) in [
-            ("status", Attr::from(status.as_str())),
-            ("reason", Attr::from(reason)),
-            ("finished_at", Attr::from(now)),
-        ] {
-            item.attrs.insert(k.to_owned(), v);
-        }
+    let mut item = new_item(id, kind, attrs, now, retention_secs);
+    for (k, v) in [
+        ("status", Attr::from(status.as_str())),
+        ("reason", Attr::from(reason)),
+        ("finished_at", Attr::from(now)),
+    ] {
+        item.attrs.insert(k.to_owned(), v);
     }
-    w
+    Write::put(Table::Outbox, item).when(Cond::NotExists)
 }
 
 pub async fn get(store: &dyn Store, id: &str) -> Result<Option<Item>, StoreError> {
@@ -280,5 +291,10 @@ pub async fn queued(store: &dyn Store, now: i64) -> Result<Vec<Item>, StoreError
 
 /// The id of an outbox item from its partition key.
 pub fn id_of(item: &Item) -> &str {
-    item.pk.strip_prefix("out#").unwrap_or(&item.pk)
+    id_from_pk(&item.pk).unwrap_or(&item.pk)
+}
+
+/// The id in an outbox partition key (`out#<id>`), if it is one.
+pub fn id_from_pk(pk: &str) -> Option<&str> {
+    pk.strip_prefix("out#")
 }

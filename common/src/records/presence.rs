@@ -2,8 +2,8 @@
 //! late, older event never overwrites a newer one. A user is online when any platform's latest
 //! state is a fresh Login.
 
-use crate::im::callback::StateChange;
-use crate::keys;
+use crate::protocol::im::callback::StateChange;
+use crate::records::keys;
 use crate::store::{Cond, Store, StoreError, Table, Update, Write};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

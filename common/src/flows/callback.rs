@@ -1,0 +1,87 @@
+//! Ingest a verified IM callback: presence from state changes, and a one-to-one message either
+//! to the official-account bridge (an agent's reply to a follower) or to the offline
+//! notification policy.
+
+use crate::app::App;
+use crate::config::NotifyTrigger;
+use crate::flows::bridge::{self, ReplyDecision};
+use crate::flows::policy::{self, Decision as Notification};
+use crate::obs;
+use crate::protocol::im::callback::{C2cMessage, StateChange};
+use crate::records::{notify_window, presence};
+use crate::store::StoreError;
+
+/// What a callback came to, logged by [`Decision::as_str`] (and the notification's details).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    PresenceRecorded,
+    /// Older than the state stored for that platform.
+    PresenceStaleIgnored,
+    Reply(ReplyDecision),
+    Notification(Notification),
+    /// Notifications are queued by the before-send callback in this configuration.
+    TriggerIsBeforeSend,
+    /// A before-send callback that queues nothing: the message is allowed.
+    Allowed,
+}
+
+impl Decision {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Decision::PresenceRecorded => "presence_recorded",
+            Decision::PresenceStaleIgnored => "presence_stale_ignored",
+            Decision::Reply(r) => r.as_str(),
+            Decision::Notification(Notification::Queued { .. }) => "notification_queued",
+            Decision::Notification(Notification::Skipped(_)) => "notification_skipped",
+            Decision::TriggerIsBeforeSend => "trigger_is_before_send",
+            Decision::Allowed => "allowed",
+        }
+    }
+}
+
+/// `State.StateChange`: the newer state of one platform; an applied Login also resets the
+/// user's notification window (whatever was waiting has now been seen).
+pub async fn state_change(
+    app: &App,
+    sc: &StateChange,
+    platform: Option<&str>,
+) -> Result<Decision, StoreError> {
+    let applied = presence::record(&*app.store, sc, platform, app.now()).await?;
+    if !applied {
+        return Ok(Decision::PresenceStaleIgnored);
+    }
+    if sc.action == "Login" {
+        app.store
+            .write(notify_window::login_reset(&sc.user, app.now()))
+            .await?;
+    }
+    Ok(Decision::PresenceRecorded)
+}
+
+fn trigger(app: &App) -> Option<NotifyTrigger> {
+    app.config.notify.as_ref().map(|n| n.trigger)
+}
+
+/// `C2C.CallbackAfterSendMsg`: an agent's reply to a follower, or a message that may notify an
+/// offline recipient.
+pub async fn after_send(app: &App, m: &C2cMessage) -> Result<Decision, StoreError> {
+    if let Some(d) = bridge::on_im_message(app, m).await? {
+        if d == ReplyDecision::DuplicateCallback {
+            obs::metric("DedupeHits", &[("Source", "im")], 1.0);
+        }
+        return Ok(Decision::Reply(d));
+    }
+    if trigger(app) == Some(NotifyTrigger::BeforeSend) {
+        return Ok(Decision::TriggerIsBeforeSend);
+    }
+    Ok(Decision::Notification(policy::on_message(app, m).await?))
+}
+
+/// `C2C.CallbackBeforeSendMsg`: queues the notification when that is the configured trigger.
+/// The caller allows the message whatever this returns (an error included).
+pub async fn before_send(app: &App, m: &C2cMessage) -> Result<Decision, StoreError> {
+    if trigger(app) != Some(NotifyTrigger::BeforeSend) {
+        return Ok(Decision::Allowed);
+    }
+    Ok(Decision::Notification(policy::on_message(app, m).await?))
+}

@@ -1,0 +1,117 @@
+//! Ingest a verified WeChat push: decide its effect (the subscription ledger, the official
+//! account bridge), and commit the effect together with the delivery's dedupe marker, so that a
+//! retry after a failure is applied and a retry after success replays the first answer.
+
+use tracing::info;
+
+use crate::app::App;
+use crate::config::AppKind;
+use crate::flows::bridge;
+pub use crate::flows::plan::{Decision, Plan};
+use crate::obs;
+use crate::protocol::wechat::message::{Event, Message, MessageKind};
+use crate::records::{dedupe, subscription};
+use crate::store::{StoreError, Txn, TxnError};
+
+/// What the handler answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    pub decision: Decision,
+    /// The passive reply text (for a duplicate, the one the first delivery answered with).
+    pub reply: Option<String>,
+}
+
+/// The one named write of a push's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DedupeMarker;
+
+/// Decides and applies one verified push from `kind`'s push URL.
+pub async fn ingest(app: &App, kind: AppKind, msg: &Message) -> Result<Ingested, StoreError> {
+    let key = dedupe::delivery_key(msg);
+    let plan = plan(kind, msg, &key, app).await?;
+    if plan.writes.is_empty() && plan.reply.is_none() {
+        return Ok(Ingested {
+            decision: plan.decision,
+            reply: None,
+        });
+    }
+    let now = app.now();
+    let mut txn = Txn::new();
+    txn.named(
+        DedupeMarker,
+        dedupe::marker(
+            kind.as_str(),
+            &key,
+            now,
+            app.config.dedupe_ttl_secs,
+            plan.reply.as_deref(),
+        ),
+    );
+    txn.extend(plan.writes);
+    match txn.commit(&*app.store).await {
+        Ok(()) => Ok(Ingested {
+            decision: plan.decision,
+            reply: plan.reply,
+        }),
+        Err(TxnError::Condition(Some(DedupeMarker))) => {
+            obs::metric("DedupeHits", &[("Source", "wechat")], 1.0);
+            // The first delivery's answer may never have reached WeChat: answer it again.
+            let reply = dedupe::recorded_reply(&*app.store, kind.as_str(), &key)
+                .await
+                .ok()
+                .flatten();
+            info!(
+                app = kind.as_str(),
+                decision = "duplicate",
+                "retry already applied"
+            );
+            Ok(Ingested {
+                decision: Decision::Duplicate,
+                reply,
+            })
+        }
+        Err(e) => Err(e.into_store_error()),
+    }
+}
+
+/// Decides the effect of a verified push. Reads happen here; writes are returned so that they
+/// commit atomically with the dedupe marker.
+async fn plan(
+    app_kind: AppKind,
+    msg: &Message,
+    delivery: &str,
+    app: &App,
+) -> Result<Plan, StoreError> {
+    let now = app.now();
+    let openid = msg.from_user.as_str();
+    Ok(match &msg.kind {
+        MessageKind::Event(Event::SubscribeMsgPopup(items)) => Plan::writes(
+            subscription::popup_writes(app_kind, openid, items, now),
+            Decision::LedgerPopup,
+        ),
+        MessageKind::Event(Event::SubscribeMsgChange(items)) => Plan::writes(
+            subscription::change_writes(app_kind, openid, items, now),
+            Decision::LedgerChange,
+        ),
+        MessageKind::Event(Event::SubscribeMsgSent(items)) => Plan::writes(
+            subscription::sent_writes(
+                app_kind,
+                openid,
+                items,
+                now,
+                app.config.outbox_retention_secs,
+            ),
+            Decision::DeliveryRecorded,
+        ),
+        MessageKind::Event(Event::Subscribe { .. }) if app_kind == AppKind::Oa => {
+            bridge::on_follow(app, msg, delivery).await?
+        }
+        MessageKind::Event(Event::Unsubscribe) if app_kind == AppKind::Oa => {
+            bridge::on_unfollow(app, msg, delivery).await?
+        }
+        MessageKind::Event(_) => Plan::nothing(Decision::IgnoredEvent),
+        _ if app_kind == AppKind::Oa => bridge::on_user_message(app, msg, delivery).await?,
+        MessageKind::Unknown { .. } => Plan::nothing(Decision::IgnoredUnknown),
+        _ => Plan::nothing(Decision::Accepted),
+    })
+}

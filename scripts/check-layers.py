@@ -48,7 +48,10 @@ LAYERS = {
 # Record reads and writes that name an attribute; only records/ and store/ may spell one out.
 ATTR_CALL = re.compile(
     r"""(\.(s|n|bool|with|with_opt)\(\s*"|"""
-    r"""\b(Update::(set|set_if_absent|add|remove)|Cond::(eq|ne|lt|le|gt|ge|has|lacks))\(\s*")"""
+    r"""\b(Update::(set|set_if_absent|add|remove)|Cond::(eq|ne|lt|le|gt|ge|has|lacks))\(\s*"|"""
+    r"""\battrs\.(get|insert|remove|contains_key)\(\s*"|"""
+    r"""\b[sn]\(\s*[a-z_]+\s*,\s*"|"""
+    r"""\(\s*"[a-z_]+"\s*,\s*(Attr::|[A-Za-z_.]+\.into\(\)))"""
 )
 ATTR_FREE = ("records", "store")
 

@@ -50,6 +50,12 @@ impl CallError {
         }
     }
 
+    /// Whether the request may have reached WeChat although no answer came back (see
+    /// [`ApiError::may_have_been_delivered`]).
+    pub fn may_have_been_delivered(&self) -> bool {
+        matches!(self, CallError::Api(e) if e.may_have_been_delivered())
+    }
+
     pub fn errcode(&self) -> Option<i64> {
         match self {
             CallError::Api(e) | CallError::Token(TokenError::Api(e)) => e.errcode(),

@@ -3,14 +3,14 @@
 //! same transaction as the push's dedupe marker, so WeChat's and IM's retries never repeat one.
 
 use crate::app::App;
-use crate::config::AppKind;
 use crate::flows::plan::{Decision, Plan};
 use crate::obs;
 use crate::protocol::im::callback::C2cMessage;
 use crate::protocol::wechat::message::{Message, MessageKind};
-use crate::records::keys;
-use crate::records::outbox::{self, Enqueue, Kind, Status};
-use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
+use crate::records::binding;
+use crate::records::conversation::{self, Conversation, Status as ConvStatus, Touch};
+use crate::records::outbox::{self, Enqueue, Job, Status};
+use crate::store::{StoreError, Write};
 
 /// The text an agent sees for a follower's message: the text itself, or a readable summary with
 /// the media id or URL for the other kinds.
@@ -58,61 +58,34 @@ const ASSIGN_ATTEMPTS: usize = 6;
 async fn assign_agent(
     app: &App,
     openid: &str,
-    conv: Option<&Item>,
+    conv: Option<&Conversation>,
 ) -> Result<Option<String>, StoreError> {
     let agents = match &app.config.im {
         Some(im) if !im.agents.is_empty() => &im.agents,
         _ => return Ok(None),
     };
-    let conv_key = keys::conversation(openid);
-    let mut current = conv.cloned();
+    let mut held: Option<String> = conv.and_then(|c| c.agent.clone());
     for attempt in 0..ASSIGN_ATTEMPTS {
-        let held = current.as_ref().and_then(|c| c.s("agent"));
-        if let Some(a) = held
+        if let Some(a) = &held
             && agents.iter().any(|x| x == a)
         {
-            return Ok(Some(a.to_owned()));
+            return Ok(Some(a.clone()));
         }
-        let cursor = app
-            .store
-            .get(Table::State, keys::AGENT_CURSOR, keys::ONE)
-            .await?
-            .and_then(|c| c.n("next"));
+        let cursor = conversation::agent_cursor(&*app.store).await?;
         let pick = &agents[cursor.unwrap_or(0).rem_euclid(agents.len() as i64) as usize];
-        let now = app.now();
-        let conv_write = Write::update(
-            Table::State,
-            &conv_key,
-            keys::ONE,
-            vec![
-                Update::set("agent", pick.as_str()),
-                Update::set("openid", openid),
-                Update::set("assigned_at", now),
-                Update::set_if_absent("created_at", now),
-            ],
-        )
-        .when(match held {
-            None => Cond::lacks("agent"),
-            Some(old) => Cond::eq("agent", old),
-        });
-        let mut cursor_write = Write::update(
-            Table::State,
-            keys::AGENT_CURSOR,
-            keys::ONE,
-            vec![Update::add("next", 1)],
-        );
         // Holding the cursor to the value read spreads simultaneous new followers evenly; after
         // a few collisions a plain increment guarantees progress at the cost of evenness.
-        if attempt < ASSIGN_ATTEMPTS / 2 {
-            cursor_write = cursor_write.when(match cursor {
-                Some(n) => Cond::eq("next", n),
-                None => Cond::lacks("next"),
-            });
-        }
-        match app.store.transact(vec![conv_write, cursor_write]).await {
+        let held_cursor = (attempt < ASSIGN_ATTEMPTS / 2).then_some(cursor);
+        let ws = vec![
+            conversation::assign(openid, pick, held.as_deref(), app.now()),
+            conversation::advance_cursor(held_cursor),
+        ];
+        match app.store.transact(ws).await {
             Ok(()) => return Ok(Some(pick.clone())),
             Err(StoreError::ConditionFailed { .. }) => {
-                current = app.store.get(Table::State, &conv_key, keys::ONE).await?;
+                held = conversation::get(&*app.store, openid)
+                    .await?
+                    .and_then(|c| c.agent);
             }
             Err(e) => return Err(e),
         }
@@ -122,82 +95,35 @@ async fn assign_agent(
     ))
 }
 
-fn conversation_writes(openid: &str, status: &str, now: i64) -> Vec<Write> {
-    // The agent is not written here: only assign_agent's conditional write sets it.
-    let u = vec![
-        Update::set("openid", openid),
-        Update::set("status", status),
-        Update::set("updated_at", now),
-        Update::set_if_absent("created_at", now),
-    ];
-    vec![Write::update(
-        Table::State,
-        &keys::conversation(openid),
-        keys::ONE,
-        u,
-    )]
+fn job(app: &App, id_parts: &[&str], job: Job) -> [Write; 2] {
+    outbox::enqueue(&outbox::id_for(id_parts), &job, app.queueing()).writes()
 }
 
-/// The follower's IM identity is their openid: record it as the binding in both directions.
-fn binding_writes(openid: &str, status: &str, now: i64) -> Vec<Write> {
-    let app = AppKind::Oa;
-    vec![
-        Write::update(
-            Table::State,
-            &keys::binding_by_user(openid),
-            app.as_str(),
-            vec![
-                Update::set("user_id", openid),
-                Update::set("app", app.as_str()),
-                Update::set("openid", openid),
-                Update::set("status", status),
-                Update::set_if_absent("bound_at", now),
-            ],
-        ),
-        Write::update(
-            Table::State,
-            &keys::binding_by_openid(app, openid),
-            keys::ONE,
-            vec![
-                Update::set("user_id", openid),
-                Update::set("app", app.as_str()),
-                Update::set("openid", openid),
-                Update::set("status", status),
-                Update::set_if_absent("bound_at", now),
-            ],
-        ),
-    ]
-}
-
-fn job(app: &App, id_parts: &[&str], kind: Kind, attrs: Vec<(&str, Attr)>) -> Enqueue {
-    outbox::enqueue(&outbox::id_for(id_parts), kind, attrs, app.queueing())
+fn import(app: &App, delivery: &str, openid: &str) -> [Write; 2] {
+    job(
+        app,
+        &["import", delivery],
+        Job::Import {
+            user_id: openid.to_owned(),
+            nick: None,
+        },
+    )
 }
 
 /// `subscribe` (follow): import into IM, assign an agent, welcome as the passive reply.
 pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let openid = msg.from_user.as_str();
     let now = app.now();
-    let conv = app
-        .store
-        .get(Table::State, &keys::conversation(openid), keys::ONE)
-        .await?;
+    let conv = conversation::get(&*app.store, openid).await?;
     assign_agent(app, openid, conv.as_ref()).await?;
-    let mut writes = conversation_writes(openid, "active", now);
-    if let Some(Write::Update { updates, .. }) = writes.first_mut() {
-        updates.push(Update::set("followed_at", now));
-        updates.push(Update::remove("ended_at"));
-    }
-    writes.extend(binding_writes(openid, "active", now));
+    let mut writes = vec![conversation::touch(openid, Touch::Followed, now)];
+    writes.extend(binding::follower_writes(
+        openid,
+        ConvStatus::Active.as_str(),
+        now,
+    ));
     if app.config.im.is_some() {
-        writes.extend(
-            job(
-                app,
-                &["import", delivery],
-                Kind::Import,
-                vec![("user_id", Attr::from(openid))],
-            )
-            .writes(),
-        );
+        writes.extend(import(app, delivery, openid));
     }
     Ok(Plan {
         writes,
@@ -211,21 +137,20 @@ pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan,
 pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let openid = msg.from_user.as_str();
     let now = app.now();
-    let mut writes = conversation_writes(openid, "ended", now);
-    if let Some(Write::Update { updates, .. }) = writes.first_mut() {
-        updates.push(Update::set("ended_at", now));
-    }
-    writes.extend(binding_writes(openid, "ended", now));
+    let mut writes = vec![conversation::touch(openid, Touch::Unfollowed, now)];
+    writes.extend(binding::follower_writes(
+        openid,
+        ConvStatus::Ended.as_str(),
+        now,
+    ));
     if app.config.im.is_some() {
-        writes.extend(
-            job(
-                app,
-                &["delete", delivery],
-                Kind::Delete,
-                vec![("user_id", Attr::from(openid))],
-            )
-            .writes(),
-        );
+        writes.extend(job(
+            app,
+            &["delete", delivery],
+            Job::Delete {
+                user_id: openid.to_owned(),
+            },
+        ));
     }
     Ok(Plan {
         writes,
@@ -243,12 +168,8 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
     };
     let openid = msg.from_user.as_str();
     let now = app.now();
-    let conv = app
-        .store
-        .get(Table::State, &keys::conversation(openid), keys::ONE)
-        .await?;
+    let conv = conversation::get(&*app.store, openid).await?;
     let agent = assign_agent(app, openid, conv.as_ref()).await?;
-    let mut writes = conversation_writes(openid, "active", now);
     // A conversation window lasts while the follower keeps writing: "connecting you" opens a
     // new one only after they have been quiet for the whole window, however long the current
     // conversation has been going on.
@@ -256,46 +177,33 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
     let greet = agent.is_some()
         && conv
             .as_ref()
-            .and_then(|c| c.n("last_user_msg_at"))
+            .and_then(|c| c.last_user_msg_at)
             .is_none_or(|t| now - t >= window);
-    if let Some(Write::Update { updates, .. }) = writes.first_mut() {
-        // The customer-service window (48 h) opens with each message the follower sends.
-        updates.push(Update::set("last_user_msg_at", now));
-        if greet {
-            updates.push(Update::set("connecting_sent_at", now));
-        }
-    }
+    let mut writes = vec![conversation::touch(
+        openid,
+        Touch::Wrote { greeted: greet },
+        now,
+    )];
     // No status means no push of theirs was ever recorded (the assignment alone may have been):
     // a follower from before the bridge existed, who must be made to exist in IM.
-    if conv.as_ref().and_then(|c| c.s("status")).is_none() {
-        writes.extend(binding_writes(openid, "active", now));
+    if conv.as_ref().and_then(|c| c.status).is_none() {
+        writes.extend(binding::follower_writes(
+            openid,
+            ConvStatus::Active.as_str(),
+            now,
+        ));
         if app.config.im.is_some() {
-            writes.extend(
-                job(
-                    app,
-                    &["import", delivery],
-                    Kind::Import,
-                    vec![("user_id", Attr::from(openid))],
-                )
-                .writes(),
-            );
+            writes.extend(import(app, delivery, openid));
         }
     }
+    let forward = Job::Forward {
+        from: openid.to_owned(),
+        to: agent.clone(),
+        text,
+    };
     let decision = match &agent {
-        Some(a) => {
-            writes.extend(
-                job(
-                    app,
-                    &["forward", delivery],
-                    Kind::Forward,
-                    vec![
-                        ("from", Attr::from(openid)),
-                        ("to", Attr::from(a.as_str())),
-                        ("text", Attr::from(text)),
-                    ],
-                )
-                .writes(),
-            );
+        Some(_) => {
+            writes.extend(job(app, &["forward", delivery], forward));
             Decision::ForwardedToAgent
         }
         None => {
@@ -303,12 +211,10 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
             // job with the reason, and the follower is promised nothing.
             writes.push(outbox::ended(
                 &outbox::id_for(&["forward", delivery]),
-                Kind::Forward,
+                &forward,
                 Status::Skipped,
                 "no_agent_configured",
-                vec![("from", Attr::from(openid)), ("text", Attr::from(text))],
-                now,
-                app.config.outbox_retention_secs,
+                app.queueing(),
             ));
             Decision::KeptNoAgentConfigured
         }
@@ -353,44 +259,30 @@ pub async fn on_im_message(
     if !is_agent(app, &msg.from) || app.config.oa.is_none() {
         return Ok(None);
     }
-    let Some(conv) = app
-        .store
-        .get(Table::State, &keys::conversation(&msg.to), keys::ONE)
-        .await?
-    else {
+    let Some(conv) = conversation::get(&*app.store, &msg.to).await? else {
         return Ok(None);
     };
     if msg.send_result.is_some_and(|r| r != 0) {
         return Ok(Some(ReplyDecision::AgentMessageNotDeliveredInIm));
     }
     let id = outbox::id_for(&["kf", &msg.idempotency_key()]);
-    let attrs = vec![
-        ("openid", Attr::from(msg.to.as_str())),
-        ("agent", Attr::from(msg.from.as_str())),
-        ("text", Attr::from(msg.text_summary())),
-    ];
-    let now = app.now();
-    let retention = app.config.outbox_retention_secs;
-    let status = conv.s("status");
-    if status != Some("active") {
+    let reply = Job::CustomerService {
+        openid: msg.to.clone(),
+        agent: msg.from.clone(),
+        text: msg.text_summary(),
+    };
+    let q = app.queueing();
+    if conv.status != Some(ConvStatus::Active) {
         // Not sent: WeChat would refuse it, and the agent would otherwise wait for an answer
         // from someone who is gone. The reply is recorded and the agent told, atomically.
-        let (why, decision) = match status {
-            Some("ended") => (NotSent::Unfollowed, ReplyDecision::AgentReplyFollowerLeft),
+        let (why, decision) = match conv.status {
+            Some(ConvStatus::Ended) => (NotSent::Unfollowed, ReplyDecision::AgentReplyFollowerLeft),
             _ => (
                 NotSent::NotActive,
                 ReplyDecision::AgentReplyNoActiveConversation,
             ),
         };
-        let mut ws = vec![outbox::ended(
-            &id,
-            Kind::CustomerService,
-            why.status(),
-            &why.reason(),
-            attrs,
-            now,
-            retention,
-        )];
+        let mut ws = vec![outbox::ended(&id, &reply, why.status(), &why.reason(), q)];
         ws.extend(reply_notice(app, &id, &msg.from, &msg.to, &why).writes());
         return match app.store.transact(ws).await {
             Ok(()) => {
@@ -405,7 +297,7 @@ pub async fn on_im_message(
             Err(e) => Err(e),
         };
     }
-    let job = outbox::enqueue(&id, Kind::CustomerService, attrs, app.queueing());
+    let job = outbox::enqueue(&id, &reply, q);
     match app.store.transact(job.writes().into()).await {
         Ok(_) => {
             obs::metric("AgentRepliesQueued", &[], 1.0);
@@ -445,6 +337,10 @@ pub enum NotSent {
     Refused { reason: String },
     /// WeChat could not be reached within the attempt limit.
     RetriesExhausted { attempts: i64, reason: String },
+    /// The request may have reached WeChat but no answer came back (or the dispatcher sending it
+    /// went silent): it may or may not have arrived, and it is not resent, so it never arrives
+    /// twice.
+    MaybeSent { reason: String },
 }
 
 impl NotSent {
@@ -474,6 +370,7 @@ impl NotSent {
             NotSent::RetriesExhausted { reason, .. } => {
                 format!("undeliverable: retries_exhausted: {reason}")
             }
+            NotSent::MaybeSent { reason } => format!("maybe_sent: {reason}"),
         }
     }
 
@@ -490,6 +387,7 @@ impl NotSent {
             },
             NotSent::Refused { .. } => "refused",
             NotSent::RetriesExhausted { .. } => "retries_exhausted",
+            NotSent::MaybeSent { .. } => "maybe_sent",
         }
     }
 
@@ -541,6 +439,10 @@ impl NotSent {
                 "WeChat could not be reached in {attempts} attempts (last: {})",
                 wechat_reason(reason)
             ),
+            NotSent::MaybeSent { reason } => format!(
+                "no answer came back from WeChat ({}), so it may or may not have arrived; it is not resent, to avoid sending it twice",
+                wechat_reason(reason)
+            ),
         }
     }
 }
@@ -564,8 +466,9 @@ pub fn reply_notice(
     openid: &str,
     why: &NotSent,
 ) -> Enqueue {
-    let verb = match why.status() {
-        Status::Skipped => "was not sent",
+    let verb = match why {
+        NotSent::MaybeSent { .. } => "may not have been delivered",
+        _ if why.status() == Status::Skipped => "was not sent",
         _ => "was not delivered",
     };
     let text = format!(
@@ -578,8 +481,10 @@ pub fn reply_notice(
 fn agent_notice(app: &App, source_id: &str, agent: &str, text: &str) -> Enqueue {
     outbox::enqueue(
         &outbox::id_for(&["agent_notice", source_id]),
-        Kind::AgentNotice,
-        vec![("to", Attr::from(agent)), ("text", Attr::from(text))],
+        &Job::AgentNotice {
+            to: agent.to_owned(),
+            text: text.to_owned(),
+        },
         app.queueing(),
     )
 }
@@ -661,4 +566,76 @@ pub fn forward_notice(
         why.explain()
     );
     agent_notice(app, forward_id, agent, &notice)
+}
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use super::*;
+    use crate::flows::testing::{bench, oa_text};
+
+    #[tokio::test]
+    async fn followers_are_spread_across_agents_and_keep_theirs() {
+        let b = bench(&[]);
+        let mut agents = vec![];
+        for (n, f) in ["oA", "oB", "oA"].iter().enumerate() {
+            let plan = on_user_message(&b.app, &oa_text(f, "hi", n as u64), &format!("d{n}"))
+                .await
+                .unwrap();
+            assert_eq!(plan.decision, Decision::ForwardedToAgent);
+            b.commit(plan.writes).await;
+            agents.push(
+                conversation::get(&*b.app.store, f)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .agent,
+            );
+        }
+        assert_ne!(agents[0], agents[1], "round robin");
+        assert_eq!(agents[0], agents[2], "sticky");
+    }
+
+    #[tokio::test]
+    async fn without_agents_the_message_is_kept_and_nothing_promised() {
+        let b = bench(&[("IM_AGENT_ACCOUNTS", "")]);
+        let plan = on_user_message(&b.app, &oa_text("oC", "hello", 1), "d1")
+            .await
+            .unwrap();
+        assert_eq!(plan.decision, Decision::KeptNoAgentConfigured);
+        assert!(plan.reply.is_none());
+        b.commit(plan.writes).await;
+        let kept: Vec<_> = b
+            .outbox()
+            .await
+            .into_iter()
+            .filter(|i| matches!(i.job, Job::Forward { .. }))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].status, Status::Skipped);
+        assert_eq!(kept[0].reason.as_deref(), Some("no_agent_configured"));
+    }
+
+    #[tokio::test]
+    async fn an_agent_reply_to_a_follower_who_left_is_not_sent_and_the_agent_told() {
+        let b = bench(&[]);
+        let m = crate::flows::testing::event("oD", "unsubscribe", crate::flows::testing::T0);
+        b.commit(on_unfollow(&b.app, &m, "u1").await.unwrap().writes)
+            .await;
+        let reply = crate::flows::testing::c2c("agent_alice", "oD", "thanks", 3);
+        assert_eq!(
+            on_im_message(&b.app, &reply).await.unwrap(),
+            Some(ReplyDecision::AgentReplyFollowerLeft)
+        );
+        assert_eq!(
+            on_im_message(&b.app, &reply).await.unwrap(),
+            Some(ReplyDecision::DuplicateCallback)
+        );
+        let notices: Vec<_> = b
+            .outbox()
+            .await
+            .into_iter()
+            .filter(|i| matches!(&i.job, Job::AgentNotice { to, .. } if to == "agent_alice"))
+            .collect();
+        assert_eq!(notices.len(), 1);
+    }
 }

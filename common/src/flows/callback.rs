@@ -85,3 +85,69 @@ pub async fn before_send(app: &App, m: &C2cMessage) -> Result<Decision, StoreErr
     }
     Ok(Decision::Notification(policy::on_message(app, m).await?))
 }
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use super::*;
+    use crate::flows::policy::Skip;
+    use crate::flows::testing::{T0, bench, c2c};
+    use crate::records::presence::Presence;
+
+    fn sc(action: &str, ms: i64) -> StateChange {
+        StateChange {
+            user: "u1".into(),
+            action: action.into(),
+            reason: String::new(),
+            event_time_ms: ms,
+            kicked: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_state_change_never_overwrites_a_newer_one() {
+        let b = bench(&[]);
+        let t = T0 * 1000;
+        assert_eq!(
+            state_change(&b.app, &sc("Logout", t), Some("iOS"))
+                .await
+                .unwrap(),
+            Decision::PresenceRecorded
+        );
+        assert_eq!(
+            state_change(&b.app, &sc("Login", t - 5_000), Some("iOS"))
+                .await
+                .unwrap(),
+            Decision::PresenceStaleIgnored
+        );
+        let p = presence::of(&*b.app.store, "u1", T0, 600).await.unwrap();
+        assert_eq!(p, Presence::Offline);
+    }
+
+    #[tokio::test]
+    async fn an_agent_message_to_someone_without_a_conversation_goes_to_the_policy() {
+        let b = bench(&[]);
+        let d = after_send(&b.app, &c2c("agent_alice", "u9", "hi", 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            d,
+            Decision::Notification(Notification::Skipped(Skip::RecipientNotBound))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_before_send_trigger_leaves_after_send_alone() {
+        let b = bench(&[("NOTIFY_TRIGGER", "before")]);
+        b.bind("u1", "o1").await;
+        b.credits("o1", 1).await;
+        let m = c2c("seller", "u1", "hi", 2);
+        assert_eq!(
+            after_send(&b.app, &m).await.unwrap(),
+            Decision::TriggerIsBeforeSend
+        );
+        assert!(matches!(
+            before_send(&b.app, &m).await.unwrap(),
+            Decision::Notification(Notification::Queued { .. })
+        ));
+    }
+}

@@ -1,11 +1,7 @@
 //! Dispatch of queued offline notifications for one recipient. All items for the recipient in a
 //! batch become at most one subscribe message, and while the recipient stays offline at most one
-//! is sent per debounce window. The recipient's merge state is one item, `notify#<user>`:
-//!
-//! - `pending`: messages the user has not been told about (held back, or not notified for lack
-//!   of a credit); the next notification's `{count}` includes them.
-//! - `last_sent_at`: when the current debounce window began.
-//! - `reserved_by`, `reserved_pending`, `prev_sent_at`: the latest reservation (see below).
+//! is sent per debounce window. The recipient's merge state is one record
+//! ([`crate::records::notify_window`]): how many messages wait, and when the window began.
 //!
 //! **The window is reserved before sending.** Reading `last_sent_at` and then sending would let
 //! two dispatchers for one recipient (two stream shards, the stream and the sweep) both see a free
@@ -24,39 +20,25 @@
 //! notification for the recipient, which goes through this same function: sent if they are still
 //! offline with something pending and a credit, or skipped with the reason.
 
+use serde_json::Value;
 use tracing::{info, warn};
 
-use super::send::{self, SendOutcome};
 use crate::app::App;
-use crate::config::AppKind;
+use crate::config::{AppKind, NotifyConfig};
+use crate::flows::outcome;
+use crate::flows::send::{self, SendOutcome};
 use crate::obs;
+use crate::protocol::im::rest::OnlineStatus;
 use crate::protocol::wechat::render;
+use crate::records::delivery;
 use crate::records::due;
-use crate::records::keys;
-use crate::records::notify_window::{notify_state_update, window_end};
-use crate::records::outbox::{self, Delivery, Status};
+use crate::records::notify_window::{self, Pending, Reservation};
+use crate::records::outbox::{self, Delivery, Job, Notice, OutboxItem, Results, Status};
 use crate::records::presence::{self, Presence};
-use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
-
-/// An outbox item that is a follow-up (queued by the sweep when a hold ended), not a message.
-pub const FOLLOWUP_ATTR: &str = "followup";
+use crate::store::{StoreError, Write};
 
 /// How often a dispatcher retries a reservation that lost to a concurrent change of `pending`.
 const RESERVE_TRIES: usize = 3;
-
-pub fn is_followup(item: &Item) -> bool {
-    item.bool(FOLLOWUP_ATTR) == Some(true)
-}
-
-/// What an ending does to the recipient's count of messages waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
-    /// Count these (held, or not notified for lack of a credit).
-    Add(i64),
-    /// The user has seen everything (online), or the messages are given up.
-    Reset,
-    Keep,
-}
 
 /// The dimension value for a failure metric: the underlying errcode, not the wrapper a reason
 /// may carry (`retries_exhausted: http_503` counts as `http_503`).
@@ -68,92 +50,11 @@ fn errcode_dimension(reason: &str) -> &str {
     r.split(':').next().unwrap_or(r).trim()
 }
 
-/// Ends every item of the group the same way, with `extra` writes in the same transaction.
-async fn end_all(
-    app: &App,
-    recipient: &str,
-    items: &[Item],
-    status: Status,
-    reason: &str,
-    pending: Pending,
-    extra: Vec<Write>,
-) -> Result<Delivery, StoreError> {
-    let now = app.now();
-    let mut ws: Vec<Write> = items
-        .iter()
-        .map(|i| outbox::finish(outbox::id_of(i), status, Some(reason), vec![], now))
-        .collect();
-    let mut u = vec![Update::set("updated_at", now)];
-    match pending {
-        Pending::Add(n) => u.push(Update::add("pending", n)),
-        Pending::Reset => u.push(Update::set("pending", 0)),
-        Pending::Keep => {}
+fn notice(item: &OutboxItem) -> Option<&Notice> {
+    match &item.job {
+        Job::Notify(n) => Some(n),
+        _ => None,
     }
-    ws.push(notify_state_update(recipient, u));
-    ws.extend(extra);
-    app.store.transact(ws).await?;
-    if status == Status::Failed {
-        obs::metric(
-            "NotificationsFailed",
-            &[("ErrCode", errcode_dimension(reason))],
-            items.len() as f64,
-        );
-    } else {
-        obs::metric(
-            "NotificationsSkipped",
-            &[("Reason", reason.split(':').next().unwrap_or(reason))],
-            items.len() as f64,
-        );
-    }
-    info!(
-        recipient,
-        decision = status.as_str(),
-        reason,
-        count = items.len(),
-        "notification not sent"
-    );
-    Ok(Delivery::Done)
-}
-
-/// Holds the group until `until` (the window's or the quiet hours' end): the messages are counted
-/// as waiting and a follow-up is scheduled for then, when there is anything to tell.
-#[allow(clippy::too_many_arguments)]
-async fn hold(
-    app: &App,
-    recipient: &str,
-    items: &[Item],
-    latest: &Item,
-    messages: i64,
-    pending: i64,
-    reason: &str,
-    until: i64,
-) -> Result<Delivery, StoreError> {
-    let mut extra = vec![];
-    if pending + messages > 0 {
-        extra.push(due::followup(
-            recipient,
-            until,
-            latest,
-            app.config.outbox_retention_secs,
-        ));
-    }
-    info!(
-        recipient,
-        decision = "held",
-        reason,
-        until,
-        "follow-up scheduled"
-    );
-    end_all(
-        app,
-        recipient,
-        items,
-        Status::Skipped,
-        reason,
-        Pending::Add(messages),
-        extra,
-    )
-    .await
 }
 
 /// Presence at send time: stored callbacks first, `query_online_status` when they cannot tell.
@@ -170,200 +71,281 @@ async fn presence_now(app: &App, user: &str) -> Result<Presence, StoreError> {
     match im.query_online_status(&[user], &*app.clock).await {
         Ok(list) => Ok(
             match list.iter().find(|(u, _)| u == user).map(|(_, s)| *s) {
-                Some(crate::protocol::im::rest::OnlineStatus::Online) => Presence::Online,
+                Some(OnlineStatus::Online) => Presence::Online,
                 _ => Presence::Offline,
             },
         ),
         Err(e) => {
-            tracing::warn!(user, decision = "presence_unknown", reason = %e.reason(), "query_online_status failed; notifying");
+            warn!(user, decision = "presence_unknown", reason = %e.reason(), "query_online_status failed; notifying");
             Ok(Presence::Unknown)
         }
     }
 }
 
-/// A window taken by this dispatcher, and what is needed to give it back.
-struct Reservation {
-    token: String,
-    prev_sent_at: Option<i64>,
-    /// The count moved out of `pending` into this notification.
-    pending: i64,
+/// One recipient's claimed notifications (oldest first), delivered as one.
+struct Group<'a> {
+    app: &'a App,
+    recipient: &'a str,
+    items: &'a [OutboxItem],
+    /// The notification speaks for the latest message.
+    latest: &'a Notice,
 }
 
-/// Takes the debounce window for one send; `None` when another dispatcher took it or `pending`
-/// changed since it was read (the caller reads again).
-async fn reserve(
-    app: &App,
-    recipient: &str,
-    state: Option<&Item>,
-    pending: i64,
-    now: i64,
-    debounce_secs: i64,
-) -> Result<Option<Reservation>, StoreError> {
-    let token = outbox::random_id();
-    let prev_sent_at = state.and_then(|s| s.n("last_sent_at"));
-    let window_free = Cond::Or(vec![
-        Cond::lacks("last_sent_at"),
-        Cond::le("last_sent_at", now.saturating_sub(debounce_secs)),
-    ]);
-    // Negative counts (from before counts were clamped) read as zero.
-    let pending_unchanged = if pending == 0 {
-        Cond::Or(vec![Cond::lacks("pending"), Cond::le("pending", 0)])
-    } else {
-        Cond::eq("pending", pending)
-    };
-    let mut u = vec![
-        Update::set("last_sent_at", now),
-        Update::set("pending", 0),
-        Update::set("reserved_by", token.as_str()),
-        Update::set("reserved_pending", pending),
-        Update::set("updated_at", now),
-    ];
-    u.push(match prev_sent_at {
-        Some(p) => Update::set("prev_sent_at", p),
-        None => Update::remove("prev_sent_at"),
-    });
-    let w = notify_state_update(recipient, u).when(Cond::And(vec![window_free, pending_unchanged]));
-    match app.store.write(w).await {
-        Ok(_) => Ok(Some(Reservation {
-            token,
-            prev_sent_at,
-            pending,
-        })),
-        Err(StoreError::ConditionFailed { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+/// What was sent, for the records.
+struct Sent<'a> {
+    kind: AppKind,
+    count: i64,
+    data: &'a Value,
 }
 
-/// Gives the window back (nothing was sent) and restores `restore` to the count, unless the
-/// reservation is no longer ours (a Login reset the state, or the window was taken anew).
-async fn unreserve(app: &App, recipient: &str, r: &Reservation, restore: i64) {
-    let mut u = vec![
-        Update::remove("reserved_by"),
-        Update::remove("reserved_pending"),
-        Update::remove("prev_sent_at"),
-        Update::set("updated_at", app.now()),
-    ];
-    u.push(match r.prev_sent_at {
-        Some(p) => Update::set("last_sent_at", p),
-        None => Update::remove("last_sent_at"),
-    });
-    if restore != 0 {
-        u.push(Update::add("pending", restore));
+impl Group<'_> {
+    /// Messages in the group (follow-ups speak for messages counted before).
+    fn messages(&self) -> i64 {
+        self.items
+            .iter()
+            .filter(|i| notice(i).is_some_and(|n| !n.followup))
+            .count() as i64
     }
-    let w = notify_state_update(recipient, u).when(Cond::eq("reserved_by", r.token.as_str()));
-    match app.store.write(w).await {
-        Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
-        // The items are settled already; a window left reserved only delays the next
-        // notification to the window's end (the follow-up then speaks for what was held).
-        Err(e) => {
-            warn!(recipient, decision = "window_not_released", reason = %e, "the debounce window stays reserved")
+
+    /// Ends every item of the group the same way, with `extra` writes in the same transaction.
+    async fn end_all(
+        &self,
+        status: Status,
+        reason: &str,
+        pending: Pending,
+        extra: Vec<Write>,
+    ) -> Result<Delivery, StoreError> {
+        let now = self.app.now();
+        let mut ws: Vec<Write> = self
+            .items
+            .iter()
+            .map(|i| outbox::finish(&i.id, status, Some(reason), Results::default(), now))
+            .collect();
+        ws.push(notify_window::count(self.recipient, pending, now));
+        ws.extend(extra);
+        self.app.store.transact(ws).await?;
+        let n = self.items.len() as f64;
+        if status == Status::Failed {
+            obs::metric(
+                "NotificationsFailed",
+                &[("ErrCode", errcode_dimension(reason))],
+                n,
+            );
+        } else {
+            let label = reason.split(':').next().unwrap_or(reason);
+            obs::metric("NotificationsSkipped", &[("Reason", label)], n);
+        }
+        info!(
+            recipient = self.recipient,
+            decision = status.as_str(),
+            reason,
+            count = self.items.len(),
+            "notification not sent"
+        );
+        Ok(Delivery::Done)
+    }
+
+    /// Holds the group until `until` (the window's or the quiet hours' end): the messages are
+    /// counted as waiting and a follow-up is scheduled for then, when there is anything to tell.
+    async fn hold(&self, pending: i64, reason: &str, until: i64) -> Result<Delivery, StoreError> {
+        let messages = self.messages();
+        let mut extra = vec![];
+        if pending + messages > 0 {
+            extra.push(due::followup(
+                self.recipient,
+                until,
+                self.latest,
+                self.app.config.outbox_retention_secs,
+            ));
+        }
+        info!(
+            recipient = self.recipient,
+            decision = "held",
+            reason,
+            until,
+            "follow-up scheduled"
+        );
+        self.end_all(Status::Skipped, reason, Pending::Add(messages), extra)
+            .await
+    }
+
+    /// Gives the window back (nothing was sent) and restores `restore` to the count.
+    async fn unreserve(&self, r: &Reservation, restore: i64) {
+        let w = notify_window::unreserve(self.recipient, r, restore, self.app.now());
+        match self.app.store.write(w).await {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
+            // The items are settled already; a window left reserved only delays the next
+            // notification to the window's end (the follow-up then speaks for what was held).
+            Err(e) => {
+                warn!(recipient = self.recipient, decision = "window_not_released", reason = %e, "the debounce window stays reserved")
+            }
         }
     }
-}
 
-/// The record of a settled send. `last_sent_at` and `pending` stay as the reservation set them
-/// (a Login meanwhile may have reset them, which must stand), and so do the reservation markers:
-/// they only matter to a rollback, which checks its own token, and removing them here could
-/// remove a newer dispatcher's.
-fn settled(recipient: &str, primary: &str, now: i64) -> Write {
-    notify_state_update(
-        recipient,
-        vec![
-            Update::set("last_outbox", primary),
-            Update::set("updated_at", now),
-        ],
-    )
-}
-
-/// Delivers the claimed items (all `notify`, all for `recipient`, oldest first).
-pub async fn deliver(app: &App, recipient: &str, items: &[Item]) -> Result<Delivery, StoreError> {
-    let Some(n) = &app.config.notify else {
-        return end_all(
-            app,
-            recipient,
-            items,
-            Status::Failed,
-            "notifications_not_configured",
-            Pending::Reset,
-            vec![],
-        )
-        .await;
-    };
-    let Some(latest) = items.last() else {
-        return Ok(Delivery::Done);
-    };
-    let messages = items.iter().filter(|i| !is_followup(i)).count() as i64;
-    let now = app.now();
-    if presence_now(app, recipient).await? == Presence::Online {
-        return end_all(
-            app,
-            recipient,
-            items,
-            Status::Skipped,
-            "recipient_online",
-            Pending::Reset,
-            vec![],
-        )
-        .await;
+    /// The writes that end the group as told: the latest item with `status`, `reason` and the
+    /// results, the others merged into it, and the window settled.
+    fn told(&self, status: Status, reason: Option<&str>, results: Results) -> Vec<Write> {
+        let now = self.app.now();
+        let Some(primary) = self.items.last() else {
+            return vec![];
+        };
+        let mut ws = vec![outbox::finish(&primary.id, status, reason, results, now)];
+        for i in &self.items[..self.items.len() - 1] {
+            ws.push(outbox::finish(
+                &i.id,
+                Status::Skipped,
+                Some("merged"),
+                Results {
+                    merged_into: Some(primary.id.clone()),
+                    ..Default::default()
+                },
+                now,
+            ));
+        }
+        ws.push(notify_window::settled(self.recipient, &primary.id, now));
+        ws
     }
-    let kind = latest.s("app").and_then(AppKind::parse).unwrap_or(n.app);
-    let openid = latest.s("openid").unwrap_or_default();
-    let template_id = latest.s("template_id").unwrap_or(&n.template_id);
-    for _ in 0..RESERVE_TRIES {
-        let state = app
-            .store
-            .get(Table::State, &keys::notify_state(recipient), keys::ONE)
+
+    /// Records a send's outcome on the items and the window.
+    async fn settle(
+        &self,
+        r: Reservation,
+        outcome: SendOutcome,
+        sent: Sent<'_>,
+    ) -> Result<Delivery, StoreError> {
+        let app = self.app;
+        let now = app.now();
+        let attempts = outbox::attempts(self.items);
+        let told = |msgid: Option<String>| Results {
+            msgid,
+            merged_count: Some(sent.count),
+            data: Some(sent.data.to_string()),
+            ..Default::default()
+        };
+        match outcome {
+            SendOutcome::Sent { msgid } => {
+                let mut ws = self.told(Status::Sent, None, told(Some(msgid.clone())));
+                if !msgid.is_empty()
+                    && let Some(primary) = self.items.last()
+                {
+                    ws.push(delivery::sent(
+                        sent.kind,
+                        &msgid,
+                        &primary.id,
+                        &self.latest.openid,
+                        &self.latest.template_id,
+                        now,
+                        app.config.outbox_retention_secs,
+                    ));
+                }
+                app.store.transact(ws).await?;
+                obs::metric("NotificationsSent", &[("App", sent.kind.as_str())], 1.0);
+                info!(
+                    recipient = self.recipient,
+                    decision = "notification_sent",
+                    merged = self.items.len(),
+                    count = sent.count
+                );
+                Ok(Delivery::Done)
+            }
+            // WeChat may have delivered it: the window stays taken and the count told, as if
+            // sent, and nothing is sent again (see `send` for why).
+            SendOutcome::MaybeSent { reason } => {
+                let ws = self.told(Status::Failed, Some(&reason), told(None));
+                app.store.transact(ws).await?;
+                obs::metric(
+                    "NotificationsUncertain",
+                    &[("Reason", errcode_dimension(&reason))],
+                    1.0,
+                );
+                warn!(recipient = self.recipient, decision = "maybe_sent", reason = %reason, "not retried: WeChat may have delivered it");
+                Ok(Delivery::Done)
+            }
+            SendOutcome::NoCredit => {
+                let d = self
+                    .end_all(
+                        Status::Skipped,
+                        "no_credit",
+                        Pending::Add(self.messages()),
+                        vec![],
+                    )
+                    .await?;
+                self.unreserve(&r, r.pending).await;
+                Ok(d)
+            }
+            SendOutcome::Failed { reason } => self.give_up(&r, &reason).await,
+            SendOutcome::Retry { reason, after_secs } => {
+                if attempts >= app.config.dispatch_max_attempts {
+                    let reason = format!("retries_exhausted: {reason}");
+                    return self.give_up(&r, &reason).await;
+                }
+                let ws: Vec<Write> = self
+                    .items
+                    .iter()
+                    .map(|i| outbox::release(&i.id, &reason, now))
+                    .collect();
+                app.store.transact(ws).await?;
+                self.unreserve(&r, r.pending).await;
+                obs::metric("SendRetries", &[("Reason", &reason)], 1.0);
+                Ok(Delivery::Retry { after_secs })
+            }
+            SendOutcome::Parked { reason, until } => {
+                self.unreserve(&r, r.pending).await;
+                if attempts >= app.config.dispatch_max_attempts {
+                    let reason = format!("retries_exhausted: {reason}");
+                    return self
+                        .end_all(Status::Failed, &reason, Pending::Keep, vec![])
+                        .await;
+                }
+                outcome::park(app, self.items, &reason, until).await
+            }
+        }
+    }
+
+    /// Ends the group failed. What the reservation took from `pending` stays taken: a permanent
+    /// failure resets the count, as it always did.
+    async fn give_up(&self, r: &Reservation, reason: &str) -> Result<Delivery, StoreError> {
+        let d = self
+            .end_all(Status::Failed, reason, Pending::Keep, vec![])
             .await?;
-        let pending = state
-            .as_ref()
-            .and_then(|s| s.n("pending"))
-            .unwrap_or(0)
-            .max(0);
-        if let Some(until) = window_end(state.as_ref(), n, now) {
-            return hold(
-                app,
-                recipient,
-                items,
-                latest,
-                messages,
-                pending,
-                "merged_within_debounce_window",
-                until,
-            )
-            .await;
+        self.unreserve(r, 0).await;
+        Ok(d)
+    }
+
+    /// One try at the window: `None` when `pending` changed under us (the caller tries again).
+    async fn try_once(&self, n: &NotifyConfig) -> Result<Option<Delivery>, StoreError> {
+        let app = self.app;
+        let now = app.now();
+        let window = notify_window::get(&*app.store, self.recipient).await?;
+        if let Some(until) = window.end(n.debounce_secs, now) {
+            return self
+                .hold(window.pending, "merged_within_debounce_window", until)
+                .await
+                .map(Some);
         }
         if let Some(until) = n.quiet_end(now) {
-            return hold(
-                app,
-                recipient,
-                items,
-                latest,
-                messages,
-                pending,
-                "quiet_hours",
-                until,
-            )
-            .await;
+            return self
+                .hold(window.pending, "quiet_hours", until)
+                .await
+                .map(Some);
         }
-        let count = pending + messages;
+        let count = window.pending + self.messages();
         if count == 0 {
             // A follow-up with nothing left to tell: someone else told them, or they came back.
-            return end_all(
-                app,
-                recipient,
-                items,
-                Status::Skipped,
-                "nothing_pending",
-                Pending::Keep,
-                vec![],
-            )
-            .await;
+            return self
+                .end_all(Status::Skipped, "nothing_pending", Pending::Keep, vec![])
+                .await
+                .map(Some);
         }
         let count_s = count.to_string();
-        let time = n.format_time(latest.n("msg_time").unwrap_or(now));
+        let time = n.format_time(if self.latest.msg_time > 0 {
+            self.latest.msg_time
+        } else {
+            now
+        });
         let vars = [
-            ("sender", latest.s("sender").unwrap_or("")),
-            ("preview", latest.s("preview").unwrap_or("")),
+            ("sender", self.latest.sender.as_str()),
+            ("preview", self.latest.preview.as_str()),
             ("time", time.as_str()),
             ("count", count_s.as_str()),
         ];
@@ -371,53 +353,77 @@ pub async fn deliver(app: &App, recipient: &str, items: &[Item]) -> Result<Deliv
             Ok(d) => d,
             Err(e) => {
                 let reason = format!("template_data: {e}");
-                return end_all(
-                    app,
-                    recipient,
-                    items,
-                    Status::Failed,
-                    &reason,
-                    Pending::Reset,
-                    vec![],
-                )
-                .await;
+                return self
+                    .end_all(Status::Failed, &reason, Pending::Reset, vec![])
+                    .await
+                    .map(Some);
             }
         };
-        let Some(r) = reserve(
-            app,
-            recipient,
-            state.as_ref(),
-            pending,
-            now,
-            n.debounce_secs,
-        )
-        .await?
-        else {
-            continue;
-        };
+        let (r, w) = notify_window::reserve(self.recipient, &window, now, n.debounce_secs);
+        match app.store.write(w).await {
+            Ok(_) => {}
+            Err(StoreError::ConditionFailed { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let l = self.latest;
         let body = send::body(
-            openid,
-            template_id,
+            &l.openid,
+            &l.template_id,
             &data,
             n.page.as_deref(),
             n.miniprogram_state.as_deref(),
             n.lang.as_deref(),
         );
-        let outcome = match send::send(app, kind, openid, template_id, &body).await {
+        let outcome = match send::send(app, l.app, &l.openid, &l.template_id, &body).await {
             Ok(o) => o,
             Err(e) => {
-                unreserve(app, recipient, &r, r.pending).await;
+                self.unreserve(&r, r.pending).await;
                 return Err(e);
             }
         };
         let sent = Sent {
-            kind,
-            openid,
-            template_id,
+            kind: l.app,
             count,
             data: &data,
         };
-        return settle(app, recipient, items, r, outcome, sent).await;
+        self.settle(r, outcome, sent).await.map(Some)
+    }
+}
+
+/// Delivers the claimed items (all `notify`, all for `recipient`, oldest first).
+pub async fn deliver(
+    app: &App,
+    recipient: &str,
+    items: &[OutboxItem],
+) -> Result<Delivery, StoreError> {
+    let Some(latest) = items.last().and_then(notice) else {
+        return Ok(Delivery::Done);
+    };
+    let g = Group {
+        app,
+        recipient,
+        items,
+        latest,
+    };
+    let Some(n) = &app.config.notify else {
+        return g
+            .end_all(
+                Status::Failed,
+                "notifications_not_configured",
+                Pending::Reset,
+                vec![],
+            )
+            .await;
+    };
+    if presence_now(app, recipient).await? == Presence::Online {
+        return g
+            .end_all(Status::Skipped, "recipient_online", Pending::Reset, vec![])
+            .await;
+    }
+    for _ in 0..RESERVE_TRIES {
+        if let Some(d) = g.try_once(n).await? {
+            return Ok(d);
+        }
     }
     // `pending` kept changing under us: let the batch come back in a moment.
     info!(
@@ -426,189 +432,13 @@ pub async fn deliver(app: &App, recipient: &str, items: &[Item]) -> Result<Deliv
         reason = "window_contended",
         "the debounce window kept changing"
     );
+    let now = app.now();
     let ws: Vec<Write> = items
         .iter()
-        .map(|i| outbox::release(outbox::id_of(i), "window_contended", now))
+        .map(|i| outbox::release(&i.id, "window_contended", now))
         .collect();
     app.store.transact(ws).await?;
     Ok(Delivery::Retry { after_secs: 1 })
-}
-
-/// What was sent, for the records.
-struct Sent<'a> {
-    kind: AppKind,
-    openid: &'a str,
-    template_id: &'a str,
-    count: i64,
-    data: &'a serde_json::Value,
-}
-
-/// Records a send's outcome on the items and the window.
-async fn settle(
-    app: &App,
-    recipient: &str,
-    items: &[Item],
-    r: Reservation,
-    outcome: SendOutcome,
-    sent: Sent<'_>,
-) -> Result<Delivery, StoreError> {
-    let now = app.now();
-    let attempts = outbox::attempts(items);
-    let Some(latest) = items.last() else {
-        return Ok(Delivery::Done);
-    };
-    let primary = outbox::id_of(latest).to_owned();
-    match outcome {
-        SendOutcome::Sent { msgid } => {
-            let mut ws = vec![outbox::finish(
-                &primary,
-                Status::Sent,
-                None,
-                vec![
-                    ("msgid", Attr::from(msgid.as_str())),
-                    ("merged_count", Attr::N(sent.count)),
-                    ("data", Attr::from(sent.data.to_string())),
-                ],
-                now,
-            )];
-            ws.extend(merged_into(items, &primary, now));
-            ws.push(settled(recipient, &primary, now));
-            if !msgid.is_empty() {
-                ws.push(send::msg_record(
-                    sent.kind,
-                    &msgid,
-                    &primary,
-                    sent.openid,
-                    sent.template_id,
-                    now,
-                    app.config.outbox_retention_secs,
-                ));
-            }
-            app.store.transact(ws).await?;
-            obs::metric("NotificationsSent", &[("App", sent.kind.as_str())], 1.0);
-            info!(
-                recipient,
-                decision = "notification_sent",
-                merged = items.len(),
-                count = sent.count
-            );
-            Ok(Delivery::Done)
-        }
-        // WeChat may have delivered it: the window stays taken and the count told, as if sent,
-        // and nothing is sent again (see `send` for why).
-        SendOutcome::MaybeSent { reason } => {
-            let mut ws = vec![outbox::finish(
-                &primary,
-                Status::Failed,
-                Some(&reason),
-                vec![
-                    ("merged_count", Attr::N(sent.count)),
-                    ("data", Attr::from(sent.data.to_string())),
-                ],
-                now,
-            )];
-            ws.extend(merged_into(items, &primary, now));
-            ws.push(settled(recipient, &primary, now));
-            app.store.transact(ws).await?;
-            obs::metric(
-                "NotificationsUncertain",
-                &[("Reason", errcode_dimension(&reason))],
-                1.0,
-            );
-            warn!(recipient, decision = "maybe_sent", reason = %reason, "not retried: WeChat may have delivered it");
-            Ok(Delivery::Done)
-        }
-        SendOutcome::NoCredit => {
-            let d = end_all(
-                app,
-                recipient,
-                items,
-                Status::Skipped,
-                "no_credit",
-                Pending::Add(count_messages(items)),
-                vec![],
-            )
-            .await?;
-            unreserve(app, recipient, &r, r.pending).await;
-            Ok(d)
-        }
-        SendOutcome::Failed { reason } => give_up(app, recipient, items, &r, &reason).await,
-        SendOutcome::Retry { reason, after_secs } => {
-            if attempts >= app.config.dispatch_max_attempts {
-                let reason = format!("retries_exhausted: {reason}");
-                return give_up(app, recipient, items, &r, &reason).await;
-            }
-            let ws: Vec<Write> = items
-                .iter()
-                .map(|i| outbox::release(outbox::id_of(i), &reason, now))
-                .collect();
-            app.store.transact(ws).await?;
-            unreserve(app, recipient, &r, r.pending).await;
-            obs::metric("SendRetries", &[("Reason", &reason)], 1.0);
-            Ok(Delivery::Retry { after_secs })
-        }
-        SendOutcome::Parked { reason, until } => {
-            unreserve(app, recipient, &r, r.pending).await;
-            if attempts >= app.config.dispatch_max_attempts {
-                let reason = format!("retries_exhausted: {reason}");
-                return end_all(
-                    app,
-                    recipient,
-                    items,
-                    Status::Failed,
-                    &reason,
-                    Pending::Keep,
-                    vec![],
-                )
-                .await;
-            }
-            crate::flows::outcome::park(app, items, &reason, until).await
-        }
-    }
-}
-
-/// Ends the group failed. What the reservation took from `pending` stays taken: a permanent
-/// failure resets the count, as it always did.
-async fn give_up(
-    app: &App,
-    recipient: &str,
-    items: &[Item],
-    r: &Reservation,
-    reason: &str,
-) -> Result<Delivery, StoreError> {
-    let d = end_all(
-        app,
-        recipient,
-        items,
-        Status::Failed,
-        reason,
-        Pending::Keep,
-        vec![],
-    )
-    .await?;
-    unreserve(app, recipient, r, 0).await;
-    Ok(d)
-}
-
-fn count_messages(items: &[Item]) -> i64 {
-    items.iter().filter(|i| !is_followup(i)).count() as i64
-}
-
-/// The other items of a group, ended as merged into the one that was sent.
-fn merged_into<'a>(
-    items: &'a [Item],
-    primary: &'a str,
-    now: i64,
-) -> impl Iterator<Item = Write> + 'a {
-    items[..items.len().saturating_sub(1)].iter().map(move |i| {
-        outbox::finish(
-            outbox::id_of(i),
-            Status::Skipped,
-            Some("merged"),
-            vec![("merged_into", Attr::from(primary))],
-            now,
-        )
-    })
 }
 
 #[cfg(test)]
@@ -624,5 +454,82 @@ mod tests {
             "template_data"
         );
         assert_eq!(errcode_dimension("maybe_sent: timeout"), "timeout");
+    }
+}
+
+#[cfg(all(test, feature = "embedded"))]
+mod window_tests {
+    use super::*;
+    use crate::flows::testing::{T0, TEMPLATE, bench};
+    use crate::records::outbox::Kind;
+    use crate::store::Table;
+
+    fn notice(msg: &str) -> Job {
+        Job::Notify(Notice {
+            recipient: "u1".into(),
+            sender: "seller".into(),
+            preview: msg.into(),
+            msg_time: T0,
+            app: AppKind::Mp,
+            openid: "o1".into(),
+            template_id: TEMPLATE.into(),
+            msg_key: None,
+            presence: Some("offline".into()),
+            followup: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn messages_inside_an_open_window_are_held_with_a_follow_up() {
+        let b = bench(&[]);
+        // A notification went out a minute ago: the window is taken.
+        let (_, w) = notify_window::reserve("u1", &Default::default(), T0 - 60, 300);
+        b.app.store.write(w).await.unwrap();
+        let e = outbox::enqueue("n1", &notice("hello"), b.app.queueing());
+        b.commit(e.writes()).await;
+        let claim = outbox::claim(&*b.app.store, "n1", T0)
+            .await
+            .unwrap()
+            .unwrap();
+        let d = deliver(&b.app, "u1", std::slice::from_ref(&claim.item))
+            .await
+            .unwrap();
+        assert_eq!(d, Delivery::Done);
+        let item = b.item("n1").await;
+        assert_eq!(item.status, Status::Skipped);
+        assert_eq!(
+            item.reason.as_deref(),
+            Some("merged_within_debounce_window")
+        );
+        assert_eq!(
+            notify_window::get(&*b.app.store, "u1")
+                .await
+                .unwrap()
+                .pending,
+            1
+        );
+        // The follow-up is due when the window ends.
+        let minute = due::minute_of(T0 + 240);
+        let recs = due::in_minute(&*b.app.store, minute).await.unwrap();
+        assert!(recs.iter().any(|r| r.why == due::Why::Followup), "{recs:?}");
+        assert_eq!(b.app.store.scan(Table::Outbox).await.unwrap().len(), 1);
+        assert_eq!(item.kind(), Some(Kind::Notify));
+    }
+
+    #[tokio::test]
+    async fn without_a_template_the_group_fails_and_the_count_resets() {
+        let b = bench(&[("NOTIFY_TEMPLATE_ID", ""), ("NOTIFY_DATA", "")]);
+        let e = outbox::enqueue("n2", &notice("x"), b.app.queueing());
+        b.commit(e.writes()).await;
+        let claim = outbox::claim(&*b.app.store, "n2", T0)
+            .await
+            .unwrap()
+            .unwrap();
+        deliver(&b.app, "u1", std::slice::from_ref(&claim.item))
+            .await
+            .unwrap();
+        let item = b.item("n2").await;
+        assert_eq!(item.status, Status::Failed);
+        assert_eq!(item.reason.as_deref(), Some("notifications_not_configured"));
     }
 }

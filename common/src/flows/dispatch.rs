@@ -3,6 +3,10 @@
 //! Notifications for the same recipient in one batch are delivered together, as one merged
 //! message.
 //!
+//! A claim taken over from a dispatcher that went silent is never performed again when the job
+//! reaches someone (a notification, a subscribe or customer-service message, an IM message):
+//! that dispatcher's call may have arrived, so the job ends `maybe_sent` (see [`retaken`]).
+//!
 //! A claim that is refused says nothing by itself, so the item is read: an ended item was
 //! handled already; a parked one (`not_before` ahead) belongs to the sweep now; anything else is
 //! still being sent by another dispatcher — or by one that crashed or timed out, whose claim
@@ -14,9 +18,10 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::flows::deliver;
-use crate::records::outbox::{self, CLAIM_SECS, Delivery, Kind, Status};
-use crate::store::{Item, StoreError};
+use crate::flows::{deliver, outcome};
+use crate::obs;
+use crate::records::outbox::{self, CLAIM_SECS, Delivery, Job, Kind, OutboxItem, Results, Status};
+use crate::store::StoreError;
 
 /// The longest pause before a Lambda invocation returns, so it always returns in time.
 const MAX_PAUSE_MS: u64 = 20_000;
@@ -43,11 +48,17 @@ pub async fn pause(retry: &[Retry]) {
 /// Performs the given items; returns those to retry, with their backoff.
 pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
     let now = app.now();
-    let mut claimed: Vec<Item> = vec![];
+    let mut claimed: Vec<OutboxItem> = vec![];
     let mut retry: Vec<Retry> = vec![];
     for id in ids {
         match outbox::claim(&*app.store, id, now).await {
-            Ok(Some(item)) => claimed.push(item),
+            Ok(Some(c)) if c.retaken && c.item.kind().is_some_and(Kind::reaches_someone) => {
+                if let Err(e) = retaken(app, &c.item).await {
+                    warn!(outbox_id = %id, decision = "retry_later", reason = %e);
+                    retry.push(store_retry(app, id, now));
+                }
+            }
+            Ok(Some(c)) => claimed.push(c.item),
             Ok(None) => retry.extend(refused(app, id, now).await),
             Err(e) => {
                 warn!(outbox_id = %id, decision = "retry_later", reason = %e);
@@ -60,28 +71,27 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
         if done[i] {
             continue;
         }
-        let item = &claimed[i];
-        let kind = item.s("kind").and_then(Kind::parse);
         // Group every notification for the same recipient in this batch with this one.
-        let group: Vec<usize> = if kind == Some(Kind::Notify) {
-            (i..claimed.len())
-                .filter(|&j| {
-                    !done[j]
-                        && claimed[j].s("kind") == Some(Kind::Notify.as_str())
-                        && claimed[j].s("recipient") == item.s("recipient")
-                })
-                .collect()
-        } else {
-            vec![i]
+        let group: Vec<usize> = match claimed[i].recipient() {
+            Some(r) => (i..claimed.len())
+                .filter(|&j| !done[j] && claimed[j].recipient() == Some(r))
+                .collect(),
+            None => vec![i],
         };
         for &j in &group {
             done[j] = true;
         }
-        let mut items: Vec<Item> = group.iter().map(|&j| claimed[j].clone()).collect();
+        let mut items: Vec<OutboxItem> = group.iter().map(|&j| claimed[j].clone()).collect();
         // The merged notification speaks for the latest message.
-        items.sort_by_key(|i| (i.n("msg_time").unwrap_or(0), i.n("created_at").unwrap_or(0)));
-        let outcome = perform(app, kind, &items).await;
-        let ids = items.iter().map(|i| outbox::id_of(i).to_owned());
+        items.sort_by_key(|i| {
+            let msg_time = match &i.job {
+                Job::Notify(n) => n.msg_time,
+                _ => 0,
+            };
+            (msg_time, i.created_at)
+        });
+        let outcome = perform(app, &items).await;
+        let ids = items.iter().map(|i| i.id.clone());
         match outcome {
             Ok(Delivery::Done) => {}
             Ok(Delivery::Retry { after_secs }) => {
@@ -110,6 +120,34 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
     retry
 }
 
+/// A job taken over from a dispatcher whose claim went stale. That dispatcher died, or is still
+/// waiting for an answer, after its call may have reached WeChat or IM: performing the job again
+/// could deliver it twice, so it ends `failed` with `maybe_sent: claim_retaken` (a customer-service
+/// reply's agent is told it may not have arrived) and is never resent.
+async fn retaken(app: &App, item: &OutboxItem) -> Result<(), StoreError> {
+    match &item.job {
+        Job::CustomerService { .. } => {
+            crate::flows::jobs::maybe_sent(app, item, MAYBE_SENT_RETAKEN).await?;
+        }
+        _ => {
+            outcome::end(
+                app,
+                item,
+                Status::Failed,
+                Some(MAYBE_SENT_RETAKEN),
+                Results::default(),
+            )
+            .await?;
+        }
+    }
+    obs::metric("ClaimsRetaken", &[("Kind", item.kind_str())], 1.0);
+    warn!(outbox_id = %item.id, kind = item.kind_str(), decision = "maybe_sent", "a stale claim was taken over; not sent again");
+    Ok(())
+}
+
+/// The reason recorded on a job whose stale claim was taken over.
+pub const MAYBE_SENT_RETAKEN: &str = "maybe_sent: claim_retaken";
+
 fn store_retry(app: &App, id: &str, now: i64) -> Retry {
     Retry {
         id: id.to_owned(),
@@ -120,7 +158,7 @@ fn store_retry(app: &App, id: &str, now: i64) -> Retry {
 
 /// Why a claim was refused, and whether the item must come back.
 async fn refused(app: &App, id: &str, now: i64) -> Option<Retry> {
-    let item = match outbox::get(&*app.store, id).await {
+    let item = match outbox::read(&*app.store, id).await {
         Ok(Some(item)) => item,
         Ok(None) => {
             info!(outbox_id = %id, decision = "gone", "no such outbox item (expired)");
@@ -131,15 +169,13 @@ async fn refused(app: &App, id: &str, now: i64) -> Option<Retry> {
             return Some(store_retry(app, id, now));
         }
     };
-    let status = item.s("status").unwrap_or("");
-    if !Status::is_open(status) {
-        info!(outbox_id = %id, decision = "already_handled", status);
+    if !item.status.is_open() {
+        info!(outbox_id = %id, decision = "already_handled", status = item.status.as_str());
         return None;
     }
-    let attempts = item.n("attempts").unwrap_or(1);
-    let base = backoff_ms(app, attempts, 0);
-    if status == Status::Queued.as_str() {
-        if let Some(until) = item.n("not_before").filter(|t| *t > now) {
+    let base = backoff_ms(app, item.attempts.max(1), 0);
+    if item.status == Status::Queued {
+        if let Some(until) = item.parked_at(now) {
             info!(outbox_id = %id, decision = "deferred", until, "parked; the sweep re-drives it");
             return None;
         }
@@ -150,7 +186,7 @@ async fn refused(app: &App, id: &str, now: i64) -> Option<Retry> {
             not_before: now + 1,
         });
     }
-    let retake_at = item.n("claimed_at").unwrap_or(now) + CLAIM_SECS + 1;
+    let retake_at = item.claimed_at.unwrap_or(now) + CLAIM_SECS + 1;
     // At production pacing, wait (within the invocation's limit) for the claim to expire;
     // shortened pacing (tests, local runs) keeps the usual backoff.
     let pause_ms = if app.config.dispatch_backoff_ms >= 1000 {
@@ -178,27 +214,24 @@ fn backoff_ms(app: &App, attempts: i64, after_secs: u64) -> u64 {
     exp.max(hinted).min(MAX_PAUSE_MS)
 }
 
-async fn perform(app: &App, kind: Option<Kind>, items: &[Item]) -> Result<Delivery, StoreError> {
+async fn perform(app: &App, items: &[OutboxItem]) -> Result<Delivery, StoreError> {
     let Some(first) = items.first() else {
         return Ok(Delivery::Done);
     };
-    match kind {
-        Some(Kind::Notify) => {
-            let recipient = first.s("recipient").unwrap_or_default().to_owned();
-            deliver::deliver(app, &recipient, items).await
-        }
-        Some(k) => crate::flows::jobs::perform(app, k, first).await,
-        None => {
-            let w = outbox::finish(
-                outbox::id_of(first),
+    match &first.job {
+        Job::Notify(n) => deliver::deliver(app, &n.recipient.clone(), items).await,
+        Job::Unreadable(why) => {
+            let reason = format!("unreadable: {why}");
+            outcome::end(
+                app,
+                first,
                 Status::Failed,
-                Some("unknown_kind"),
-                vec![],
-                app.now(),
-            );
-            app.store.write(w).await?;
-            Ok(Delivery::Done)
+                Some(&reason),
+                Results::default(),
+            )
+            .await
         }
+        _ => crate::flows::jobs::perform(app, first).await,
     }
 }
 
@@ -211,14 +244,82 @@ pub async fn drain(app: &App, rounds: usize) -> Result<usize, StoreError> {
         if queued.is_empty() {
             break;
         }
-        let ids: Vec<String> = queued
-            .iter()
-            .take(10)
-            .map(|i| outbox::id_of(i).to_owned())
-            .collect();
+        let ids: Vec<String> = queued.iter().take(10).map(|i| i.id.clone()).collect();
         let retry = run(app, &ids).await;
         pause(&retry).await;
         handled += ids.len().saturating_sub(retry.len());
     }
     Ok(handled)
+}
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use super::*;
+    use crate::flows::testing::{bench, c2c};
+    use crate::store::Table;
+
+    #[tokio::test]
+    async fn a_retaken_claim_ends_possibly_sent_and_is_not_performed_again() {
+        let b = bench(&[]);
+        b.bind("u1", "o1").await;
+        b.credits("o1", 1).await;
+        let crate::flows::policy::Decision::Queued { id } =
+            crate::flows::policy::on_message(&b.app, &c2c("s", "u1", "x", 1))
+                .await
+                .unwrap()
+        else {
+            panic!("queued expected")
+        };
+        // A dispatcher claimed it and went silent.
+        let first = outbox::claim(&*b.app.store, &id, b.app.now())
+            .await
+            .unwrap();
+        assert!(first.is_some_and(|c| !c.retaken));
+        b.clock.advance(CLAIM_SECS + 1);
+        assert!(run(&b.app, std::slice::from_ref(&id)).await.is_empty());
+        let item = b.item(&id).await;
+        assert_eq!(item.status, Status::Failed);
+        assert_eq!(item.reason.as_deref(), Some(MAYBE_SENT_RETAKEN));
+        // The credit was not spent again: nothing was sent.
+        let credits = crate::records::subscription::credits(
+            &*b.app.store,
+            crate::config::AppKind::Mp,
+            "o1",
+            crate::flows::testing::TEMPLATE,
+        )
+        .await
+        .unwrap();
+        assert_eq!(credits, 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_item_ends_failed_with_why() {
+        let b = bench(&[]);
+        // Written by a newer version, with a kind this one does not know.
+        let item = outbox::queued_of_unknown_kind("abc", "carrier_pigeon");
+        b.app
+            .store
+            .write(crate::store::Write::put(Table::Outbox, item))
+            .await
+            .unwrap();
+        assert!(run(&b.app, &["abc".to_owned()]).await.is_empty());
+        let it = b.item("abc").await;
+        assert_eq!(it.status, Status::Failed);
+        assert_eq!(it.reason.as_deref(), Some("unreadable: unknown_kind"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retried_with_backoff() {
+        // The WeChat base URL is a closed port: nothing was sent, so a retry is safe.
+        let b = bench(&[]);
+        b.bind("u1", "o1").await;
+        b.credits("o1", 1).await;
+        crate::flows::policy::on_message(&b.app, &c2c("s", "u1", "x", 1))
+            .await
+            .unwrap();
+        let id = b.outbox().await[0].id.clone();
+        let retry = run(&b.app, std::slice::from_ref(&id)).await;
+        assert_eq!(retry.len(), 1);
+        assert_eq!(b.item(&id).await.status, Status::Queued);
+    }
 }

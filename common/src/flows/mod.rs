@@ -2,6 +2,8 @@
 //! policy and its merged delivery, the other outbox jobs, the dispatcher that runs them, and the
 //! sweep of deferred work. Flows read records and commit their writes; they know nothing of HTTP.
 
+pub mod admin_send;
+pub mod bind;
 pub mod bridge;
 pub mod callback;
 pub mod deliver;
@@ -13,3 +15,6 @@ pub mod policy;
 pub mod push;
 pub mod send;
 pub mod sweep;
+
+#[cfg(all(test, feature = "embedded"))]
+mod testing;

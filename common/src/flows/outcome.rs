@@ -1,12 +1,71 @@
-//! How a dispatch attempt ends when it cannot end where it is: parked for the daily quota.
+//! How a claimed job ends: recorded `sent`, `skipped` or `failed` with its reason, put back for
+//! another attempt (until the attempt limit), or parked until WeChat's daily quota resets. The
+//! merged notifications ([`crate::flows::deliver`]) and the other jobs ([`crate::flows::jobs`])
+//! end the same way.
 
 use tracing::{info, warn};
 
 use crate::app::App;
 use crate::obs;
 use crate::records::due;
-use crate::records::outbox::{self, Delivery, Status};
-use crate::store::{Item, StoreError, Write};
+use crate::records::outbox::{self, Delivery, OutboxItem, Results, Status};
+use crate::store::{StoreError, Write};
+
+/// Records the end of one job.
+pub async fn end(
+    app: &App,
+    item: &OutboxItem,
+    status: Status,
+    reason: Option<&str>,
+    results: Results,
+) -> Result<Delivery, StoreError> {
+    app.store
+        .write(outbox::finish(&item.id, status, reason, results, app.now()))
+        .await?;
+    let kind = item.kind_str();
+    info!(outbox_id = %item.id, kind, decision = status.as_str(), reason = reason.unwrap_or(""));
+    if status == Status::Failed {
+        obs::metric(
+            "JobsFailed",
+            &[("Kind", kind), ("Reason", reason.unwrap_or(""))],
+            1.0,
+        );
+    }
+    Ok(Delivery::Done)
+}
+
+/// Whether the attempt that just failed was the last one allowed.
+pub fn out_of_attempts(app: &App, item: &OutboxItem) -> bool {
+    item.attempts.max(1) >= app.config.dispatch_max_attempts
+}
+
+/// Puts the job back in the queue for another attempt.
+pub async fn release(
+    app: &App,
+    item: &OutboxItem,
+    reason: &str,
+    after_secs: u64,
+) -> Result<Delivery, StoreError> {
+    app.store
+        .write(outbox::release(&item.id, reason, app.now()))
+        .await?;
+    warn!(outbox_id = %item.id, kind = item.kind_str(), decision = "retry", reason);
+    Ok(Delivery::Retry { after_secs })
+}
+
+/// Retries until the attempt limit, then records the failure.
+pub async fn retry_or_fail(
+    app: &App,
+    item: &OutboxItem,
+    reason: &str,
+    after_secs: u64,
+) -> Result<Delivery, StoreError> {
+    if out_of_attempts(app, item) {
+        let r = format!("retries_exhausted: {reason}");
+        return end(app, item, Status::Failed, Some(&r), Results::default()).await;
+    }
+    release(app, item, reason, after_secs).await
+}
 
 /// Parks claimed items until `until` (the daily quota is used up): back to `queued` with
 /// `not_before`, and a due record for each, in one transaction. The stream is done with them;
@@ -14,37 +73,35 @@ use crate::store::{Item, StoreError, Write};
 /// is parked forever.
 pub async fn park(
     app: &App,
-    items: &[Item],
+    items: &[OutboxItem],
     reason: &str,
     until: i64,
 ) -> Result<Delivery, StoreError> {
     let now = app.now();
-    let attempts = outbox::attempts(items);
     let retention = app.config.outbox_retention_secs;
-    if attempts >= app.config.dispatch_max_attempts {
+    if outbox::attempts(items) >= app.config.dispatch_max_attempts {
         let r = format!("retries_exhausted: {reason}");
         let ws: Vec<Write> = items
             .iter()
-            .map(|i| outbox::finish(outbox::id_of(i), Status::Failed, Some(&r), vec![], now))
+            .map(|i| outbox::finish(&i.id, Status::Failed, Some(&r), Results::default(), now))
             .collect();
         app.store.transact(ws).await?;
         for i in items {
-            let kind = i.s("kind").unwrap_or("");
+            let kind = i.kind_str();
             obs::metric("JobsFailed", &[("Kind", kind), ("Reason", reason)], 1.0);
-            info!(outbox_id = %outbox::id_of(i), kind, decision = "failed", reason = %r);
+            info!(outbox_id = %i.id, kind, decision = "failed", reason = %r);
         }
         return Ok(Delivery::Done);
     }
     let mut ws = vec![];
     for i in items {
-        let id = outbox::id_of(i);
-        ws.push(outbox::park(id, reason, until, now));
-        ws.push(due::due(id, until, due::PARKED, retention));
+        ws.push(outbox::park(&i.id, reason, until, now));
+        ws.push(due::due(&i.id, until, due::Why::Parked, retention));
     }
     app.store.transact(ws).await?;
     obs::metric("SendsParked", &[("ErrCode", reason)], items.len() as f64);
     for i in items {
-        warn!(outbox_id = %outbox::id_of(i), decision = "parked", reason, until, "waiting for WeChat's daily quota to reset");
+        warn!(outbox_id = %i.id, decision = "parked", reason, until, "waiting for WeChat's daily quota to reset");
     }
     Ok(Delivery::Done)
 }

@@ -6,10 +6,10 @@ use crate::app::App;
 use crate::obs;
 use crate::protocol::im::callback::C2cMessage;
 use crate::records::binding;
-use crate::records::outbox::{self, Kind};
+use crate::records::outbox::{self, Job, Notice};
 use crate::records::presence::{self, Presence};
 use crate::records::subscription;
-use crate::store::{Attr, StoreError};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -83,31 +83,78 @@ async fn decide(app: &App, msg: &C2cMessage) -> Result<Decision, StoreError> {
         return Ok(Decision::Skipped(Skip::NoCredit));
     }
     let id = outbox::id_for(&["notify", &msg.idempotency_key()]);
-    let w = outbox::enqueue(
-        &id,
-        Kind::Notify,
-        vec![
-            ("recipient", Attr::from(msg.to.as_str())),
-            ("sender", Attr::from(msg.from.as_str())),
-            ("preview", Attr::from(obs::preview(&msg.preview(), 40))),
-            (
-                "msg_time",
-                Attr::N(if msg.msg_time > 0 { msg.msg_time } else { now }),
-            ),
-            ("msg_key", Attr::from(msg.msg_key.as_str())),
-            ("app", Attr::from(n.app.as_str())),
-            ("openid", Attr::from(binding.openid.as_str())),
-            ("template_id", Attr::from(n.template_id.as_str())),
-            // Unknown presence is settled by query_online_status at dispatch time.
-            ("presence", Attr::from(p.as_str())),
-        ],
-        app.queueing(),
-    );
+    let notice = Notice {
+        recipient: msg.to.clone(),
+        sender: msg.from.clone(),
+        preview: obs::preview(&msg.preview(), 40),
+        msg_time: if msg.msg_time > 0 { msg.msg_time } else { now },
+        app: n.app,
+        openid: binding.openid.clone(),
+        template_id: n.template_id.clone(),
+        msg_key: Some(msg.msg_key.clone()),
+        // Unknown presence is settled by query_online_status at dispatch time.
+        presence: Some(p.as_str().to_owned()),
+        followup: false,
+    };
+    let w = outbox::enqueue(&id, &Job::Notify(notice), app.queueing());
     // The watch record rides in the same request: the sweep re-drives the item if the stream
     // never delivers it.
     match store.transact(w.writes().into()).await {
         Ok(()) => Ok(Decision::Queued { id }),
         Err(StoreError::ConditionFailed { .. }) => Ok(Decision::Skipped(Skip::DuplicateCallback)),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use super::*;
+    use crate::flows::testing::{bench, c2c};
+    use crate::records::outbox::{Job, Kind};
+
+    #[tokio::test]
+    async fn an_offline_bound_user_with_a_credit_gets_one_job_per_message() {
+        let b = bench(&[]);
+        b.bind("u1", "o1").await;
+        b.credits("o1", 1).await;
+        let m = c2c("seller", "u1", "where is my order", 5);
+        let Decision::Queued { id } = on_message(&b.app, &m).await.unwrap() else {
+            panic!("queued expected");
+        };
+        assert_eq!(
+            on_message(&b.app, &m).await.unwrap(),
+            Decision::Skipped(Skip::DuplicateCallback)
+        );
+        let item = b.item(&id).await;
+        assert_eq!(item.kind(), Some(Kind::Notify));
+        let Job::Notify(n) = &item.job else { panic!() };
+        assert_eq!((n.recipient.as_str(), n.openid.as_str()), ("u1", "o1"));
+        assert_eq!(n.preview, "where is my order");
+        assert_eq!(b.outbox().await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_queued_without_binding_credit_or_for_online_only_messages() {
+        let b = bench(&[]);
+        let m = c2c("seller", "u1", "x", 1);
+        assert_eq!(
+            on_message(&b.app, &m).await.unwrap(),
+            Decision::Skipped(Skip::RecipientNotBound)
+        );
+        b.bind("u1", "o1").await;
+        assert_eq!(
+            on_message(&b.app, &m).await.unwrap(),
+            Decision::Skipped(Skip::NoCredit)
+        );
+        b.credits("o1", 1).await;
+        let typing = crate::protocol::im::callback::C2cMessage {
+            online_only: true,
+            ..c2c("seller", "u1", "typing", 2)
+        };
+        assert_eq!(
+            on_message(&b.app, &typing).await.unwrap(),
+            Decision::Skipped(Skip::OnlineOnlyMessage)
+        );
+        assert!(b.outbox().await.is_empty());
     }
 }

@@ -115,3 +115,54 @@ async fn plan(
         _ => Plan::nothing(Decision::Accepted),
     })
 }
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use super::*;
+    use crate::flows::testing::{T0, bench, event};
+    use crate::protocol::wechat::message::parse_message;
+    use crate::records::subscription;
+
+    #[tokio::test]
+    async fn a_popup_applied_once_and_its_retry_is_a_duplicate() {
+        let b = bench(&[]);
+        let msg = parse_message(format!(r#"{{"ToUserName":"gh","FromUserName":"o1","CreateTime":{T0},"MsgType":"event","Event":"subscribe_msg_popup_event","List":{{"TemplateId":"tpl_notify","SubscribeStatusString":"accept","PopupScene":"0"}}}}"#).as_bytes()).unwrap();
+        let first = ingest(&b.app, AppKind::Mp, &msg).await.unwrap();
+        assert_eq!(first.decision, Decision::LedgerPopup);
+        let again = ingest(&b.app, AppKind::Mp, &msg).await.unwrap();
+        assert_eq!(again.decision, Decision::Duplicate);
+        let credits = subscription::credits(&*b.app.store, AppKind::Mp, "o1", "tpl_notify")
+            .await
+            .unwrap();
+        assert_eq!(credits, 1);
+    }
+
+    #[tokio::test]
+    async fn a_retried_follow_replays_the_welcome_without_a_second_import() {
+        let b = bench(&[]);
+        let follow = event("oF1", "subscribe", T0);
+        let first = ingest(&b.app, AppKind::Oa, &follow).await.unwrap();
+        assert_eq!(first.decision, Decision::FollowerWelcomed);
+        let welcome = first.reply.clone().expect("a welcome");
+        let again = ingest(&b.app, AppKind::Oa, &follow).await.unwrap();
+        assert_eq!(again.decision, Decision::Duplicate);
+        assert_eq!(again.reply.as_deref(), Some(welcome.as_str()));
+        let imports: Vec<_> = b
+            .outbox()
+            .await
+            .into_iter()
+            .filter(|i| i.kind() == Some(crate::records::outbox::Kind::Import))
+            .collect();
+        assert_eq!(imports.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_follow_on_the_mini_program_url_is_only_accepted() {
+        let b = bench(&[]);
+        let d = ingest(&b.app, AppKind::Mp, &event("o2", "subscribe", T0))
+            .await
+            .unwrap();
+        assert_eq!(d.decision, Decision::IgnoredEvent);
+        assert!(b.outbox().await.is_empty());
+    }
+}

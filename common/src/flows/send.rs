@@ -20,9 +20,8 @@ use crate::app::{App, CallError};
 use crate::config::AppKind;
 use crate::obs;
 use crate::protocol::wechat::api::ErrorClass;
-use crate::records::keys;
 use crate::records::subscription;
-use crate::store::{Item, StoreError, TTL_ATTR, Table, Write};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
@@ -150,25 +149,4 @@ async fn settle(
             SendOutcome::Failed { reason }
         }
     })
-}
-
-/// Links a msgid WeChat returned to the outbox item it came from, for the delivery-result event.
-pub fn msg_record(
-    kind: AppKind,
-    msgid: &str,
-    outbox_id: &str,
-    openid: &str,
-    template_id: &str,
-    now: i64,
-    retention_secs: i64,
-) -> Write {
-    Write::put(
-        Table::State,
-        Item::new(keys::wechat_msg(kind, msgid), keys::ONE)
-            .with("outbox_id", outbox_id)
-            .with("openid", openid)
-            .with("template_id", template_id)
-            .with("sent_at", now)
-            .with(TTL_ATTR, now + retention_secs),
-    )
 }

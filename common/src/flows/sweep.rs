@@ -55,13 +55,12 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use crate::app::App;
-use crate::flows::deliver;
 use crate::flows::dispatch;
 use crate::obs;
-use crate::records::keys;
-use crate::records::outbox::{self, CLAIM_SECS, Kind, Status};
-use crate::records::{due, notify_window};
-use crate::store::{Attr, Cond, Item, StoreError, Table, Update, Write};
+use crate::records::due::{self, Due, Why};
+use crate::records::notify_window;
+use crate::records::outbox::{self, CLAIM_SECS, Job, Notice, OutboxItem, Status};
+use crate::store::StoreError;
 
 /// A minute is swept once it has been over this long.
 pub const SETTLE_SECS: i64 = 30;
@@ -117,16 +116,11 @@ pub async fn sweep(app: &App) -> Result<Report, StoreError> {
     let now = app.now();
     let store = &*app.store;
     let last = due::minute_of(now - SETTLE_SECS) - 1;
-    let cursor = store
-        .get(Table::State, keys::SWEEP_CURSOR, keys::ONE)
-        .await?;
-    let start = cursor.as_ref().and_then(|c| c.n("next_minute"));
-    let start_after = cursor
-        .as_ref()
-        .and_then(|c| c.s("after"))
-        .map(str::to_owned);
-    let mut minute = start.unwrap_or(last + 1 - FIRST_LOOKBACK_MINUTES);
-    let mut after = start_after.clone();
+    let start = due::cursor(store).await?;
+    let mut minute = start
+        .next_minute
+        .unwrap_or(last + 1 - FIRST_LOOKBACK_MINUTES);
+    let mut after = start.after.clone();
     let mut report = Report::default();
     let mut result = Ok(());
     while minute <= last {
@@ -151,26 +145,13 @@ pub async fn sweep(app: &App) -> Result<Report, StoreError> {
     }
     report.caught_up = minute > last;
     report.cursor = due::bucket(minute);
-    if (Some(minute), &after) != (start, &start_after) {
-        let mut u = vec![
-            Update::set("next_minute", minute),
-            Update::set("updated_at", now),
-        ];
-        u.push(match &after {
-            Some(a) => Update::set("after", a.as_str()),
-            None => Update::remove("after"),
-        });
+    let reached = due::Cursor {
+        next_minute: Some(minute),
+        after,
+    };
+    if reached != start {
         // Only forward from where this run started: a concurrent run that got further wins.
-        let from = match (start, &start_after) {
-            (None, _) => Cond::lacks("next_minute"),
-            (Some(m), None) => Cond::And(vec![Cond::eq("next_minute", m), Cond::lacks("after")]),
-            (Some(m), Some(a)) => Cond::And(vec![
-                Cond::eq("next_minute", m),
-                Cond::eq("after", a.as_str()),
-            ]),
-        };
-        let w = Write::update(Table::State, keys::SWEEP_CURSOR, keys::ONE, u).when(from);
-        match store.write(w).await {
+        match store.write(due::advance(&start, &reached, now)).await {
             Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
             Err(e) if result.is_ok() => result = Err(e),
             Err(_) => {}
@@ -199,13 +180,10 @@ pub async fn sweep(app: &App) -> Result<Report, StoreError> {
 pub async fn rescan(app: &App) -> Result<Report, StoreError> {
     let started = Instant::now();
     let now = app.now();
-    let records: Vec<Item> = app
-        .store
-        .scan(Table::Outbox)
+    let records: Vec<Due> = outbox::open_items(&*app.store)
         .await?
-        .into_iter()
-        .filter(|i| Status::is_open(i.s("status").unwrap_or("")))
-        .map(|i| Item::new("scan", outbox::id_of(&i)).with("why", due::WATCH))
+        .iter()
+        .map(|i| Due::watch(&i.id))
         .collect();
     let mut report = Report::default();
     for chunk in records.chunks(RECORD_CHUNK) {
@@ -232,12 +210,9 @@ async fn sweep_minute(
     started: Instant,
     report: &mut Report,
 ) -> Result<Option<Option<String>>, StoreError> {
-    let mut records = app
-        .store
-        .query(Table::State, &keys::due(&due::bucket(minute)), "")
-        .await?;
+    let mut records = due::in_minute(&*app.store, minute).await?;
     if let Some(a) = after {
-        records.retain(|r| r.sk.as_str() > a);
+        records.retain(|r| r.id.as_str() > a);
     }
     let mut done: Option<String> = after.map(str::to_owned);
     for chunk in records.chunks(RECORD_CHUNK) {
@@ -245,7 +220,7 @@ async fn sweep_minute(
             return Ok(Some(done));
         }
         process(app, chunk, now, started, report).await?;
-        done = chunk.last().map(|r| r.sk.clone());
+        done = chunk.last().map(|r| r.id.clone());
     }
     Ok(None)
 }
@@ -257,29 +232,26 @@ enum Next {
     CheckAt(i64),
 }
 
-fn next_for(item: &Item, now: i64) -> Next {
-    let status = item.s("status").unwrap_or("");
-    if !Status::is_open(status) {
-        return Next::Nothing;
-    }
-    if status == Status::Queued.as_str() {
-        return match item.n("not_before") {
-            // Parked: its own record comes at `not_before`.
-            Some(t) if t > now => Next::Nothing,
-            _ => Next::Redrive,
-        };
-    }
-    let claimed_at = item.n("claimed_at").unwrap_or(0);
-    if claimed_at < now - CLAIM_SECS {
-        Next::Redrive
-    } else {
-        Next::CheckAt(claimed_at + CLAIM_SECS + 1)
+fn next_for(item: &OutboxItem, now: i64) -> Next {
+    match item.status {
+        // Parked: its own record comes at `not_before`.
+        Status::Queued if item.parked_at(now).is_some() => Next::Nothing,
+        Status::Queued => Next::Redrive,
+        Status::Sending => {
+            let claimed_at = item.claimed_at.unwrap_or(0);
+            if claimed_at < now - CLAIM_SECS {
+                Next::Redrive
+            } else {
+                Next::CheckAt(claimed_at + CLAIM_SECS + 1)
+            }
+        }
+        Status::Sent | Status::Skipped | Status::Failed => Next::Nothing,
     }
 }
 
 async fn process(
     app: &App,
-    records: &[Item],
+    records: &[Due],
     now: i64,
     started: Instant,
     report: &mut Report,
@@ -288,10 +260,10 @@ async fn process(
     let retention = app.config.outbox_retention_secs;
     let mut ids: Vec<String> = vec![];
     for r in records {
-        if r.s("why") == Some(due::FOLLOWUP) {
+        if r.why == Why::Followup {
             followup_due(app, r, now, report).await?;
-        } else if !ids.contains(&r.sk) {
-            ids.push(r.sk.clone());
+        } else if !ids.contains(&r.id) {
+            ids.push(r.id.clone());
         }
     }
     let items = read_items(app, &ids).await?;
@@ -304,11 +276,9 @@ async fn process(
         match next_for(item, now) {
             Next::Nothing => {}
             Next::Redrive => {
-                let key = match item.s("kind") {
-                    Some(k) if k == Kind::Notify.as_str() => {
-                        format!("notify#{}", item.s("recipient").unwrap_or(""))
-                    }
-                    _ => format!("job#{id}"),
+                let key = match item.recipient() {
+                    Some(r) => format!("notify#{r}"),
+                    None => format!("job#{id}"),
                 };
                 match groups.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, g)) => g.push(id.clone()),
@@ -317,7 +287,7 @@ async fn process(
             }
             Next::CheckAt(t) => {
                 app.store
-                    .write(due::due(id, t, due::RETRY, retention))
+                    .write(due::due(id, t, Why::Retry, retention))
                     .await?;
                 report.rescheduled += 1;
             }
@@ -329,7 +299,7 @@ async fn process(
             // No time left in this run: the next one takes them.
             for id in &ids {
                 app.store
-                    .write(due::due(id, now + 60, due::RETRY, retention))
+                    .write(due::due(id, now + 60, Why::Retry, retention))
                     .await?;
                 report.rescheduled += 1;
             }
@@ -346,7 +316,7 @@ async fn process(
                 .write(due::due(
                     &r.id,
                     r.not_before.max(now + 1),
-                    due::RETRY,
+                    Why::Retry,
                     retention,
                 ))
                 .await?;
@@ -357,16 +327,16 @@ async fn process(
 }
 
 /// The outbox items of `ids`, in order, a few reads at a time.
-async fn read_items(app: &App, ids: &[String]) -> Result<Vec<Option<Item>>, StoreError> {
+async fn read_items(app: &App, ids: &[String]) -> Result<Vec<Option<OutboxItem>>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(READ_CONCURRENCY) {
         let mut set = tokio::task::JoinSet::new();
         for (i, id) in chunk.iter().enumerate() {
             let store = app.store.clone();
             let id = id.clone();
-            set.spawn(async move { (i, outbox::get(&*store, &id).await) });
+            set.spawn(async move { (i, outbox::read(&*store, &id).await) });
         }
-        let mut got: Vec<Option<Item>> = vec![None; chunk.len()];
+        let mut got: Vec<Option<OutboxItem>> = vec![None; chunk.len()];
         while let Some(joined) = set.join_next().await {
             let (i, r) = joined.map_err(|e| StoreError::Unavailable(format!("read task: {e}")))?;
             got[i] = r?;
@@ -380,19 +350,16 @@ async fn read_items(app: &App, ids: &[String]) -> Result<Vec<Option<Item>>, Stor
 /// nothing holds it any more; move it to the end of a hold that is still on.
 async fn followup_due(
     app: &App,
-    rec: &Item,
+    rec: &Due,
     now: i64,
     report: &mut Report,
 ) -> Result<(), StoreError> {
-    let (Some(n), Some(recipient)) = (&app.config.notify, rec.s("recipient")) else {
+    let (Some(n), Some(latest)) = (&app.config.notify, &rec.notice) else {
         return Ok(());
     };
-    let state = app
-        .store
-        .get(Table::State, &keys::notify_state(recipient), keys::ONE)
-        .await?;
-    let pending = state.as_ref().and_then(|s| s.n("pending")).unwrap_or(0);
-    if pending <= 0 {
+    let recipient = latest.recipient.as_str();
+    let window = notify_window::get(&*app.store, recipient).await?;
+    if window.pending <= 0 {
         info!(
             recipient,
             decision = "followup_not_needed",
@@ -401,28 +368,62 @@ async fn followup_due(
         return Ok(());
     }
     let retention = app.config.outbox_retention_secs;
-    let hold = notify_window::window_end(state.as_ref(), n, now).or_else(|| n.quiet_end(now));
+    let hold = window
+        .end(n.debounce_secs, now)
+        .or_else(|| n.quiet_end(now));
     if let Some(until) = hold {
         app.store
-            .write(due::followup(recipient, until, rec, retention))
+            .write(due::followup(recipient, until, latest, retention))
             .await?;
         report.rescheduled += 1;
         return Ok(());
     }
-    let mut attrs: Vec<(&str, Attr)> = due::PAYLOAD
-        .iter()
-        .filter_map(|k| rec.attrs.get(*k).map(|v| (*k, v.clone())))
-        .collect();
-    attrs.push((deliver::FOLLOWUP_ATTR, Attr::Bool(true)));
-    attrs.push(("presence", Attr::from("unknown")));
-    let job = outbox::enqueue(&rec.sk, Kind::Notify, attrs, app.queueing());
+    let followup = Notice {
+        presence: Some("unknown".into()),
+        followup: true,
+        msg_key: None,
+        ..latest.clone()
+    };
+    let job = outbox::enqueue(&rec.id, &Job::Notify(followup), app.queueing());
     match app.store.transact(job.writes().into()).await {
         Ok(()) => {
-            info!(recipient, outbox_id = %rec.sk, decision = "followup_queued", pending);
+            info!(recipient, outbox_id = %rec.id, decision = "followup_queued", pending = window.pending);
             report.followups += 1;
             Ok(())
         }
         Err(StoreError::ConditionFailed { .. }) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use super::*;
+    use crate::flows::testing::bench;
+
+    #[tokio::test]
+    async fn a_job_the_stream_never_delivered_is_redriven_when_its_watch_falls_due() {
+        // No IM: the re-driven deletion ends at once, without any network.
+        let b = bench(&[
+            ("IM_SDKAPPID", ""),
+            ("IM_SECRET_KEY", ""),
+            ("IM_AGENT_ACCOUNTS", ""),
+        ]);
+        let job = Job::Delete {
+            user_id: "oX".into(),
+        };
+        let e = outbox::enqueue("lost1", &job, b.app.queueing());
+        b.commit(e.writes()).await;
+        let early = sweep(&b.app).await.unwrap();
+        assert_eq!(early.redriven, 0);
+        b.clock.advance(b.app.config.sweep_stale_secs + 120);
+        let report = sweep(&b.app).await.unwrap();
+        assert_eq!(report.redriven, 1, "{report:?}");
+        let item = b.item("lost1").await;
+        assert_eq!(item.status, Status::Failed);
+        assert_eq!(item.reason.as_deref(), Some("im_not_configured"));
+        // The cursor moved on: the next run finds nothing new.
+        let again = sweep(&b.app).await.unwrap();
+        assert_eq!(again.redriven, 0);
     }
 }

@@ -15,12 +15,10 @@ use tracing::{Instrument, info, warn};
 use super::input;
 use crate::app::App;
 use crate::config::AppKind;
+use crate::flows::admin_send::{self, Recipient, Refused, SendState};
 use crate::http::{Request, Response};
 use crate::protocol::wechat::render;
-use crate::records::binding;
-use crate::records::keys;
-use crate::records::outbox::{self, Kind};
-use crate::store::{Attr, Item, StoreError, Table};
+use crate::records::outbox::{self, AdminSend, Status};
 
 const MAX_BODY_BYTES: usize = 16 * 1024;
 const RETRY: &str = "temporarily unable to reach the store; try again";
@@ -216,11 +214,27 @@ async fn submit(req: &Request, app: &App, caller: &str) -> Response {
             "Idempotency-Key must be 1 to 255 characters",
         );
     }
-    let openid = match (send.user_id, send.openid) {
-        (_, Some(o)) => o.to_owned(),
-        (Some(u), None) => match binding::by_user(&*app.store, u, send.app).await {
-            Ok(Some(b)) => b.openid,
-            Ok(None) => {
+    let to = match (send.user_id, send.openid) {
+        (_, Some(o)) => Recipient::Openid(o.to_owned()),
+        (Some(u), None) => Recipient::UserId(u.to_owned()),
+        (None, None) => return invalid_recipient(),
+    };
+    let job = AdminSend {
+        app: send.app,
+        openid: String::new(),
+        template_id: send.template_id.to_owned(),
+        data: send.data.to_string(),
+        fingerprint: String::new(),
+        requested_by: caller.to_owned(),
+        user_id: send.user_id.map(str::to_owned),
+        page: send.page.map(str::to_owned),
+        miniprogram_state: send.state.map(str::to_owned),
+        lang: send.lang.map(str::to_owned),
+    };
+    let queued =
+        match admin_send::submit(app, &to, job, key, |openid| send.fingerprint(openid)).await {
+            Ok(q) => q,
+            Err(Refused::NotBound) => {
                 return refuse(
                     422,
                     "not_bound",
@@ -230,54 +244,18 @@ async fn submit(req: &Request, app: &App, caller: &str) -> Response {
                     ),
                 );
             }
-            Err(e) => return super::store_failure(&e, RETRY),
-        },
-        (None, None) => return invalid_recipient(),
-    };
-    let fingerprint = send.fingerprint(&openid);
-    let id = match key {
-        Some(k) => outbox::id_for(&["send", k]),
-        None => outbox::random_id(),
-    };
-    let mut attrs: Vec<(&str, Attr)> = vec![
-        ("app", send.app.as_str().into()),
-        ("openid", openid.as_str().into()),
-        ("template_id", send.template_id.into()),
-        ("data", send.data.to_string().into()),
-        ("fingerprint", fingerprint.as_str().into()),
-        ("requested_by", caller.into()),
-    ];
-    for (name, v) in [
-        ("user_id", send.user_id),
-        ("page", send.page),
-        ("miniprogram_state", send.state),
-        ("lang", send.lang),
-    ] {
-        if let Some(v) = v {
-            attrs.push((name, v.into()));
-        }
-    }
-    let job = outbox::enqueue(&id, Kind::Send, attrs, app.queueing());
-    let status = match app.store.transact(job.writes().into()).await {
-        Ok(()) => "queued".to_owned(),
-        Err(StoreError::ConditionFailed { .. }) => match outbox::get(&*app.store, &id).await {
-            Ok(Some(item)) if item.s("fingerprint") == Some(fingerprint.as_str()) => {
-                info!(outbox_id = %id, decision = "idempotent_replay");
-                item.s("status").unwrap_or("queued").to_owned()
-            }
-            Ok(_) => {
+            Err(Refused::IdempotencyConflict) => {
                 return refuse(
                     409,
                     "idempotency_conflict",
                     "this Idempotency-Key was already used for a different request",
                 );
             }
-            Err(e) => return super::store_failure(&e, RETRY),
-        },
-        Err(e) => return super::store_failure(&e, RETRY),
-    };
+            Err(Refused::Store(e)) => return super::store_failure(&e, RETRY),
+        };
+    let id = queued.id;
     info!(outbox_id = %id, app = send.app.as_str(), template_id = send.template_id, caller, decision = "send_queued");
-    let mut r = Response::json(202, &json!({ "id": id, "status": status }));
+    let mut r = Response::json(202, &json!({ "id": id, "status": queued.status.as_str() }));
     r.headers.push(("location".into(), format!("/notify/{id}")));
     r
 }
@@ -287,67 +265,47 @@ async fn status(id: &str, app: &App) -> Response {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return not_found();
     }
-    let item = match outbox::get(&*app.store, id).await {
-        Ok(Some(i)) if i.s("kind") == Some(Kind::Send.as_str()) => i,
-        Ok(_) => return not_found(),
-        Err(e) => return super::store_failure(&e, RETRY),
-    };
-    let delivery = match (
-        item.s("msgid").filter(|m| !m.is_empty()),
-        item.s("app").and_then(AppKind::parse),
-    ) {
-        (Some(msgid), Some(kind)) => {
-            match app
-                .store
-                .get(Table::State, &keys::wechat_msg(kind, msgid), keys::ONE)
-                .await
-            {
-                Ok(rec) => rec,
-                Err(e) => return super::store_failure(&e, RETRY),
-            }
-        }
-        _ => None,
-    };
-    Response::json(200, &view(&item, delivery.as_ref()))
+    match admin_send::state(app, id).await {
+        Ok(Some(st)) => Response::json(200, &view(&st)),
+        Ok(None) => not_found(),
+        Err(e) => super::store_failure(&e, RETRY),
+    }
 }
 
 /// The API's picture of a send: its state and, once WeChat reports it
 /// (`subscribe_msg_sent_event`), the delivery result.
-fn view(item: &Item, delivery: Option<&Item>) -> Value {
+fn view(st: &SendState) -> Value {
+    let (item, send) = (&st.item, &st.send);
     let mut v = json!({
-        "id": outbox::id_of(item),
-        "status": item.s("status"),
-        "app": item.s("app"),
-        "to": { "openid": item.s("openid") },
-        "templateId": item.s("template_id"),
-        "attempts": item.n("attempts"),
-        "createdAt": item.n("created_at"),
-        "updatedAt": item.n("updated_at"),
+        "id": item.id,
+        "status": item.status.as_str(),
+        "app": send.app.as_str(),
+        "to": { "openid": send.openid },
+        "templateId": send.template_id,
+        "attempts": item.attempts,
+        "createdAt": item.created_at,
+        "updatedAt": item.updated_at,
     });
-    if let Some(u) = item.s("user_id") {
+    if let Some(u) = &send.user_id {
         v["to"]["userId"] = json!(u);
     }
     // Parked until WeChat's daily quota resets: when the sweep will send it.
-    if item.s("status") == Some("queued")
-        && let Some(t) = item.n("not_before")
+    if item.status == Status::Queued
+        && let Some(t) = item.not_before
     {
         v["notBefore"] = json!(t);
     }
-    for (attr, field) in [
-        ("msgid", "msgid"),
-        ("reason", "reason"),
-        ("last_error", "lastError"),
+    for (value, field) in [
+        (&item.msgid, "msgid"),
+        (&item.reason, "reason"),
+        (&item.last_error, "lastError"),
     ] {
-        if let Some(x) = item.s(attr).filter(|x| !x.is_empty()) {
+        if let Some(x) = value.as_deref().filter(|x| !x.is_empty()) {
             v[field] = json!(x);
         }
     }
-    if let Some(d) = delivery.filter(|d| d.s("delivery_status").is_some()) {
-        v["delivery"] = json!({
-            "status": d.s("delivery_status"),
-            "errcode": d.n("delivery_errcode"),
-            "at": d.n("delivered_at"),
-        });
+    if let Some(d) = &st.reported {
+        v["delivery"] = json!({ "status": d.status, "errcode": d.errcode, "at": d.at });
     }
     v
 }

@@ -5,38 +5,23 @@
 //! Nothing is stored unless both proofs hold. The login code, the UserSig and WeChat's
 //! `session_key` are credentials: none of them is returned, logged or kept.
 
-use sha1::{Digest, Sha1};
 use tracing::{Instrument, info, warn};
 
 use super::input;
 use crate::app::App;
 use crate::config::AppKind;
+use crate::flows;
+use crate::flows::bind::Refused;
 use crate::http::{Request, Response};
 use crate::protocol::im::usersig::{self, UserSigError};
 use crate::protocol::wechat::api::{ApiError, ErrorClass};
-use crate::records::binding;
-use crate::records::keys;
-use crate::store::{Cond, Item, StoreError, TTL_ATTR, Table, Write};
 
 const MAX_BODY_BYTES: usize = 8 * 1024;
 const RETRY: &str = "temporarily unable to store the binding; call wx.login and try again";
-/// A `wx.login` code lives 5 minutes; its used-marker outlives it so that a replayed request is
-/// refused here even if WeChat were to accept the code again.
-const CODE_MARKER_SECS: i64 = 86_400;
 
 fn refuse(status: u16, code: &str, message: &str) -> Response {
     warn!(decision = "refused", reason = code, status, "{message}");
     Response::error(status, code, message)
-}
-
-/// The marker key of a used login code: a digest, so the code itself is never stored.
-fn code_key(appid: &str, code: &str) -> String {
-    let mut h = Sha1::new();
-    h.update(appid.as_bytes());
-    h.update([0u8]);
-    h.update(code.as_bytes());
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    keys::login_code(&hex)
 }
 
 /// What a failed `jscode2session` means for the mini program that asked.
@@ -144,27 +129,9 @@ pub async fn bind(req: &Request, app: &App) -> Response {
             Err(e) => return exchange_refusal(&e),
         };
 
-        let store = &*app.store;
         let unionid = session.unionid.as_deref();
-        let (mut writes, previous) =
-            match binding::bind_writes(store, user_id, AppKind::Mp, &session.openid, unionid, now)
-                .await
-            {
-                Ok(w) => w,
-                Err(e) => return super::store_failure(&e, RETRY),
-            };
-        let marker = writes.len();
-        writes.push(
-            Write::put(
-                Table::State,
-                Item::new(code_key(&mp.appid, code), keys::ONE)
-                    .with("at", now)
-                    .with(TTL_ATTR, now + CODE_MARKER_SECS),
-            )
-            .when(Cond::NotExists),
-        );
-        match store.transact(writes).await {
-            Ok(()) => {
+        match flows::bind::bind(app, &mp.appid, code, user_id, &session.openid, unionid).await {
+            Ok(previous) => {
                 info!(
                     user_id,
                     decision = "bound",
@@ -176,17 +143,17 @@ pub async fn bind(req: &Request, app: &App) -> Response {
                     &serde_json::json!({ "bound": true, "userId": user_id, "app": "mp" }),
                 )
             }
-            Err(StoreError::ConditionFailed { index }) if index == marker => refuse(
+            Err(Refused::CodeUsed) => refuse(
                 409,
                 "code_used",
                 "this login code has already been used; call wx.login again",
             ),
-            Err(StoreError::ConditionFailed { .. }) => refuse(
+            Err(Refused::Conflict) => refuse(
                 409,
                 "binding_conflict",
                 "this user or openid was bound by another request at the same moment; call wx.login and try again",
             ),
-            Err(e) => super::store_failure(&e, RETRY),
+            Err(Refused::Store(e)) => super::store_failure(&e, RETRY),
         }
     }
     .instrument(span)

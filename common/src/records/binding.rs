@@ -4,7 +4,7 @@
 
 use crate::config::AppKind;
 use crate::records::keys;
-use crate::store::{Cond, Item, Store, StoreError, Table, Write};
+use crate::store::{Cond, Item, Store, StoreError, Table, Update, Write};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
@@ -129,4 +129,33 @@ pub async fn bind(
     let (ws, previous) = bind_writes(store, user_id, app, openid, unionid, now).await?;
     store.transact(ws).await?;
     Ok(previous)
+}
+
+/// An official-account follower's IM identity is their openid: the binding in both directions,
+/// with the follower's status (`active`, `ended`).
+pub fn follower_writes(openid: &str, status: &str, now: i64) -> Vec<Write> {
+    let app = AppKind::Oa;
+    let fields = || {
+        vec![
+            Update::set("user_id", openid),
+            Update::set("app", app.as_str()),
+            Update::set("openid", openid),
+            Update::set("status", status),
+            Update::set_if_absent("bound_at", now),
+        ]
+    };
+    vec![
+        Write::update(
+            Table::State,
+            &keys::binding_by_user(openid),
+            app.as_str(),
+            fields(),
+        ),
+        Write::update(
+            Table::State,
+            &keys::binding_by_openid(app, openid),
+            keys::ONE,
+            fields(),
+        ),
+    ]
 }

@@ -3,26 +3,90 @@
 //! A due record is `pk = due#<yyyymmddhhmm>` (the UTC minute it is due in), `sk = <outbox id>`,
 //! with `due_at` (seconds), `why`, and a TTL of the outbox retention. A follow-up's sort key is
 //! the id its follow-up item will get (`id_for("followup", recipient, due_at)`: every hold in one
-//! window writes the same record), and it carries what the notification will say.
+//! window writes the same record), and it carries what the notification will say (the latest
+//! held message's [`Notice`] fields).
+//!
+//! The sweep's progress is one more record, `sweep#cursor`: the next minute to walk and the last
+//! sort key done within it.
 
 use crate::records::keys;
-use crate::store::{Attr, Item, TTL_ATTR, Table, Write};
+use crate::records::notice::Notice;
+use crate::store::{Cond, Item, Store, StoreError, TTL_ATTR, Table, Update, Write};
 
-pub const WATCH: &str = "watch";
-pub const FOLLOWUP: &str = "followup";
-pub const PARKED: &str = "parked";
-pub const RETRY: &str = "retry";
+const DUE_AT: &str = "due_at";
+const WHY: &str = "why";
+const NEXT_MINUTE: &str = "next_minute";
+const AFTER: &str = "after";
+const UPDATED_AT: &str = "updated_at";
 
-/// What a follow-up due record carries over to its notification.
-pub const PAYLOAD: [&str; 7] = [
-    "recipient",
-    "sender",
-    "preview",
-    "msg_time",
-    "app",
-    "openid",
-    "template_id",
-];
+/// Why an outbox item (or a follow-up) is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Every queued item: re-driven if it has not ended by then.
+    Watch,
+    /// Messages held by the debounce window or quiet hours: the follow-up notification.
+    Followup,
+    /// WeChat's daily quota (45009): the quota's reset.
+    Parked,
+    /// Re-driven by the sweep, not done yet: after the backoff, or when a claim can be retaken.
+    Retry,
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Watch => "watch",
+            Why::Followup => "followup",
+            Why::Parked => "parked",
+            Why::Retry => "retry",
+        }
+    }
+
+    fn parse(s: &str) -> Why {
+        match s {
+            "followup" => Why::Followup,
+            "parked" => Why::Parked,
+            "retry" => Why::Retry,
+            // Anything else points at an outbox item to look at, as a watch does.
+            _ => Why::Watch,
+        }
+    }
+}
+
+/// One due record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    /// The outbox id it is about (for a follow-up, the id the follow-up item will get).
+    pub id: String,
+    pub due_at: i64,
+    pub why: Why,
+    /// What a follow-up will say.
+    pub notice: Option<Notice>,
+}
+
+impl Due {
+    fn from_item(i: &Item) -> Due {
+        let why = Why::parse(i.s(WHY).unwrap_or(""));
+        Due {
+            id: i.sk.clone(),
+            due_at: i.n(DUE_AT).unwrap_or(0),
+            why,
+            notice: (why == Why::Followup)
+                .then(|| Notice::from_item(i).ok())
+                .flatten(),
+        }
+    }
+
+    /// A record that points at an outbox item, as a watch that is due now does.
+    pub fn watch(id: &str) -> Due {
+        Due {
+            id: id.to_owned(),
+            due_at: 0,
+            why: Why::Watch,
+            notice: None,
+        }
+    }
+}
 
 /// `yyyymmddhhmm` (UTC) of a minute counted from the epoch.
 pub fn bucket(minute: i64) -> String {
@@ -35,15 +99,16 @@ pub fn minute_of(secs: i64) -> i64 {
     secs.div_euclid(60)
 }
 
+fn record(id: &str, at: i64, why: Why, retention_secs: i64) -> Item {
+    Item::new(keys::due(&bucket(minute_of(at))), id)
+        .with(DUE_AT, at)
+        .with(WHY, why.as_str())
+        .with(TTL_ATTR, at.saturating_add(retention_secs))
+}
+
 /// A due record for an outbox item.
-pub fn due(id: &str, at: i64, why: &str, retention_secs: i64) -> Write {
-    Write::put(
-        Table::State,
-        Item::new(keys::due(&bucket(minute_of(at))), id)
-            .with("due_at", at)
-            .with("why", why)
-            .with(TTL_ATTR, at.saturating_add(retention_secs)),
-    )
+pub fn due(id: &str, at: i64, why: Why, retention_secs: i64) -> Write {
+    Write::put(Table::State, record(id, at, why, retention_secs))
 }
 
 pub fn followup_id(recipient: &str, at: i64) -> String {
@@ -51,22 +116,74 @@ pub fn followup_id(recipient: &str, at: i64) -> String {
 }
 
 /// The follow-up for `recipient` at `at`, speaking for `latest` (a held message, or a follow-up).
-pub fn followup(recipient: &str, at: i64, latest: &Item, retention_secs: i64) -> Write {
-    let mut item = Item::new(
-        keys::due(&bucket(minute_of(at))),
-        followup_id(recipient, at),
-    )
-    .with("due_at", at)
-    .with("why", FOLLOWUP)
-    .with(TTL_ATTR, at.saturating_add(retention_secs));
-    for k in PAYLOAD {
-        if let Some(v) = latest.attrs.get(k) {
-            item.attrs.insert(k.to_owned(), v.clone());
+pub fn followup(recipient: &str, at: i64, latest: &Notice, retention_secs: i64) -> Write {
+    let mut item = record(
+        &followup_id(recipient, at),
+        at,
+        Why::Followup,
+        retention_secs,
+    );
+    let carried = Notice {
+        recipient: recipient.to_owned(),
+        msg_key: None,
+        presence: None,
+        followup: false,
+        ..latest.clone()
+    };
+    for (k, v) in carried.attrs() {
+        if Notice::CARRIED.contains(&k) {
+            item.attrs.insert(k.to_owned(), v);
         }
     }
-    item.attrs
-        .insert("recipient".to_owned(), Attr::from(recipient));
     Write::put(Table::State, item)
+}
+
+/// The due records of one minute, in sort-key order.
+pub async fn in_minute(store: &dyn Store, minute: i64) -> Result<Vec<Due>, StoreError> {
+    Ok(store
+        .query(Table::State, &keys::due(&bucket(minute)), "")
+        .await?
+        .iter()
+        .map(Due::from_item)
+        .collect())
+}
+
+/// How far the sweep has got: the next minute to walk, and the last sort key done within it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub next_minute: Option<i64>,
+    pub after: Option<String>,
+}
+
+pub async fn cursor(store: &dyn Store) -> Result<Cursor, StoreError> {
+    let c = store
+        .get(Table::State, keys::SWEEP_CURSOR, keys::ONE)
+        .await?;
+    Ok(Cursor {
+        next_minute: c.as_ref().and_then(|c| c.n(NEXT_MINUTE)),
+        after: c.as_ref().and_then(|c| c.s(AFTER)).map(str::to_owned),
+    })
+}
+
+/// Moves the cursor from `from` (as read) to `to`; conditional on it still being `from`, so a
+/// concurrent run that got further wins.
+pub fn advance(from: &Cursor, to: &Cursor, now: i64) -> Write {
+    let mut u = vec![Update::set(UPDATED_AT, now)];
+    if let Some(m) = to.next_minute {
+        u.push(Update::set(NEXT_MINUTE, m));
+    }
+    u.push(match &to.after {
+        Some(a) => Update::set(AFTER, a.as_str()),
+        None => Update::remove(AFTER),
+    });
+    let unchanged = match (from.next_minute, &from.after) {
+        (None, _) => Cond::lacks(NEXT_MINUTE),
+        (Some(m), None) => Cond::And(vec![Cond::eq(NEXT_MINUTE, m), Cond::lacks(AFTER)]),
+        (Some(m), Some(a)) => {
+            Cond::And(vec![Cond::eq(NEXT_MINUTE, m), Cond::eq(AFTER, a.as_str())])
+        }
+    };
+    Write::update(Table::State, keys::SWEEP_CURSOR, keys::ONE, u).when(unchanged)
 }
 
 /// WeChat's daily quotas reset at midnight China Standard Time (UTC+8, no daylight saving);

@@ -10,9 +10,11 @@
 //! Every write that queues an item also puts a watch record for it (same transaction), so an item
 //! the stream never managed to deliver is re-driven by the sweep.
 
-use crate::records::due;
+use crate::config::AppKind;
 use crate::records::keys;
 pub use crate::records::keys::{id_for, random_id};
+pub use crate::records::notice::Notice;
+use crate::records::{RecordError, due, read};
 use crate::store::{Attr, Cond, Item, Store, StoreError, TTL_ATTR, Table, Update, Write};
 
 /// A claim older than this is presumed dead (its dispatcher crashed mid-send) and may be retaken.
@@ -62,6 +64,12 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// Whether performing the job twice could reach someone twice (an IM import or deletion
+    /// done twice changes nothing).
+    pub fn reaches_someone(self) -> bool {
+        !matches!(self, Kind::Import | Kind::Delete)
+    }
 }
 
 /// What became of an item (or a merged group) after one dispatch attempt.
@@ -83,9 +91,21 @@ pub enum Status {
 }
 
 impl Status {
-    /// Whether a stored status is one an item can still leave (it has not ended).
-    pub fn is_open(status: &str) -> bool {
-        status == Status::Queued.as_str() || status == Status::Sending.as_str()
+    pub const ALL: [Status; 5] = [
+        Status::Queued,
+        Status::Sending,
+        Status::Sent,
+        Status::Skipped,
+        Status::Failed,
+    ];
+
+    /// Whether an item can still leave this status (it has not ended).
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Queued | Status::Sending)
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +116,251 @@ impl Status {
             Status::Skipped => "skipped",
             Status::Failed => "failed",
         }
+    }
+}
+
+// The attributes every item has, and the results a finished one may carry.
+const ID: &str = "id";
+const KIND: &str = "kind";
+const STATUS: &str = "status";
+const ATTEMPTS: &str = "attempts";
+const CREATED_AT: &str = "created_at";
+const UPDATED_AT: &str = "updated_at";
+const CLAIMED_AT: &str = "claimed_at";
+const FINISHED_AT: &str = "finished_at";
+const NOT_BEFORE: &str = "not_before";
+const REASON: &str = "reason";
+const LAST_ERROR: &str = "last_error";
+const MSGID: &str = "msgid";
+const MSG_KEY: &str = "msg_key";
+const MERGED_COUNT: &str = "merged_count";
+const MERGED_INTO: &str = "merged_into";
+const DATA: &str = "data";
+
+/// A subscribe message an operator asked for (`POST /notify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSend {
+    pub app: AppKind,
+    pub openid: String,
+    pub template_id: String,
+    /// The validated template data, as JSON text.
+    pub data: String,
+    /// What makes two requests the same (for the idempotency key).
+    pub fingerprint: String,
+    pub requested_by: String,
+    pub user_id: Option<String>,
+    pub page: Option<String>,
+    pub miniprogram_state: Option<String>,
+    pub lang: Option<String>,
+}
+
+/// What a job does: its kind and the attributes that kind needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    Notify(Notice),
+    Send(AdminSend),
+    /// A follower's message to their agent in IM (`to` is absent when no agent was configured:
+    /// the message is kept, not forwarded).
+    Forward {
+        from: String,
+        to: Option<String>,
+        text: String,
+    },
+    Import {
+        user_id: String,
+        nick: Option<String>,
+    },
+    Delete {
+        user_id: String,
+    },
+    /// An agent's reply to a follower, as a customer-service message.
+    CustomerService {
+        openid: String,
+        agent: String,
+        text: String,
+    },
+    /// A notice from the admin account to an agent.
+    AgentNotice {
+        to: String,
+        text: String,
+    },
+    /// A stored item this version cannot read (an unknown kind, a missing attribute): ended
+    /// failed by the dispatcher with this reason, never retried.
+    Unreadable(String),
+}
+
+impl Job {
+    pub fn kind(&self) -> Option<Kind> {
+        Some(match self {
+            Job::Notify(_) => Kind::Notify,
+            Job::Send(_) => Kind::Send,
+            Job::Forward { .. } => Kind::Forward,
+            Job::Import { .. } => Kind::Import,
+            Job::Delete { .. } => Kind::Delete,
+            Job::CustomerService { .. } => Kind::CustomerService,
+            Job::AgentNotice { .. } => Kind::AgentNotice,
+            Job::Unreadable(_) => return None,
+        })
+    }
+
+    fn attrs(&self) -> Vec<(&'static str, Attr)> {
+        fn opt(out: &mut Vec<(&'static str, Attr)>, name: &'static str, v: &Option<String>) {
+            if let Some(v) = v {
+                out.push((name, Attr::from(v.as_str())));
+            }
+        }
+        let mut a = vec![];
+        match self {
+            Job::Notify(n) => a = n.attrs(),
+            Job::Send(s) => {
+                a.push(("app", Attr::from(s.app.as_str())));
+                a.push(("openid", Attr::from(s.openid.as_str())));
+                a.push(("template_id", Attr::from(s.template_id.as_str())));
+                a.push((DATA, Attr::from(s.data.as_str())));
+                a.push(("fingerprint", Attr::from(s.fingerprint.as_str())));
+                a.push(("requested_by", Attr::from(s.requested_by.as_str())));
+                opt(&mut a, "user_id", &s.user_id);
+                opt(&mut a, "page", &s.page);
+                opt(&mut a, "miniprogram_state", &s.miniprogram_state);
+                opt(&mut a, "lang", &s.lang);
+            }
+            Job::Forward { from, to, text } => {
+                a.push(("from", Attr::from(from.as_str())));
+                opt(&mut a, "to", to);
+                a.push(("text", Attr::from(text.as_str())));
+            }
+            Job::Import { user_id, nick } => {
+                a.push(("user_id", Attr::from(user_id.as_str())));
+                opt(&mut a, "nick", nick);
+            }
+            Job::Delete { user_id } => a.push(("user_id", Attr::from(user_id.as_str()))),
+            Job::CustomerService {
+                openid,
+                agent,
+                text,
+            } => {
+                a.push(("openid", Attr::from(openid.as_str())));
+                a.push(("agent", Attr::from(agent.as_str())));
+                a.push(("text", Attr::from(text.as_str())));
+            }
+            Job::AgentNotice { to, text } => {
+                a.push(("to", Attr::from(to.as_str())));
+                a.push(("text", Attr::from(text.as_str())));
+            }
+            Job::Unreadable(_) => {}
+        }
+        a
+    }
+
+    fn from_item(kind: Kind, i: &Item) -> Result<Job, RecordError> {
+        Ok(match kind {
+            Kind::Notify => Job::Notify(Notice::from_item(i)?),
+            Kind::Send => Job::Send(AdminSend {
+                app: read::app(i, "app")?,
+                openid: read::s(i, "openid")?,
+                template_id: read::s(i, "template_id")?,
+                data: read::s(i, DATA)?,
+                fingerprint: read::opt_s(i, "fingerprint").unwrap_or_default(),
+                requested_by: read::opt_s(i, "requested_by").unwrap_or_default(),
+                user_id: read::opt_s(i, "user_id"),
+                page: read::opt_s(i, "page"),
+                miniprogram_state: read::opt_s(i, "miniprogram_state"),
+                lang: read::opt_s(i, "lang"),
+            }),
+            Kind::Forward => Job::Forward {
+                from: read::s(i, "from")?,
+                to: read::opt_s(i, "to"),
+                text: read::opt_s(i, "text").unwrap_or_default(),
+            },
+            Kind::Import => Job::Import {
+                user_id: read::s(i, "user_id")?,
+                nick: read::opt_s(i, "nick"),
+            },
+            Kind::Delete => Job::Delete {
+                user_id: read::s(i, "user_id")?,
+            },
+            Kind::CustomerService => Job::CustomerService {
+                openid: read::s(i, "openid")?,
+                agent: read::opt_s(i, "agent").unwrap_or_default(),
+                text: read::opt_s(i, "text").unwrap_or_default(),
+            },
+            Kind::AgentNotice => Job::AgentNotice {
+                to: read::s(i, "to")?,
+                text: read::opt_s(i, "text").unwrap_or_default(),
+            },
+        })
+    }
+}
+
+/// An outbox item as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub id: String,
+    pub status: Status,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub claimed_at: Option<i64>,
+    /// Parked until then (WeChat's daily quota).
+    pub not_before: Option<i64>,
+    pub reason: Option<String>,
+    pub last_error: Option<String>,
+    /// What WeChat returned for a subscribe message it took.
+    pub msgid: Option<String>,
+    pub job: Job,
+}
+
+impl OutboxItem {
+    pub fn from_item(i: &Item) -> Result<OutboxItem, RecordError> {
+        let key = || format!("{}/{}", i.pk, i.sk);
+        let id = id_from_pk(&i.pk)
+            .ok_or_else(|| RecordError::new(key(), "pk", "is not an outbox key"))?
+            .to_owned();
+        let status_s = read::s(i, STATUS)?;
+        let status = Status::parse(&status_s)
+            .ok_or_else(|| RecordError::new(key(), STATUS, "is not a known status"))?;
+        let job = match read::s(i, KIND).map(|k| Kind::parse(&k)) {
+            Ok(Some(kind)) => {
+                Job::from_item(kind, i).unwrap_or_else(|e| Job::Unreadable(e.to_string()))
+            }
+            Ok(None) => Job::Unreadable("unknown_kind".into()),
+            Err(e) => Job::Unreadable(e.to_string()),
+        };
+        Ok(OutboxItem {
+            id,
+            status,
+            attempts: i.n(ATTEMPTS).unwrap_or(0),
+            created_at: i.n(CREATED_AT).unwrap_or(0),
+            updated_at: i.n(UPDATED_AT).unwrap_or(0),
+            claimed_at: i.n(CLAIMED_AT),
+            not_before: i.n(NOT_BEFORE),
+            reason: read::opt_s(i, REASON),
+            last_error: read::opt_s(i, LAST_ERROR),
+            msgid: read::opt_s(i, MSGID).filter(|m| !m.is_empty()),
+            job,
+        })
+    }
+
+    pub fn kind(&self) -> Option<Kind> {
+        self.job.kind()
+    }
+
+    /// The kind as logged and counted (`unreadable` for items this version cannot read).
+    pub fn kind_str(&self) -> &'static str {
+        self.kind().map_or("unreadable", Kind::as_str)
+    }
+
+    /// The recipient of a notification, the key dispatch merges on.
+    pub fn recipient(&self) -> Option<&str> {
+        match &self.job {
+            Job::Notify(n) => Some(&n.recipient),
+            _ => None,
+        }
+    }
+
+    /// Parked until a time still ahead of `now`.
+    pub fn parked_at(&self, now: i64) -> Option<i64> {
+        self.not_before.filter(|t| *t > now)
     }
 }
 
@@ -131,109 +396,175 @@ impl Enqueue {
     }
 }
 
-fn new_item(id: &str, kind: Kind, attrs: Vec<(&str, Attr)>, now: i64, retention_secs: i64) -> Item {
+fn new_item(id: &str, job: &Job, now: i64, retention_secs: i64) -> Item {
     let mut item = Item::new(keys::outbox(id), keys::ONE)
-        .with("id", id)
-        .with("kind", kind.as_str())
-        .with("status", Status::Queued.as_str())
-        .with("attempts", 0i64)
-        .with("created_at", now)
-        .with("updated_at", now)
+        .with(ID, id)
+        .with(KIND, job.kind().map_or("unreadable", Kind::as_str))
+        .with(STATUS, Status::Queued.as_str())
+        .with(ATTEMPTS, 0i64)
+        .with(CREATED_AT, now)
+        .with(UPDATED_AT, now)
         .with(TTL_ATTR, now + retention_secs);
-    for (k, v) in attrs {
+    for (k, v) in job.attrs() {
         item.attrs.insert(k.to_owned(), v);
     }
     item
 }
 
 /// A new job (the put is conditional, so a retried webhook queues it once), with its watch.
-pub fn enqueue(id: &str, kind: Kind, attrs: Vec<(&str, Attr)>, q: Queueing) -> Enqueue {
-    let item = new_item(id, kind, attrs, q.now, q.retention_secs);
+pub fn enqueue(id: &str, job: &Job, q: Queueing) -> Enqueue {
+    let item = new_item(id, job, q.now, q.retention_secs);
     Enqueue {
         id: id.to_owned(),
         item: Write::put(Table::Outbox, item).when(Cond::NotExists),
-        watch: due::due(id, q.now + q.watch_after_secs, due::WATCH, q.retention_secs),
+        watch: due::due(
+            id,
+            q.now + q.watch_after_secs,
+            due::Why::Watch,
+            q.retention_secs,
+        ),
     }
 }
 
 /// A job that ends as it is recorded: nothing was sent, and why is kept like any job's outcome
 /// (the put is conditional, so a retried webhook records it once). Ended jobs need no watch.
-pub fn ended(
-    id: &str,
-    kind: Kind,
-    status: Status,
-    reason: &str,
-    attrs: Vec<(&str, Attr)>,
-    now: i64,
-    retention_secs: i64,
-) -> Write {
-    let mut item = new_item(id, kind, attrs, now, retention_secs);
+pub fn ended(id: &str, job: &Job, status: Status, reason: &str, q: Queueing) -> Write {
+    let mut item = new_item(id, job, q.now, q.retention_secs);
     for (k, v) in [
-        ("status", Attr::from(status.as_str())),
-        ("reason", Attr::from(reason)),
-        ("finished_at", Attr::from(now)),
+        (STATUS, Attr::from(status.as_str())),
+        (REASON, Attr::from(reason)),
+        (FINISHED_AT, Attr::from(q.now)),
     ] {
         item.attrs.insert(k.to_owned(), v);
     }
     Write::put(Table::Outbox, item).when(Cond::NotExists)
 }
 
+/// The stored item, as it is (for state dumps and tests).
 pub async fn get(store: &dyn Store, id: &str) -> Result<Option<Item>, StoreError> {
     store.get(Table::Outbox, &keys::outbox(id), keys::ONE).await
 }
 
-/// Takes a job for sending; `None` when it is not (or no longer) this dispatcher's to send.
-pub async fn claim(store: &dyn Store, id: &str, now: i64) -> Result<Option<Item>, StoreError> {
-    let w = Write::update(
-        Table::Outbox,
-        &keys::outbox(id),
-        keys::ONE,
-        vec![
-            Update::set("status", Status::Sending.as_str()),
-            Update::set("claimed_at", now),
-            Update::set("updated_at", now),
-            Update::add("attempts", 1),
-        ],
-    )
-    .when(Cond::Or(vec![
-        Cond::And(vec![
-            Cond::eq("status", Status::Queued.as_str()),
-            Cond::Or(vec![Cond::lacks("not_before"), Cond::le("not_before", now)]),
-        ]),
-        Cond::And(vec![
-            Cond::eq("status", Status::Sending.as_str()),
-            Cond::lt("claimed_at", now - CLAIM_SECS),
-        ]),
-    ]));
-    match store.write(w).await {
-        Ok(item) => Ok(item),
-        Err(StoreError::ConditionFailed { .. }) => Ok(None),
-        Err(e) => Err(e),
+/// The item, read.
+pub async fn read(store: &dyn Store, id: &str) -> Result<Option<OutboxItem>, StoreError> {
+    match get(store, id).await? {
+        Some(i) => Ok(Some(OutboxItem::from_item(&i)?)),
+        None => Ok(None),
     }
 }
 
-/// The final state of a claimed job, with its reason and any result attributes.
-pub fn finish(
-    id: &str,
-    status: Status,
-    reason: Option<&str>,
-    extra: Vec<(&str, Attr)>,
-    now: i64,
-) -> Write {
+/// A job taken for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub item: OutboxItem,
+    /// Taken over from a dispatcher whose claim went stale: its attempt may have reached the
+    /// API (it died, or is still waiting for an answer), so a side-effecting job must not be
+    /// performed again.
+    pub retaken: bool,
+}
+
+/// Takes a job for sending; `None` when it is not (or no longer) this dispatcher's to send.
+/// A queued job is claimed in one conditional write; only when that fails is a stale claim taken
+/// over (a second conditional write), so that a retaken claim is known as such.
+pub async fn claim(store: &dyn Store, id: &str, now: i64) -> Result<Option<Claim>, StoreError> {
+    let take = |cond: Cond| {
+        Write::update(
+            Table::Outbox,
+            &keys::outbox(id),
+            keys::ONE,
+            vec![
+                Update::set(STATUS, Status::Sending.as_str()),
+                Update::set(CLAIMED_AT, now),
+                Update::set(UPDATED_AT, now),
+                Update::add(ATTEMPTS, 1),
+            ],
+        )
+        .when(cond)
+    };
+    let queued = Cond::And(vec![
+        Cond::eq(STATUS, Status::Queued.as_str()),
+        Cond::Or(vec![Cond::lacks(NOT_BEFORE), Cond::le(NOT_BEFORE, now)]),
+    ]);
+    let stale = Cond::And(vec![
+        Cond::eq(STATUS, Status::Sending.as_str()),
+        Cond::lt(CLAIMED_AT, now - CLAIM_SECS),
+    ]);
+    for (cond, retaken) in [(queued, false), (stale, true)] {
+        match store.write(take(cond)).await {
+            Ok(Some(item)) => {
+                return Ok(Some(Claim {
+                    item: OutboxItem::from_item(&item)?,
+                    retaken,
+                }));
+            }
+            Ok(None) => return Ok(None),
+            Err(StoreError::ConditionFailed { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// What a finished job records besides its status and reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Results {
+    /// The msgid WeChat returned for a subscribe message.
+    pub msgid: Option<String>,
+    /// IM's key of a message it took.
+    pub msg_key: Option<String>,
+    /// How many messages a merged notification told of.
+    pub merged_count: Option<i64>,
+    /// The template data sent, as JSON text.
+    pub data: Option<String>,
+    /// The item a merged notification went out as.
+    pub merged_into: Option<String>,
+}
+
+impl Results {
+    pub fn msgid(msgid: &str) -> Results {
+        Results {
+            msgid: Some(msgid.to_owned()),
+            ..Default::default()
+        }
+    }
+
+    pub fn msg_key(key: &str) -> Results {
+        Results {
+            msg_key: Some(key.to_owned()),
+            ..Default::default()
+        }
+    }
+
+    fn updates(self) -> Vec<Update> {
+        let mut u = vec![];
+        let mut set = |name: &str, v: Option<Attr>| {
+            if let Some(v) = v {
+                u.push(Update::Set(name.to_owned(), v));
+            }
+        };
+        set(MSGID, self.msgid.map(Attr::from));
+        set(MSG_KEY, self.msg_key.map(Attr::from));
+        set(MERGED_COUNT, self.merged_count.map(Attr::N));
+        set(DATA, self.data.map(Attr::from));
+        set(MERGED_INTO, self.merged_into.map(Attr::from));
+        u
+    }
+}
+
+/// The final state of a claimed job, with its reason and any results.
+pub fn finish(id: &str, status: Status, reason: Option<&str>, results: Results, now: i64) -> Write {
     let mut u = vec![
-        Update::set("status", status.as_str()),
-        Update::set("updated_at", now),
-        Update::set("finished_at", now),
-        Update::remove("claimed_at"),
+        Update::set(STATUS, status.as_str()),
+        Update::set(UPDATED_AT, now),
+        Update::set(FINISHED_AT, now),
+        Update::remove(CLAIMED_AT),
     ];
     if let Some(r) = reason {
-        u.push(Update::set("reason", r));
+        u.push(Update::set(REASON, r));
     }
-    for (k, v) in extra {
-        u.push(Update::Set(k.to_owned(), v));
-    }
+    u.extend(results.updates());
     Write::update(Table::Outbox, &keys::outbox(id), keys::ONE, u)
-        .when(Cond::eq("status", Status::Sending.as_str()))
+        .when(Cond::eq(STATUS, Status::Sending.as_str()))
 }
 
 /// Puts a claimed job back for another attempt, recording why this one failed.
@@ -252,41 +583,49 @@ fn requeue(id: &str, error: &str, not_before: Option<i64>, now: i64) -> Write {
         &keys::outbox(id),
         keys::ONE,
         vec![
-            Update::set("status", Status::Queued.as_str()),
-            Update::set("last_error", error),
+            Update::set(STATUS, Status::Queued.as_str()),
+            Update::set(LAST_ERROR, error),
             match not_before {
-                Some(t) => Update::set("not_before", t),
-                None => Update::remove("not_before"),
+                Some(t) => Update::set(NOT_BEFORE, t),
+                None => Update::remove(NOT_BEFORE),
             },
-            Update::set("updated_at", now),
-            Update::remove("claimed_at"),
+            Update::set(UPDATED_AT, now),
+            Update::remove(CLAIMED_AT),
         ],
     )
-    .when(Cond::eq("status", Status::Sending.as_str()))
+    .when(Cond::eq(STATUS, Status::Sending.as_str()))
 }
 
 /// The attempts made on a group of items (the most any of them had).
-pub fn attempts(items: &[Item]) -> i64 {
-    items
-        .iter()
-        .filter_map(|i| i.n("attempts"))
-        .max()
-        .unwrap_or(1)
+pub fn attempts(items: &[OutboxItem]) -> i64 {
+    items.iter().map(|i| i.attempts).max().unwrap_or(1).max(1)
 }
 
-/// Every job waiting that may be claimed now (parked ones wait for the sweep), oldest first:
-/// what the stream would deliver next (the local runner dispatches these right after a write,
-/// as the stream would).
-pub async fn queued(store: &dyn Store, now: i64) -> Result<Vec<Item>, StoreError> {
-    let mut items: Vec<Item> = store
-        .scan(Table::Outbox)
-        .await?
-        .into_iter()
-        .filter(|i| i.s("status") == Some(Status::Queued.as_str()))
-        .filter(|i| i.n("not_before").is_none_or(|t| t <= now))
-        .collect();
-    items.sort_by_key(|i| (i.n("created_at").unwrap_or(0), i.pk.clone()));
+/// Every job waiting that may be claimed now (parked ones wait for the sweep), oldest first, by
+/// reading the whole table: for `wxim dispatch`-style draining and tests, never on a request
+/// path.
+pub async fn queued(store: &dyn Store, now: i64) -> Result<Vec<OutboxItem>, StoreError> {
+    let mut items: Vec<OutboxItem> = vec![];
+    for i in store.scan(Table::Outbox).await? {
+        let item = OutboxItem::from_item(&i)?;
+        if item.status == Status::Queued && item.parked_at(now).is_none() {
+            items.push(item);
+        }
+    }
+    items.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     Ok(items)
+}
+
+/// Every item not yet ended, by reading the whole table (`wxim sweep --scan-outbox`).
+pub async fn open_items(store: &dyn Store) -> Result<Vec<OutboxItem>, StoreError> {
+    let mut out = vec![];
+    for i in store.scan(Table::Outbox).await? {
+        let item = OutboxItem::from_item(&i)?;
+        if item.status.is_open() {
+            out.push(item);
+        }
+    }
+    Ok(out)
 }
 
 /// The id of an outbox item from its partition key.
@@ -297,4 +636,98 @@ pub fn id_of(item: &Item) -> &str {
 /// The id in an outbox partition key (`out#<id>`), if it is one.
 pub fn id_from_pk(pk: &str) -> Option<&str> {
     pk.strip_prefix("out#")
+}
+
+/// A queued item of a kind this version does not know, as a newer version would write it.
+#[cfg(test)]
+pub(crate) fn queued_of_unknown_kind(id: &str, kind: &str) -> Item {
+    Item::new(keys::outbox(id), keys::ONE)
+        .with(KIND, kind)
+        .with(STATUS, Status::Queued.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q() -> Queueing {
+        Queueing {
+            now: 100,
+            retention_secs: 1000,
+            watch_after_secs: 600,
+        }
+    }
+
+    fn stored(job: &Job) -> OutboxItem {
+        let [w, _] = enqueue("abc", job, q()).writes();
+        let Write::Put { item, .. } = w else {
+            panic!("a put")
+        };
+        OutboxItem::from_item(&item).unwrap()
+    }
+
+    #[test]
+    fn every_job_reads_back_as_written() {
+        let jobs = [
+            Job::Forward {
+                from: "o1".into(),
+                to: Some("agent".into()),
+                text: "hi".into(),
+            },
+            Job::Import {
+                user_id: "o1".into(),
+                nick: Some("n".into()),
+            },
+            Job::Delete {
+                user_id: "o1".into(),
+            },
+            Job::CustomerService {
+                openid: "o1".into(),
+                agent: "a".into(),
+                text: "t".into(),
+            },
+            Job::AgentNotice {
+                to: "a".into(),
+                text: "t".into(),
+            },
+        ];
+        for job in jobs {
+            let item = stored(&job);
+            assert_eq!(item.job, job);
+            assert_eq!(
+                (item.status, item.attempts, item.created_at),
+                (Status::Queued, 0, 100)
+            );
+        }
+    }
+
+    #[test]
+    fn the_watch_is_due_after_the_stale_delay() {
+        let [_, watch] = enqueue(
+            "abc",
+            &Job::Delete {
+                user_id: "u".into(),
+            },
+            q(),
+        )
+        .writes();
+        let (_, pk, sk) = watch.key();
+        assert_eq!(sk, "abc");
+        assert_eq!(pk, keys::due(&due::bucket(due::minute_of(700))));
+    }
+
+    #[test]
+    fn a_missing_attribute_is_named_with_the_key() {
+        let item = Item::new(keys::outbox("x"), keys::ONE)
+            .with(KIND, "im_delete")
+            .with(STATUS, "queued");
+        let read = OutboxItem::from_item(&item).unwrap();
+        let Job::Unreadable(why) = read.job else {
+            panic!("unreadable")
+        };
+        assert!(why.contains("out#x/-") && why.contains("user_id"), "{why}");
+        let no_status = Item::new(keys::outbox("y"), keys::ONE).with(KIND, "im_delete");
+        let e = OutboxItem::from_item(&no_status).unwrap_err();
+        assert_eq!((e.key.as_str(), e.attr.as_str()), ("out#y/-", "status"));
+    }
 }

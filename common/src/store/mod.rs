@@ -391,6 +391,9 @@ pub enum StoreError {
     /// A request the store refuses (a bug on our side, never retried).
     #[error("store rejected the request: {0}")]
     Invalid(String),
+    /// A stored record that cannot be read as what it should be (its key and what is wrong).
+    #[error("unreadable record: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {

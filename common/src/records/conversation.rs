@@ -1,0 +1,152 @@
+//! An official-account follower's conversation with the agents, `conv#oa#<openid>`: whether it is
+//! on (`status`), which agent has it, and when the follower last wrote (the "connecting you"
+//! window). Beside it, the round-robin cursor that spreads new conversations across agents.
+
+use crate::records::keys;
+use crate::store::{Cond, Item, Store, StoreError, Table, Update, Write};
+
+const OPENID: &str = "openid";
+const STATUS: &str = "status";
+const AGENT: &str = "agent";
+const ASSIGNED_AT: &str = "assigned_at";
+const CREATED_AT: &str = "created_at";
+const UPDATED_AT: &str = "updated_at";
+const FOLLOWED_AT: &str = "followed_at";
+const ENDED_AT: &str = "ended_at";
+const LAST_USER_MSG_AT: &str = "last_user_msg_at";
+const CONNECTING_SENT_AT: &str = "connecting_sent_at";
+const NEXT: &str = "next";
+
+/// Whether the follower is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    /// They unfollowed.
+    Ended,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Ended => "ended",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Status> {
+        match s {
+            "active" => Some(Status::Active),
+            "ended" => Some(Status::Ended),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conversation {
+    /// `None` when no push of the follower's was ever recorded (an assignment alone may have
+    /// been): a follower from before the bridge existed.
+    pub status: Option<Status>,
+    pub agent: Option<String>,
+    pub last_user_msg_at: Option<i64>,
+}
+
+impl Conversation {
+    fn from_item(i: &Item) -> Conversation {
+        Conversation {
+            status: i.s(STATUS).and_then(Status::parse),
+            agent: i.s(AGENT).map(str::to_owned),
+            last_user_msg_at: i.n(LAST_USER_MSG_AT),
+        }
+    }
+}
+
+pub async fn get(store: &dyn Store, openid: &str) -> Result<Option<Conversation>, StoreError> {
+    Ok(store
+        .get(Table::State, &keys::conversation(openid), keys::ONE)
+        .await?
+        .as_ref()
+        .map(Conversation::from_item))
+}
+
+/// What a push changes on the conversation (never the agent: only [`assign`] sets it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    /// A follow: active again, the end forgotten.
+    Followed,
+    /// An unfollow.
+    Unfollowed,
+    /// A message from the follower; `greeted` when it was answered "connecting you".
+    Wrote { greeted: bool },
+}
+
+pub fn touch(openid: &str, what: Touch, now: i64) -> Write {
+    let status = match what {
+        Touch::Unfollowed => Status::Ended,
+        _ => Status::Active,
+    };
+    let mut u = vec![
+        Update::set(OPENID, openid),
+        Update::set(STATUS, status.as_str()),
+        Update::set(UPDATED_AT, now),
+        Update::set_if_absent(CREATED_AT, now),
+    ];
+    match what {
+        Touch::Followed => {
+            u.push(Update::set(FOLLOWED_AT, now));
+            u.push(Update::remove(ENDED_AT));
+        }
+        Touch::Unfollowed => u.push(Update::set(ENDED_AT, now)),
+        Touch::Wrote { greeted } => {
+            // The customer-service window opens with each message the follower sends.
+            u.push(Update::set(LAST_USER_MSG_AT, now));
+            if greeted {
+                u.push(Update::set(CONNECTING_SENT_AT, now));
+            }
+        }
+    }
+    Write::update(Table::State, &keys::conversation(openid), keys::ONE, u)
+}
+
+/// Gives the conversation to `agent`, only if it still has the agent `held` (none, or one that
+/// is no longer listed): racing deliveries for a new follower agree on one agent.
+pub fn assign(openid: &str, agent: &str, held: Option<&str>, now: i64) -> Write {
+    Write::update(
+        Table::State,
+        &keys::conversation(openid),
+        keys::ONE,
+        vec![
+            Update::set(AGENT, agent),
+            Update::set(OPENID, openid),
+            Update::set(ASSIGNED_AT, now),
+            Update::set_if_absent(CREATED_AT, now),
+        ],
+    )
+    .when(match held {
+        None => Cond::lacks(AGENT),
+        Some(old) => Cond::eq(AGENT, old),
+    })
+}
+
+/// The round-robin cursor's value (`None` before the first assignment).
+pub async fn agent_cursor(store: &dyn Store) -> Result<Option<i64>, StoreError> {
+    Ok(store
+        .get(Table::State, keys::AGENT_CURSOR, keys::ONE)
+        .await?
+        .and_then(|c| c.n(NEXT)))
+}
+
+/// Moves the cursor on by one; when `from` is given, only if it still reads that value.
+pub fn advance_cursor(from: Option<Option<i64>>) -> Write {
+    let w = Write::update(
+        Table::State,
+        keys::AGENT_CURSOR,
+        keys::ONE,
+        vec![Update::add(NEXT, 1)],
+    );
+    match from {
+        None => w,
+        Some(Some(n)) => w.when(Cond::eq(NEXT, n)),
+        Some(None) => w.when(Cond::lacks(NEXT)),
+    }
+}

@@ -203,28 +203,13 @@ pub(crate) async fn setup(
     let dir = std::env::temp_dir().join(format!("wxim-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let base = sample::config(&[]).map_err(|e| e.to_string())?;
-    let apps: Vec<(String, String)> = [&base.mp, &base.oa]
-        .into_iter()
-        .flatten()
-        .map(|a| (a.appid.clone(), a.secret.expose().to_owned()))
-        .collect();
-    let pairs: Vec<(&str, &str)> = apps.iter().map(|(a, s)| (a.as_str(), s.as_str())).collect();
-    let wechat = StandIn::wechat(0, &pairs)
+    let wechat = StandIn::wechat_for(0, &base)
         .await
         .map_err(|e| e.to_string())?;
-    let im = base.im.as_ref().ok_or("sample config lacks IM")?;
-    let agents: Vec<&str> = im.agents.iter().map(String::as_str).collect();
-    let mut accounts = agents.clone();
-    accounts.extend([CUSTOMER, SELLER]);
-    let imstand = StandIn::im(
-        0,
-        im.sdkappid,
-        im.secret_key.expose(),
-        &im.admin_user,
-        &accounts,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let imstand = StandIn::im_for(0, &base, &[CUSTOMER, SELLER])
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("sample config lacks IM")?;
     let dir_s = dir.display().to_string();
     let mut overrides = vec![
         ("WXIM_DATA_DIR", dir_s.as_str()),

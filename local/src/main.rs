@@ -335,14 +335,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             codes,
         } => {
             let config = wiring::config()?;
-            let apps: Vec<(String, String)> = [&config.mp, &config.oa]
-                .into_iter()
-                .flatten()
-                .map(|a| (a.appid.clone(), a.secret.expose().to_owned()))
-                .collect();
-            let pairs: Vec<(&str, &str)> =
-                apps.iter().map(|(a, s)| (a.as_str(), s.as_str())).collect();
-            let wx = standin::StandIn::wechat(wechat_port, &pairs)
+            let wx = standin::StandIn::wechat_for(wechat_port, &config)
                 .await
                 .map_err(|e| format!("cannot listen on {wechat_port}: {e}"))?;
             wx.print_requests(true);
@@ -364,24 +357,13 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 "WeChat API stand-in: {} (set WECHAT_API_BASE to it)",
                 wx.base
             );
-            let _im = match &config.im {
-                Some(im) => {
-                    let agents: Vec<&str> = im.agents.iter().map(String::as_str).collect();
-                    let s = standin::StandIn::im(
-                        im_port,
-                        im.sdkappid,
-                        im.secret_key.expose(),
-                        &im.admin_user,
-                        &agents,
-                    )
-                    .await
-                    .map_err(|e| format!("cannot listen on {im_port}: {e}"))?;
-                    s.print_requests(true);
-                    eprintln!("IM REST API stand-in: {} (set IM_API_BASE to it)", s.base);
-                    Some(s)
-                }
-                None => None,
-            };
+            let _im = standin::StandIn::im_for(im_port, &config, &[])
+                .await
+                .map_err(|e| format!("cannot listen on {im_port}: {e}"))?;
+            if let Some(s) = &_im {
+                s.print_requests(true);
+                eprintln!("IM REST API stand-in: {} (set IM_API_BASE to it)", s.base);
+            }
             tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }

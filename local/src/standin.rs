@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::clock::Clock as _;
+use common::config::Config;
 use common::http::{Request, Response};
 use common::protocol::im::usersig;
 use common::protocol::wechat::keyword::{self, Mode};
@@ -171,6 +172,39 @@ impl StandIn {
 
     /// The WeChat API: stable_token, subscribe/send, subscribe/bizsend, custom/send,
     /// jscode2session. `apps` are the (appid, secret) pairs it accepts.
+    /// The WeChat stand-in knowing every app `config` has (appid and secret).
+    pub async fn wechat_for(port: u16, config: &Config) -> std::io::Result<StandIn> {
+        let apps: Vec<(String, String)> = [&config.mp, &config.oa]
+            .into_iter()
+            .flatten()
+            .map(|a| (a.appid.clone(), a.secret.expose().to_owned()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = apps.iter().map(|(a, s)| (a.as_str(), s.as_str())).collect();
+        StandIn::wechat(port, &pairs).await
+    }
+
+    /// The IM stand-in for `config`'s IM app, knowing its agents and `users`; `None` without IM.
+    pub async fn im_for(
+        port: u16,
+        config: &Config,
+        users: &[&str],
+    ) -> std::io::Result<Option<StandIn>> {
+        let Some(im) = &config.im else {
+            return Ok(None);
+        };
+        let mut accounts: Vec<&str> = im.agents.iter().map(String::as_str).collect();
+        accounts.extend_from_slice(users);
+        StandIn::im(
+            port,
+            im.sdkappid,
+            im.secret_key.expose(),
+            &im.admin_user,
+            &accounts,
+        )
+        .await
+        .map(Some)
+    }
+
     pub async fn wechat(port: u16, apps: &[(&str, &str)]) -> std::io::Result<StandIn> {
         let mut s = Shared::default();
         for (appid, secret) in apps {

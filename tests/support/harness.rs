@@ -61,29 +61,15 @@ impl World {
     pub async fn new(opts: Options<'_>) -> World {
         crate::logs();
         let base = config(&[]);
-        let apps: Vec<(String, String)> = [&base.mp, &base.oa]
-            .into_iter()
-            .flatten()
-            .map(|a| (a.appid.clone(), a.secret.expose().to_owned()))
-            .collect();
-        let pairs: Vec<(&str, &str)> = apps.iter().map(|(a, s)| (a.as_str(), s.as_str())).collect();
-        let wechat = StandIn::wechat(0, &pairs).await.unwrap();
+        let wechat = StandIn::wechat_for(0, &base).await.unwrap();
         // The codes of events/bind/, as `wxim standins` knows them.
         for (code, openid) in crate::sample::LOGIN_CODES {
             wechat.add_code(code, &base.mp.as_ref().unwrap().appid, openid, None);
         }
-        let im = base.im.as_ref().unwrap();
-        let mut accounts: Vec<&str> = im.agents.iter().map(String::as_str).collect();
-        accounts.extend([CUSTOMER, SELLER]);
-        let imstand = StandIn::im(
-            0,
-            im.sdkappid,
-            im.secret_key.expose(),
-            &im.admin_user,
-            &accounts,
-        )
-        .await
-        .unwrap();
+        let imstand = StandIn::im_for(0, &base, &[CUSTOMER, SELLER])
+            .await
+            .unwrap()
+            .expect("the sample configuration has IM");
         let mut overrides = vec![
             ("WECHAT_API_BASE", wechat.base.as_str()),
             ("IM_API_BASE", imstand.base.as_str()),

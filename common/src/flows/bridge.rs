@@ -110,23 +110,29 @@ fn import(app: &App, delivery: &str, openid: &str) -> [Write; 2] {
     )
 }
 
+/// The writes of a follow or an unfollow: the conversation, the follower's binding both ways,
+/// and the IM account job (import or deletion) when IM is configured.
+fn follower_writes(app: &App, openid: &str, touch: Touch, im_job: [Write; 2]) -> Vec<Write> {
+    let now = app.now();
+    let status = match touch {
+        Touch::Unfollowed => ConvStatus::Ended,
+        _ => ConvStatus::Active,
+    };
+    let mut writes = vec![conversation::touch(openid, touch, now)];
+    writes.extend(binding::follower_writes(openid, status.as_str(), now));
+    if app.config.im.is_some() {
+        writes.extend(im_job);
+    }
+    writes
+}
+
 /// `subscribe` (follow): import into IM, assign an agent, welcome as the passive reply.
 pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let openid = msg.from_user.as_str();
-    let now = app.now();
     let conv = conversation::get(&*app.store, openid).await?;
     assign_agent(app, openid, conv.as_ref()).await?;
-    let mut writes = vec![conversation::touch(openid, Touch::Followed, now)];
-    writes.extend(binding::follower_writes(
-        openid,
-        ConvStatus::Active.as_str(),
-        now,
-    ));
-    if app.config.im.is_some() {
-        writes.extend(import(app, delivery, openid));
-    }
     Ok(Plan {
-        writes,
+        writes: follower_writes(app, openid, Touch::Followed, import(app, delivery, openid)),
         reply: Some(app.config.oa_bridge.welcome_text.clone()),
         decision: Decision::FollowerWelcomed,
     })
@@ -136,24 +142,15 @@ pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan,
 /// allows it (otherwise kept, marked inactive here).
 pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let openid = msg.from_user.as_str();
-    let now = app.now();
-    let mut writes = vec![conversation::touch(openid, Touch::Unfollowed, now)];
-    writes.extend(binding::follower_writes(
-        openid,
-        ConvStatus::Ended.as_str(),
-        now,
-    ));
-    if app.config.im.is_some() {
-        writes.extend(job(
-            app,
-            &["delete", delivery],
-            Job::Delete {
-                user_id: openid.to_owned(),
-            },
-        ));
-    }
+    let delete = job(
+        app,
+        &["delete", delivery],
+        Job::Delete {
+            user_id: openid.to_owned(),
+        },
+    );
     Ok(Plan {
-        writes,
+        writes: follower_writes(app, openid, Touch::Unfollowed, delete),
         reply: None,
         decision: Decision::FollowerLeft,
     })

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
 use super::input;
 use crate::app::App;
@@ -66,9 +66,7 @@ fn authorize(req: &Request, app: &App) -> Result<String, Response> {
 
 /// The admin-notify function: both routes.
 pub async fn notify(req: &Request, app: &App) -> Response {
-    let span =
-        tracing::info_span!("request", request_id = %req.request_id, function = "admin-notify");
-    async {
+    super::traced(&req.request_id, "admin-notify", async {
         let caller = match authorize(req, app) {
             Ok(c) => c,
             Err(r) => return r,
@@ -83,8 +81,7 @@ pub async fn notify(req: &Request, app: &App) -> Response {
                 "use POST /notify or GET /notify/{id}",
             ),
         }
-    }
-    .instrument(span)
+    })
     .await
 }
 

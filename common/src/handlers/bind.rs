@@ -5,7 +5,7 @@
 //! Nothing is stored unless both proofs hold. The login code, the UserSig and WeChat's
 //! `session_key` are credentials: none of them is returned, logged or kept.
 
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
 use super::input;
 use crate::app::App;
@@ -75,10 +75,9 @@ fn exchange_refusal(e: &ApiError) -> Response {
 }
 
 pub async fn bind(req: &Request, app: &App) -> Response {
-    let span = tracing::info_span!("request", request_id = %req.request_id, function = "bind");
-    async {
-        if req.method != "POST" {
-            return Response::error(405, "method_not_allowed", "use POST");
+    super::traced(&req.request_id, "bind", async {
+        if let Err(r) = super::require(req, "POST", "use POST") {
+            return r;
         }
         let (Some(im), Some(mp)) = (&app.config.im, app.config.app(AppKind::Mp)) else {
             return refuse(
@@ -155,7 +154,6 @@ pub async fn bind(req: &Request, app: &App) -> Response {
             ),
             Err(Refused::Store(e)) => super::store_failure(&e, RETRY),
         }
-    }
-    .instrument(span)
+    })
     .await
 }

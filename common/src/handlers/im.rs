@@ -3,7 +3,7 @@
 //! `BeforeSendMsg` (any before-callback) is always answered OK, whatever happens here, even when
 //! the request is refused as unauthenticated or unreadable.
 
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
 use crate::app::App;
 use crate::flows;
@@ -54,11 +54,9 @@ fn refuse(before: bool, status: u16, code: &str, message: &str) -> Response {
 }
 
 pub async fn callback(req: &Request, app: &App) -> Response {
-    let span =
-        tracing::info_span!("request", request_id = %req.request_id, function = "im-callback");
-    async {
-        if req.method != "POST" {
-            return Response::error(405, "method_not_allowed", "use POST");
+    super::traced(&req.request_id, "im-callback", async {
+        if let Err(r) = super::require(req, "POST", "use POST") {
+            return r;
         }
         let before = never_blocks(claimed_command(req).as_deref());
         let Some(im) = &app.config.im else {
@@ -109,8 +107,7 @@ pub async fn callback(req: &Request, app: &App) -> Response {
             }
             Err(e) => super::store_failure(&e, RETRY),
         }
-    }
-    .instrument(span)
+    })
     .await
 }
 

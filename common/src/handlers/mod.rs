@@ -1,9 +1,11 @@
 //! The handlers: plain async functions `(request, &App) -> response` shared by the Lambda
 //! binaries, the local command line and the tests.
 
-use tracing::warn;
+use std::future::Future;
 
-use crate::http::Response;
+use tracing::{Instrument, warn};
+
+use crate::http::{Request, Response};
 use crate::store::StoreError;
 
 pub mod admin;
@@ -23,4 +25,24 @@ fn store_failure(e: &StoreError, retry_message: &str) -> Response {
     }
     warn!(decision = "retry_later", reason = %e, "store failure");
     Response::error(503, "store_unavailable", retry_message)
+}
+
+/// Runs a handler's body inside the request's span, so every log line carries the request id
+/// and the function's name.
+async fn traced(
+    request_id: &str,
+    function: &'static str,
+    body: impl Future<Output = Response>,
+) -> Response {
+    let span = tracing::info_span!("request", request_id = %request_id, function);
+    body.instrument(span).await
+}
+
+/// A 405 (saying what to use) unless the request uses `method`.
+fn require(req: &Request, method: &str, hint: &str) -> Result<(), Response> {
+    if req.method == method {
+        Ok(())
+    } else {
+        Err(Response::error(405, "method_not_allowed", hint))
+    }
 }

@@ -1,6 +1,6 @@
 //! `GET /wechat/{app}` (URL verification) and `POST /wechat/{app}` (message push).
 
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
 use crate::app::App;
 use crate::config::{AppKind, WechatApp};
@@ -35,6 +35,17 @@ fn resolve<'a>(req: &Request, app: &'a App) -> Result<&'a WechatApp, Response> {
     })
 }
 
+/// The method check, then the app the path names.
+fn opening<'a>(
+    req: &Request,
+    app: &'a App,
+    method: &str,
+    hint: &str,
+) -> Result<&'a WechatApp, Response> {
+    super::require(req, method, hint)?;
+    resolve(req, app)
+}
+
 fn refuse(e: &PushError, app: AppKind) -> Response {
     warn!(
         app = app.as_str(),
@@ -48,13 +59,8 @@ fn refuse(e: &PushError, app: AppKind) -> Response {
 
 /// URL verification: answers the raw `echostr` as `text/plain` when the signature holds.
 pub async fn verify(req: &Request, app: &App) -> Response {
-    let span =
-        tracing::info_span!("request", request_id = %req.request_id, function = "wechat-verify");
-    async {
-        if req.method != "GET" {
-            return Response::error(405, "method_not_allowed", "use GET for URL verification");
-        }
-        let wapp = match resolve(req, app) {
+    super::traced(&req.request_id, "wechat-verify", async {
+        let wapp = match opening(req, app, "GET", "use GET for URL verification") {
             Ok(a) => a,
             Err(r) => return r,
         };
@@ -65,20 +71,14 @@ pub async fn verify(req: &Request, app: &App) -> Response {
             }
             Err(e) => refuse(&e, wapp.kind),
         }
-    }
-    .instrument(span)
+    })
     .await
 }
 
 /// Message push: verify, decrypt, then the flow (dedupe, apply), then the reply.
 pub async fn event(req: &Request, app: &App) -> Response {
-    let span =
-        tracing::info_span!("request", request_id = %req.request_id, function = "wechat-event");
-    async {
-        if req.method != "POST" {
-            return Response::error(405, "method_not_allowed", "use POST for message push");
-        }
-        let wapp = match resolve(req, app) {
+    super::traced(&req.request_id, "wechat-event", async {
+        let wapp = match opening(req, app, "POST", "use POST for message push") {
             Ok(a) => a,
             Err(r) => return r,
         };
@@ -102,8 +102,7 @@ pub async fn event(req: &Request, app: &App) -> Response {
             Some(text) => render_reply(wapp, &inbound, &text, app.now()),
             None => Response::text(200, "success"),
         }
-    }
-    .instrument(span)
+    })
     .await
 }
 

@@ -56,7 +56,7 @@ pub async fn by_openid(
 /// The writes that bind `user_id` to `openid` for `app`, moving either side away from a previous
 /// partner, and the user's previous binding when it pointed elsewhere. The caller commits them in
 /// one transaction (with whatever else belongs with them). The two puts are conditional on what
-/// was read, so a concurrent rebind makes the transaction fail (index 0 or 1) instead of leaving
+/// was read, so a concurrent rebind makes the transaction fail on a condition instead of leaving
 /// the two directions disagreeing.
 pub async fn bind_writes(
     store: &dyn Store,

@@ -15,6 +15,7 @@ use local::routes::{self, Function};
 use local::standin::StandIn;
 use serde_json::{Value, json};
 
+use crate::counting::{CountingStore, Counts};
 use crate::{Backend, config, store};
 
 pub const MP_OPENID: &str = "otFpruAK8D-E6EfStSYonYSBZ8_4";
@@ -30,6 +31,7 @@ pub struct World {
     pub im: StandIn,
     pub clock: Option<Arc<ManualClock>>,
     seq: std::sync::atomic::AtomicU64,
+    counter: Option<Arc<CountingStore>>,
 }
 
 pub struct Options<'a> {
@@ -37,6 +39,8 @@ pub struct Options<'a> {
     pub overrides: Vec<(&'a str, &'a str)>,
     /// A manual clock at this time (seconds), or the system clock.
     pub at: Option<i64>,
+    /// Count the store's requests (see [`World::counts`]).
+    pub counted: bool,
 }
 
 impl<'a> Options<'a> {
@@ -45,12 +49,18 @@ impl<'a> Options<'a> {
             backend,
             overrides: vec![],
             at: None,
+            counted: false,
         }
     }
     pub fn set(mut self, k: &'a str, v: &'a str) -> Self {
         self.overrides.push((k, v));
         self
     }
+    pub fn counted(mut self) -> Self {
+        self.counted = true;
+        self
+    }
+
     pub fn at(mut self, t: i64) -> Self {
         self.at = Some(t);
         self
@@ -85,18 +95,28 @@ impl World {
             None => (Arc::new(SystemClock), None),
         };
         imstand.use_clock(clock.clone());
-        let app = App::new(
-            config(&overrides),
-            store(opts.backend, clock.clone()).await,
-            clock,
-        );
+        let mut store = store(opts.backend, clock.clone()).await;
+        let counter = opts.counted.then(|| CountingStore::new(store.clone()));
+        if let Some(c) = &counter {
+            store = c.clone();
+        }
+        let app = App::new(config(&overrides), store, clock);
         World {
             app,
             wechat,
             im: imstand,
             clock: manual,
             seq: std::sync::atomic::AtomicU64::new(1),
+            counter,
         }
+    }
+
+    /// The store requests since the last call (the world must be [`Options::counted`]).
+    pub fn counts(&self) -> Counts {
+        self.counter
+            .as_ref()
+            .expect("a counted world (Options::counted)")
+            .take()
     }
 
     pub fn now(&self) -> i64 {
@@ -223,7 +243,9 @@ impl World {
             .unwrap()
             .into_iter()
             .filter_map(|i| {
-                let bucket = i.pk.strip_prefix("due#")?.to_owned();
+                // `due#<minute>#<shard>`: the minute is what the tests reason about.
+                let rest = i.pk.strip_prefix("due#")?;
+                let bucket = rest.split('#').next().unwrap_or(rest).to_owned();
                 Some((bucket, i.sk.clone(), i.s("why").unwrap_or("").to_owned()))
             })
             .collect()

@@ -1,6 +1,7 @@
 //! Test support: a DynamoDB-compatible server on loopback (moto), fresh stores of both kinds,
 //! and the sample configuration. The tests themselves live in `tests/tests/`.
 
+pub mod counting;
 pub mod dynamo;
 pub mod harness;
 

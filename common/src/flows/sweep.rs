@@ -10,14 +10,11 @@
 //! | parked: WeChat's daily quota (45009) | the quota's reset, 00:05 China time | the park (same transaction) |
 //! | retry / in flight: re-driven by the sweep, not done yet | after the backoff, or when the claim can be retaken | the sweep |
 //!
-//! **Keys.** A due record is `pk = due#<yyyymmddhhmm>` (the UTC minute it is due in), `sk = <outbox
-//! id>`, with `due_at` (seconds), `why`, and a TTL of the outbox retention. A follow-up's sort
-//! key is the id its follow-up item will get (`id_for("followup", recipient, due_at)`: every hold
-//! in one window writes the same record), and it carries what the notification will say (the
-//! latest held message's sender, preview and time). Time-bucketed keys let the sweep find due
-//! work with one `Query` per minute and no index or scan; the price is that all records due in
-//! one minute share a partition (DynamoDB's 1,000 writes/s per partition bound the watched
-//! queue rate).
+//! **Keys** ([`crate::records::due`]): `pk = due#<yyyymmddhhmm>#<shard>` (the UTC minute it is due
+//! in, one of 32 shards by id), `sk = <outbox id>`. A follow-up's sort key is the id its follow-up
+//! item will get (every hold in one window writes the same record), and it carries what the
+//! notification will say. Time-bucketed keys let the sweep find due work with a few `Query`s per
+//! minute and no index or scan; the shards keep a busy minute's writes spread over partitions.
 //!
 //! **The sweep** (the notify-dispatch function on an EventBridge schedule, `rate(1 minute)` by
 //! default; `wxim serve` every `SWEEP_INTERVAL_SECS`; `wxim sweep` once) walks the minutes from a
@@ -210,7 +207,7 @@ async fn sweep_minute(
     started: Instant,
     report: &mut Report,
 ) -> Result<Option<Option<String>>, StoreError> {
-    let mut records = due::in_minute(&*app.store, minute).await?;
+    let mut records = due::in_minute(&app.store, minute).await?;
     if let Some(a) = after {
         records.retain(|r| r.id.as_str() > a);
     }

@@ -75,6 +75,11 @@ pub fn due(bucket: &str) -> String {
     format!("due#{bucket}")
 }
 
+/// One shard of a minute's due records: `due#<yyyymmddhhmm>#<shard>`.
+pub fn due_shard(bucket: &str, shard: u32) -> String {
+    format!("due#{bucket}#{shard:02}")
+}
+
 /// How far the sweep has got through the due records.
 pub const SWEEP_CURSOR: &str = "sweep#cursor";
 

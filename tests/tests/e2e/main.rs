@@ -9,6 +9,7 @@ mod im_callback;
 mod notify;
 mod oa;
 mod sample_events;
+mod scale;
 mod secrets;
 mod store_conformance;
 mod wechat_push;

@@ -60,6 +60,10 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
             }
             Ok(Some(c)) => claimed.push(c.item),
             Ok(None) => retry.extend(refused(app, id, now).await),
+            // An item whose very header cannot be read: retrying cannot fix it.
+            Err(StoreError::Corrupt(why)) => {
+                warn!(outbox_id = %id, decision = "unreadable", reason = %why, "not dispatched");
+            }
             Err(e) => {
                 warn!(outbox_id = %id, decision = "retry_later", reason = %e);
                 retry.push(store_retry(app, id, now));
@@ -162,6 +166,10 @@ async fn refused(app: &App, id: &str, now: i64) -> Option<Retry> {
         Ok(Some(item)) => item,
         Ok(None) => {
             info!(outbox_id = %id, decision = "gone", "no such outbox item (expired)");
+            return None;
+        }
+        Err(StoreError::Corrupt(why)) => {
+            warn!(outbox_id = %id, decision = "unreadable", reason = %why, "not dispatched");
             return None;
         }
         Err(e) => {
@@ -306,6 +314,25 @@ mod tests {
         let it = b.item("abc").await;
         assert_eq!(it.status, Status::Failed);
         assert_eq!(it.reason.as_deref(), Some("unreadable: unknown_kind"));
+    }
+
+    #[tokio::test]
+    async fn an_item_without_a_status_is_passed_over_not_retried_forever() {
+        let b = bench(&[]);
+        let mut item = outbox::queued_of_unknown_kind("nostatus", "notify");
+        item.attrs.clear();
+        b.app
+            .store
+            .write(crate::store::Write::put(Table::Outbox, item))
+            .await
+            .unwrap();
+        assert!(run(&b.app, &["nostatus".to_owned()]).await.is_empty());
+        assert!(
+            outbox::queued(&*b.app.store, b.app.now())
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

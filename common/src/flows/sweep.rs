@@ -336,7 +336,14 @@ async fn read_items(app: &App, ids: &[String]) -> Result<Vec<Option<OutboxItem>>
         let mut got: Vec<Option<OutboxItem>> = vec![None; chunk.len()];
         while let Some(joined) = set.join_next().await {
             let (i, r) = joined.map_err(|e| StoreError::Unavailable(format!("read task: {e}")))?;
-            got[i] = r?;
+            got[i] = match r {
+                // An item this version cannot read is passed over, not the whole run.
+                Err(StoreError::Corrupt(why)) => {
+                    tracing::warn!(outbox_id = %chunk[i], decision = "unreadable", reason = %why);
+                    None
+                }
+                other => other?,
+            };
         }
         out.extend(got);
     }

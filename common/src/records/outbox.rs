@@ -607,7 +607,10 @@ pub fn attempts(items: &[OutboxItem]) -> i64 {
 pub async fn queued(store: &dyn Store, now: i64) -> Result<Vec<OutboxItem>, StoreError> {
     let mut items: Vec<OutboxItem> = vec![];
     for i in store.scan(Table::Outbox).await? {
-        let item = OutboxItem::from_item(&i)?;
+        // Items this version cannot read are left to the operator (see `wxim state dump`).
+        let Ok(item) = OutboxItem::from_item(&i) else {
+            continue;
+        };
         if item.status == Status::Queued && item.parked_at(now).is_none() {
             items.push(item);
         }
@@ -620,7 +623,9 @@ pub async fn queued(store: &dyn Store, now: i64) -> Result<Vec<OutboxItem>, Stor
 pub async fn open_items(store: &dyn Store) -> Result<Vec<OutboxItem>, StoreError> {
     let mut out = vec![];
     for i in store.scan(Table::Outbox).await? {
-        let item = OutboxItem::from_item(&i)?;
+        let Ok(item) = OutboxItem::from_item(&i) else {
+            continue;
+        };
         if item.status.is_open() {
             out.push(item);
         }

@@ -10,6 +10,7 @@ mod notify;
 mod oa;
 mod sample_events;
 mod secrets;
+mod serve;
 mod store_conformance;
 mod wechat_push;
 mod wechat_vectors;

@@ -7,4 +7,5 @@ pub mod routes;
 pub mod sample;
 pub mod sign;
 pub mod standin;
+pub mod stream;
 pub mod wiring;

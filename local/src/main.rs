@@ -378,7 +378,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve { port } => {
-            let app = Arc::new(wiring::app(wiring::config()?).await?);
+            // The outbox stream: one dispatcher fed by the store's outbox inserts.
+            let (app, dispatcher) = local::stream::start(wiring::app(wiring::config()?).await?);
             let listener = httpd::bind(port)
                 .await
                 .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
@@ -389,6 +390,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let sweeper = tokio::spawn(local::routes::sweep_every(app.clone()));
             httpd::serve(listener, local::routes::handler(app)).await;
             sweeper.abort();
+            dispatcher.abort();
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Sweep { scan_outbox } => {

@@ -1,6 +1,9 @@
 //! The functions by name (as under `functions/`) and the HTTP routes of `template.yaml`, mapped to
-//! the very handlers the Lambda binaries call. After a handler writes to the outbox, the local
-//! runner dispatches right away, as the DynamoDB Stream would in AWS.
+//! the very handlers the Lambda binaries call. What a handler queues in the outbox is dispatched
+//! as the DynamoDB Stream would in AWS: by `wxim serve`, through the stream of its store
+//! ([`crate::stream`], no table scan on any request); by the one-shot commands (`wxim invoke`,
+//! `wxim notify`, `wxim sweep`, the demo) and the tests, by draining the queue before they
+//! return ([`stream`]), so that what the stream would do is done by then.
 
 use common::App;
 use common::flows::dispatch;
@@ -124,7 +127,9 @@ pub async fn rescan(app: &App) -> Result<common::flows::sweep::Report, String> {
     report
 }
 
-/// `wxim serve`'s schedule: a sweep every `SWEEP_INTERVAL_SECS` (none when 0).
+/// `wxim serve`'s schedule: a sweep every `SWEEP_INTERVAL_SECS` (none when 0). The app is the
+/// streamed one ([`crate::stream::start`]): the follow-ups a sweep queues reach the dispatcher
+/// through the stream, as in AWS, so nothing is drained (scanned) here.
 pub async fn sweep_every(app: std::sync::Arc<App>) {
     let secs = app.config.sweep_interval_secs;
     if secs == 0 {
@@ -134,7 +139,7 @@ pub async fn sweep_every(app: std::sync::Arc<App>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = sweep(&app).await {
+        if let Err(e) = common::flows::sweep::sweep(&app).await {
             tracing::warn!(decision = "sweep_incomplete", reason = %e, "the next sweep continues");
         }
     }
@@ -173,7 +178,10 @@ pub async fn invoke(f: Function, raw_event: &str, app: &App) -> Result<String, S
     Ok(resp.to_invoke_json().to_string())
 }
 
-/// `wxim serve`: every route of the template on one local server.
+/// `wxim serve`: every route of the template on one local server. Give it the app
+/// [`crate::stream::start`] returns: the handlers answer as soon as they have written, and the
+/// stream's dispatcher sends what they queued on its own task, as in AWS (WeChat gives up after
+/// 5 s and IM after 2 s, and a slow or failing outbound call must not make them).
 pub fn handler(app: std::sync::Arc<App>) -> crate::httpd::Handler {
     std::sync::Arc::new(move |req: Request| {
         let app = app.clone();
@@ -181,13 +189,7 @@ pub fn handler(app: std::sync::Arc<App>) -> crate::httpd::Handler {
             let Some(f) = Function::route(&req.method, &req.path) else {
                 return Response::error(404, "no_route", "no such route");
             };
-            // Answer first, as Lambda does, then dispatch as the stream would: WeChat gives up
-            // after 5 s and IM after 2 s, and a slow or failing outbound call must not make them.
-            let resp = handle(f, &req, &app).await;
-            if f.writes_outbox() {
-                tokio::spawn(async move { stream(&app).await });
-            }
-            resp
+            handle(f, &req, &app).await
         })
     })
 }

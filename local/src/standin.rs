@@ -2,11 +2,14 @@
 //! (including their error answers), for the demo, `wxim standins` and the tests. They keep just
 //! enough state to behave like the real services: issued access tokens, used login codes, IM
 //! accounts and presence. Any answer can be scripted ahead (an error, an HTTP failure, a delay)
-//! to rehearse what the real services do on a bad day.
+//! to rehearse what the real services do on a bad day, and a [`Fault`] can be switched on for a
+//! stretch of time, in process ([`StandIn::fault`]) or over HTTP (`POST /__fault`, for
+//! `wxim standins`): `{"status":500,"secs":5}`, `{"errcode":-1,"secs":5}`,
+//! `{"stall_ms":8000,"secs":5}`, `{}` to end it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::clock::Clock as _;
 use common::config::Config;
@@ -28,12 +31,70 @@ pub enum Scripted {
     Delay(Duration, Option<Box<Scripted>>),
 }
 
+/// How a stand-in misbehaves while a fault is on (every path but `/__fault`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// This HTTP status, nothing applied.
+    Status(u16),
+    /// The service's own error answer with this code (WeChat `errcode`, IM `ErrorCode`), nothing
+    /// applied: WeChat's -1 "system busy".
+    Errcode(i64),
+    /// Waits this long, then applies the call and answers normally: a client whose timeout is
+    /// shorter gives up on a call that did happen.
+    Stall(Duration),
+}
+
+impl Fault {
+    /// The JSON `POST /__fault` takes: `{"status":500}`, `{"errcode":-1}`, `{"stall_ms":8000}`;
+    /// `None` for `{}` (no fault).
+    pub fn from_json(v: &Value) -> Result<Option<Fault>, String> {
+        if let Some(s) = v.get("status") {
+            let s = s
+                .as_u64()
+                .filter(|s| (100..=599).contains(s))
+                .ok_or("status must be an HTTP status")?;
+            return Ok(Some(Fault::Status(s as u16)));
+        }
+        if let Some(c) = v.get("errcode") {
+            return Ok(Some(Fault::Errcode(
+                c.as_i64().ok_or("errcode must be a number")?,
+            )));
+        }
+        if let Some(ms) = v.get("stall_ms") {
+            return Ok(Some(Fault::Stall(Duration::from_millis(
+                ms.as_u64().ok_or("stall_ms must be a number")?,
+            ))));
+        }
+        Ok(None)
+    }
+}
+
 /// One request as the stand-in received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub body: Value,
+    /// Answered by a [`Fault`] (a stall still applies the call).
+    pub faulted: Option<Fault>,
+}
+
+/// A message the WeChat stand-in accepted (it answered errcode 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub path: String,
+    pub touser: String,
+    pub template_id: Option<String>,
+    pub msgid: Option<u64>,
+}
+
+/// A one-to-one message the IM stand-in delivered (a resend IM deduplicates is not another).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub from: String,
+    pub to: String,
+    pub random: u64,
+    pub time: i64,
 }
 
 impl Recorded {
@@ -48,6 +109,10 @@ impl Recorded {
 #[derive(Default)]
 struct Shared {
     requests: Vec<Recorded>,
+    /// The fault on now, and until when.
+    fault: Option<(Fault, Instant)>,
+    /// WeChat: every message accepted, in order.
+    sent: Vec<Sent>,
     scripts: HashMap<String, VecDeque<Scripted>>,
     /// WeChat: appid → (secret, current token, generation).
     apps: HashMap<String, (String, String, u32)>,
@@ -116,16 +181,26 @@ impl StandIn {
             let shared = s2.clone();
             Box::pin(async move {
                 let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-                let (script, print) = {
+                if req.path == "/__fault" {
+                    return admin_fault(&shared, &req, &body);
+                }
+                let (script, fault, print, im) = {
                     let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    let fault = match &g.fault {
+                        Some((f, until)) if *until > Instant::now() => Some(f.clone()),
+                        _ => None,
+                    };
                     g.requests.push(Recorded {
                         path: req.path.clone(),
                         query: req.query.clone(),
                         body: body.clone(),
+                        faulted: fault.clone(),
                     });
                     (
                         g.scripts.get_mut(&req.path).and_then(VecDeque::pop_front),
+                        fault,
                         g.print,
+                        g.im.is_some(),
                     )
                 };
                 if print {
@@ -147,6 +222,15 @@ impl StandIn {
                         req.path,
                         shown.replace('\n', "\n      ")
                     );
+                }
+                match fault {
+                    Some(Fault::Status(st)) => return Response::text(st, "upstream failure"),
+                    Some(Fault::Errcode(code)) if im => {
+                        return im_error(code, "internal error (fault injected)");
+                    }
+                    Some(Fault::Errcode(code)) => return wx_error(code, "system error"),
+                    Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
+                    None => {}
                 }
                 let mut script = script;
                 loop {
@@ -243,6 +327,41 @@ impl StandIn {
         self.with(|s| s.clock = Some(clock));
     }
 
+    /// Misbehaves as `fault` says for `stretch` from now (`None`: behaves again).
+    pub fn fault(&self, fault: Option<Fault>, stretch: Duration) {
+        self.with(|s| s.fault = fault.map(|f| (f, Instant::now() + stretch)));
+    }
+
+    /// WeChat: every message it accepted (subscribe messages, customer-service messages).
+    pub fn sent(&self) -> Vec<Sent> {
+        self.with(|s| s.sent.clone())
+    }
+
+    /// IM: every distinct one-to-one message it delivered.
+    pub fn delivered_messages(&self) -> Vec<Delivered> {
+        self.with(|s| {
+            s.delivered
+                .keys()
+                .map(|(from, to, random, time)| Delivered {
+                    from: from.clone(),
+                    to: to.clone(),
+                    random: *random,
+                    time: *time,
+                })
+                .collect()
+        })
+    }
+
+    /// How many requests it has received, and how many of them a fault answered.
+    pub fn request_counts(&self) -> (usize, usize) {
+        self.with(|s| {
+            (
+                s.requests.len(),
+                s.requests.iter().filter(|r| r.faulted.is_some()).count(),
+            )
+        })
+    }
+
     /// Prints every request it receives (the demo shows what would be posted to WeChat).
     pub fn print_requests(&self, on: bool) {
         self.with(|s| s.print = on);
@@ -311,6 +430,29 @@ impl StandIn {
     }
 }
 
+/// `POST /__fault`: switches a fault on for `secs` (default 5), or off with `{}`.
+fn admin_fault(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Response {
+    if req.method != "POST" {
+        return Response::error(405, "method_not_allowed", "use POST");
+    }
+    let fault = match Fault::from_json(body) {
+        Ok(f) => f,
+        Err(e) => return Response::error(400, "invalid_fault", &e),
+    };
+    let secs = body.get("secs").and_then(Value::as_f64).unwrap_or(5.0);
+    if !(0.0..=3600.0).contains(&secs) {
+        return Response::error(400, "invalid_fault", "secs must be from 0 to 3600");
+    }
+    let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
+    g.fault = fault
+        .clone()
+        .map(|f| (f, Instant::now() + Duration::from_secs_f64(secs)));
+    Response::json(
+        200,
+        &json!({ "fault": fault.map(|f| format!("{f:?}")), "secs": secs }),
+    )
+}
+
 fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Response {
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
     let token_ok = |s: &Shared| {
@@ -364,9 +506,16 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
                 }
             }
             s.msgid += 1;
+            let msgid = s.msgid;
+            s.sent.push(Sent {
+                path: req.path.clone(),
+                touser: body["touser"].as_str().unwrap_or("").to_owned(),
+                template_id: body["template_id"].as_str().map(str::to_owned),
+                msgid: Some(msgid),
+            });
             Response::json(
                 200,
-                &json!({ "errcode": 0, "errmsg": "ok", "msgid": s.msgid }),
+                &json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }),
             )
         }
         "/cgi-bin/message/custom/send" => {
@@ -379,6 +528,12 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
             if body["touser"].as_str().is_none_or(str::is_empty) {
                 return wx_error(40003, "invalid openid");
             }
+            s.sent.push(Sent {
+                path: req.path.clone(),
+                touser: body["touser"].as_str().unwrap_or("").to_owned(),
+                template_id: None,
+                msgid: None,
+            });
             wx_error(0, "ok")
         }
         "/sns/jscode2session" => {

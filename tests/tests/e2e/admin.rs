@@ -2,8 +2,6 @@
 //! the outbox and the dispatcher, against the WeChat stand-in's documented answers, on both
 //! backends; and `wxim serve`'s bearer-token gate over real HTTP.
 
-use std::sync::Arc;
-
 use common::config::AppKind;
 use common::http::{Request, Response};
 use common::protocol::wechat::push::Delivery;
@@ -352,12 +350,10 @@ async fn wxim_serve_requires_the_bearer_token_over_http() {
     let w = World::new(Options::new(Backend::Embedded).set("WXIM_ADMIN_TOKEN", ADMIN_TOKEN)).await;
     ready(&w, 1).await;
     let World { app, wechat, .. } = w;
+    let (app, dispatcher) = local::stream::start(app);
     let listener = local::httpd::bind(0).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(local::httpd::serve(
-        listener,
-        routes::handler(Arc::new(app)),
-    ));
+    let server = tokio::spawn(local::httpd::serve(listener, routes::handler(app)));
     let http = reqwest::Client::new();
     let post = |token: Option<&str>| {
         let mut r = http.post(format!("{base}/notify")).json(&to_user());
@@ -399,4 +395,5 @@ async fn wxim_serve_requires_the_bearer_token_over_http() {
         .unwrap();
     assert_eq!(r.status(), 400);
     server.abort();
+    dispatcher.abort();
 }

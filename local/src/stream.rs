@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::App;
 use common::flows::dispatch;
-use common::records::outbox::{self, Status};
+use common::records::outbox;
 use common::store::{Item, Store, StoreError, Table, Write};
 use tokio::sync::mpsc;
 
@@ -85,16 +85,7 @@ pub fn wrap(inner: Arc<dyn Store>) -> (StreamStore, Records) {
 /// The ids of the new queued items a set of writes puts into the outbox.
 fn inserted(ws: &[Write]) -> Vec<String> {
     ws.iter()
-        .filter_map(|w| match w {
-            Write::Put {
-                table: Table::Outbox,
-                item,
-                ..
-            } if item.s("status") == Some(Status::Queued.as_str()) => {
-                outbox::id_from_pk(&item.pk).map(str::to_owned)
-            }
-            _ => None,
-        })
+        .filter_map(|w| outbox::queued_by(w).map(str::to_owned))
         .collect()
 }
 
@@ -201,8 +192,14 @@ pub async fn dispatcher(app: Weak<App>, mut records: Records) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::records::outbox::{Kind, Queueing};
+    use common::records::outbox::{Job, Queueing, Status};
     use common::store::{Cond, Update};
+
+    fn delete() -> Job {
+        Job::Delete {
+            user_id: "u".into(),
+        }
+    }
 
     fn q() -> Queueing {
         Queueing {
@@ -214,16 +211,14 @@ mod tests {
 
     #[test]
     fn only_new_queued_outbox_items_are_inserts() {
-        let job = outbox::enqueue("job1", Kind::Send, vec![], q());
+        let job = outbox::enqueue("job1", &delete(), q());
         assert_eq!(inserted(&job.writes()), ["job1"]);
         let ended = outbox::ended(
             "job2",
-            Kind::Forward,
+            &delete(),
             Status::Skipped,
             "no_agent_configured",
-            vec![],
-            1,
-            60,
+            q(),
         );
         assert!(
             inserted(&[ended]).is_empty(),

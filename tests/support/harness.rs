@@ -243,10 +243,14 @@ impl World {
             .unwrap()
             .into_iter()
             .filter_map(|i| {
-                // `due#<minute>#<shard>`: the minute is what the tests reason about.
-                let rest = i.pk.strip_prefix("due#")?;
-                let bucket = rest.split('#').next().unwrap_or(rest).to_owned();
-                Some((bucket, i.sk.clone(), i.s("why").unwrap_or("").to_owned()))
+                // `due#<hour>#<shard>` and `<mm>#<id>`: the minute is what the tests reason about.
+                let hour = i.pk.strip_prefix("due#")?.split('#').next()?;
+                let (mm, id) = i.sk.split_once('#')?;
+                Some((
+                    format!("{hour}{mm}"),
+                    id.to_owned(),
+                    i.s("why").unwrap_or("").to_owned(),
+                ))
             })
             .collect()
     }

@@ -510,7 +510,7 @@ mod window_tests {
         );
         // The follow-up is due when the window ends.
         let minute = due::minute_of(T0 + 240);
-        let recs = due::in_minute(&b.app.store, minute).await.unwrap();
+        let recs = due::in_span(&b.app.store, minute, minute).await.unwrap();
         assert!(recs.iter().any(|r| r.why == due::Why::Followup), "{recs:?}");
         assert_eq!(b.app.store.scan(Table::Outbox).await.unwrap().len(), 1);
         assert_eq!(item.kind(), Some(Kind::Notify));

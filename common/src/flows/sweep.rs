@@ -14,7 +14,7 @@
 //! in, one of 32 shards by id), `sk = <outbox id>`. A follow-up's sort key is the id its follow-up
 //! item will get (every hold in one window writes the same record), and it carries what the
 //! notification will say. Time-bucketed keys let the sweep find due work with a few `Query`s per
-//! minute and no index or scan; the shards keep a busy minute's writes spread over partitions.
+//! hour and no index or scan; the shards keep a busy hour's writes spread over partitions.
 //!
 //! **The sweep** (the notify-dispatch function on an EventBridge schedule, `rate(1 minute)` by
 //! default; `wxim serve` every `SWEEP_INTERVAL_SECS`; `wxim sweep` once) walks the minutes from a
@@ -124,13 +124,28 @@ pub async fn sweep(app: &App) -> Result<Report, StoreError> {
         if report.minutes >= MAX_MINUTES_PER_RUN || started.elapsed() >= BUDGET {
             break;
         }
-        match sweep_minute(app, minute, after.as_deref(), now, started, &mut report).await {
+        // The rest of this minute's hour (due records are read an hour at a time).
+        let end = last
+            .min((minute.div_euclid(60) + 1) * 60 - 1)
+            .min(minute + (MAX_MINUTES_PER_RUN - report.minutes) - 1);
+        match sweep_span(
+            app,
+            minute,
+            end,
+            after.as_deref(),
+            now,
+            started,
+            &mut report,
+        )
+        .await
+        {
             Ok(None) => {
-                minute += 1;
+                report.minutes += end - minute + 1;
+                minute = end + 1;
                 after = None;
-                report.minutes += 1;
             }
-            Ok(Some(done_up_to)) => {
+            Ok(Some((m, done_up_to))) => {
+                minute = m;
                 after = done_up_to;
                 break;
             }
@@ -197,27 +212,31 @@ pub async fn rescan(app: &App) -> Result<Report, StoreError> {
     Ok(report)
 }
 
-/// Sweeps one minute from after `after`; `Ok(None)` when the minute is done, `Ok(Some(sk))`
-/// when the budget ran out after the record `sk` (or before any, with `after` unchanged).
-async fn sweep_minute(
+/// Sweeps the minutes `minute..=end` (within one hour), from after the record `after` of
+/// `minute`; `Ok(None)` when the span is done, `Ok(Some((m, id)))` when the budget ran out after
+/// the record `id` of minute `m` (or before any, with `minute` and `after` unchanged).
+async fn sweep_span(
     app: &App,
     minute: i64,
+    end: i64,
     after: Option<&str>,
     now: i64,
     started: Instant,
     report: &mut Report,
-) -> Result<Option<Option<String>>, StoreError> {
-    let mut records = due::in_minute(&app.store, minute).await?;
+) -> Result<Option<(i64, Option<String>)>, StoreError> {
+    let mut records = due::in_span(&app.store, minute, end).await?;
     if let Some(a) = after {
-        records.retain(|r| r.id.as_str() > a);
+        records.retain(|r| (r.minute(), r.id.as_str()) > (minute, a));
     }
-    let mut done: Option<String> = after.map(str::to_owned);
+    let mut done: (i64, Option<String>) = (minute, after.map(str::to_owned));
     for chunk in records.chunks(RECORD_CHUNK) {
         if started.elapsed() >= BUDGET {
             return Ok(Some(done));
         }
         process(app, chunk, now, started, report).await?;
-        done = chunk.last().map(|r| r.id.clone());
+        if let Some(r) = chunk.last() {
+            done = (r.minute(), Some(r.id.clone()));
+        }
     }
     Ok(None)
 }

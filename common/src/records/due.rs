@@ -1,11 +1,13 @@
 //! Due records: deferred work in the state table, found by the sweep ([`crate::flows::sweep`]).
 //!
-//! A due record is `pk = due#<yyyymmddhhmm>#<shard>` (the UTC minute it is due in, and one of
-//! [`SHARDS`] partitions chosen from the id), `sk = <outbox id>`, with `due_at` (seconds), `why`,
-//! and a TTL of the outbox retention. Sharding keeps the records of one busy minute off a single
-//! partition: at 10,000 queued items per second, 32 shards take about 310 writes/s each, well under
-//! DynamoDB's 1,000 per partition; the sweep pays 32 small queries per minute walked. Records
-//! written before sharding (`due#<minute>`) are read too. A follow-up's sort key is
+//! A due record is `pk = due#<yyyymmddhh>#<shard>` (the UTC hour it is due in, and one of
+//! [`SHARDS`] partitions chosen from the id), `sk = <mm>#<outbox id>` (the minute within the hour
+//! first, so a partition reads in time order), with `due_at` (seconds), `why`, and a TTL of the
+//! outbox retention. Sharding keeps the records of a busy hour off a single partition: at 10,000
+//! queued items per second, 32 shards take about 310 writes/s each, well under DynamoDB's 1,000
+//! per partition. The sweep reads an hour with one query per shard, so catching up a day costs
+//! under a thousand queries. Records written before sharding (`pk = due#<yyyymmddhhmm>`,
+//! `sk = <outbox id>`) are still read, one query per minute walked. A follow-up's sort key is
 //! the id its follow-up item will get (`id_for("followup", recipient, due_at)`: every hold in one
 //! window writes the same record), and it carries what the notification will say (the latest
 //! held message's [`Notice`] fields).
@@ -73,14 +75,21 @@ pub struct Due {
 impl Due {
     fn from_item(i: &Item) -> Due {
         let why = Why::parse(i.s(WHY).unwrap_or(""));
+        // `mm#<id>`, or a bare id in records written before sharding (ids have no `#`).
+        let id = i.sk.split_once('#').map_or(i.sk.as_str(), |(_, id)| id);
         Due {
-            id: i.sk.clone(),
+            id: id.to_owned(),
             due_at: i.n(DUE_AT).unwrap_or(0),
             why,
             notice: (why == Why::Followup)
                 .then(|| Notice::from_item(i).ok())
                 .flatten(),
         }
+    }
+
+    /// The minute it is due in.
+    pub fn minute(&self) -> i64 {
+        minute_of(self.due_at)
     }
 
     /// A record that points at an outbox item, as a watch that is due now does.
@@ -94,6 +103,12 @@ impl Due {
     }
 }
 
+/// `yyyymmddhh` (UTC) of the hour a minute falls in.
+pub fn hour_bucket(minute: i64) -> String {
+    let b = bucket(minute);
+    b[..b.len().saturating_sub(2)].to_owned()
+}
+
 /// `yyyymmddhhmm` (UTC) of a minute counted from the epoch.
 pub fn bucket(minute: i64) -> String {
     jiff::Timestamp::from_second(minute.saturating_mul(60))
@@ -105,7 +120,7 @@ pub fn minute_of(secs: i64) -> i64 {
     secs.div_euclid(60)
 }
 
-/// Partitions per minute.
+/// Partitions per hour.
 pub const SHARDS: u32 = 32;
 
 /// The shard of an id: spread evenly for hex ids (every outbox id), stable for any string.
@@ -121,11 +136,16 @@ pub fn shard_of(id: &str) -> u32 {
 
 /// The partition key of a record due at `at` for `id`.
 pub fn partition(id: &str, at: i64) -> String {
-    keys::due_shard(&bucket(minute_of(at)), shard_of(id))
+    keys::due_shard(&hour_bucket(minute_of(at)), shard_of(id))
+}
+
+/// The sort key: the minute within the hour, then the id.
+fn sort_key(id: &str, at: i64) -> String {
+    format!("{:02}#{id}", minute_of(at).rem_euclid(60))
 }
 
 fn record(id: &str, at: i64, why: Why, retention_secs: i64) -> Item {
-    Item::new(partition(id, at), id)
+    Item::new(partition(id, at), sort_key(id, at))
         .with(DUE_AT, at)
         .with(WHY, why.as_str())
         .with(TTL_ATTR, at.saturating_add(retention_secs))
@@ -163,12 +183,16 @@ pub fn followup(recipient: &str, at: i64, latest: &Notice, retention_secs: i64) 
     Write::put(Table::State, item)
 }
 
-/// The due records of one minute (every shard, and the unsharded key of older versions), in
-/// sort-key order.
-pub async fn in_minute(store: &Arc<dyn Store>, minute: i64) -> Result<Vec<Due>, StoreError> {
-    let b = bucket(minute);
-    let mut pks: Vec<String> = (0..SHARDS).map(|s| keys::due_shard(&b, s)).collect();
-    pks.push(keys::due(&b));
+/// The due records of the minutes `first..=last` (which lie in one hour), in time order: one
+/// query per shard of the hour, and one per minute for records written before sharding.
+pub async fn in_span(
+    store: &Arc<dyn Store>,
+    first: i64,
+    last: i64,
+) -> Result<Vec<Due>, StoreError> {
+    let hour = hour_bucket(first);
+    let mut pks: Vec<String> = (0..SHARDS).map(|s| keys::due_shard(&hour, s)).collect();
+    pks.extend((first..=last).map(|m| keys::due(&bucket(m))));
     let mut set = tokio::task::JoinSet::new();
     for pk in pks {
         let store = store.clone();
@@ -177,10 +201,15 @@ pub async fn in_minute(store: &Arc<dyn Store>, minute: i64) -> Result<Vec<Due>, 
     let mut out: Vec<Due> = vec![];
     while let Some(joined) = set.join_next().await {
         let items = joined.map_err(|e| StoreError::Unavailable(format!("query task: {e}")))??;
-        out.extend(items.iter().map(Due::from_item));
+        out.extend(
+            items
+                .iter()
+                .map(Due::from_item)
+                .filter(|d| (first..=last).contains(&d.minute())),
+        );
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    out.dedup_by(|a, b| a.id == b.id);
+    out.sort_by(|a, b| (a.minute(), &a.id).cmp(&(b.minute(), &b.id)));
+    out.dedup_by(|a, b| a.id == b.id && a.minute() == b.minute());
     Ok(out)
 }
 
@@ -276,11 +305,11 @@ mod shard_tests {
             max <= mean * 12 / 10 && min >= mean * 8 / 10,
             "uneven: {min}..{max} around {mean}"
         );
-        // One minute's records sit under SHARDS partitions, all of the same minute.
+        // One hour's records sit under SHARDS partitions, all of the same hour.
         let pks: std::collections::BTreeSet<String> = (0..1000)
             .map(|i| partition(&id_for(&[&i.to_string()]), 1_700_000_000))
             .collect();
         assert_eq!(pks.len(), SHARDS as usize);
-        assert!(pks.iter().all(|p| p.starts_with("due#202311142213#")));
+        assert!(pks.iter().all(|p| p.starts_with("due#2023111422#")));
     }
 }

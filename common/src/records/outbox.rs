@@ -633,6 +633,19 @@ pub async fn open_items(store: &dyn Store) -> Result<Vec<OutboxItem>, StoreError
     Ok(out)
 }
 
+/// The id of the job a write queues, if it is the put of a new queued item (what a DynamoDB
+/// Stream reports as an INSERT that the dispatcher must act on; ended items need no dispatch).
+pub fn queued_by(w: &Write) -> Option<&str> {
+    match w {
+        Write::Put {
+            table: Table::Outbox,
+            item,
+            ..
+        } if item.s(STATUS) == Some(Status::Queued.as_str()) => id_from_pk(&item.pk),
+        _ => None,
+    }
+}
+
 /// The id of an outbox item from its partition key.
 pub fn id_of(item: &Item) -> &str {
     id_from_pk(&item.pk).unwrap_or(&item.pk)
@@ -717,9 +730,9 @@ mod tests {
         )
         .writes();
         let (_, pk, sk) = watch.key();
-        assert_eq!(sk, "abc");
+        assert_eq!(sk, format!("{:02}#abc", due::minute_of(700) % 60));
         assert_eq!(pk, due::partition("abc", 700));
-        assert!(pk.starts_with(&keys::due(&due::bucket(due::minute_of(700)))));
+        assert!(pk.starts_with(&keys::due(&due::hour_bucket(due::minute_of(700)))));
     }
 
     #[test]

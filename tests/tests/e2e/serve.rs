@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use common::App;
 use common::http::{Request, Response};
 use common::records::keys;
-use common::records::outbox::{self, Kind, Queueing};
+use common::records::outbox::{self, Queueing};
 use common::store::{EmbeddedStore, Item, Store, StoreError, Table, Update, Write};
 use local::httpd::{self, Limits};
 use local::standin::{Fault, Scripted};
@@ -370,7 +370,10 @@ async fn the_stream_carries_exactly_the_new_queued_outbox_items() {
         retention_secs: 86_400 * 365 * 100,
         watch_after_secs: 600,
     };
-    let job = || outbox::enqueue("job-1", Kind::Send, vec![], q);
+    let del = || outbox::Job::Delete {
+        user_id: "u".into(),
+    };
+    let job = || outbox::enqueue("job-1", &del(), q);
     store.transact(job().writes().to_vec()).await.unwrap();
     let r = records.try_recv().expect("the insert is streamed");
     assert_eq!((r.id.as_str(), r.redelivery), ("job-1", 0));
@@ -397,7 +400,7 @@ async fn the_stream_carries_exactly_the_new_queued_outbox_items() {
         .unwrap();
     assert!(records.try_recv().is_none());
     // A single put of a queued item (not through a transaction) is streamed too.
-    let [put, _watch] = outbox::enqueue("job-2", Kind::Send, vec![], q).writes();
+    let [put, _watch] = outbox::enqueue("job-2", &del(), q).writes();
     store.write(put).await.unwrap();
     assert_eq!(records.try_recv().map(|r| r.id), Some("job-2".into()));
     drop(store);

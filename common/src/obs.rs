@@ -17,6 +17,9 @@ pub enum Sink {
     Stderr,
     /// Tests: lines are kept for inspection.
     Buffer(Arc<Mutex<Vec<u8>>>),
+    /// Tests: kept for inspection and also appended to a file, so that the whole run's log
+    /// output can be scanned afterwards (for secrets, by `scripts/scan-logs.py`).
+    Tee(Arc<Mutex<Vec<u8>>>, Arc<Mutex<std::fs::File>>),
 }
 
 impl Sink {
@@ -30,6 +33,15 @@ impl Sink {
                     .unwrap_or_else(|p| p.into_inner())
                     .extend_from_slice(bytes);
                 Ok(())
+            }
+            Sink::Tee(b, file) => {
+                b.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(bytes);
+                // One write per line under the lock, so concurrent tests never interleave.
+                file.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .write_all(bytes)
             }
         };
     }

@@ -6,6 +6,10 @@
 //! stretch of time, in process ([`StandIn::fault`]) or over HTTP (`POST /__fault`, for
 //! `wxim standins`): `{"status":500,"secs":5}`, `{"errcode":-1,"secs":5}`,
 //! `{"stall_ms":8000,"secs":5}`, `{}` to end it.
+//!
+//! Every credential they issue has a recognisable shape, so that a log scan can find any of them
+//! by pattern without knowing which were issued: access tokens `ACCESS_TOKEN_<appid>_<n>`,
+//! session keys `SESSION_KEY_<appid>_<n>` ([`ISSUED_PATTERNS`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,6 +23,16 @@ use common::protocol::wechat::keyword::{self, Mode};
 use serde_json::{Value, json};
 
 use crate::httpd;
+
+/// The shapes of the credentials the stand-ins issue, as regular expressions (read by
+/// `scripts/scan-logs.py`, which fails a test run whose logs match any of them).
+pub const ISSUED_PATTERNS: [&str; 2] = [
+    r"ACCESS_TOKEN_[A-Za-z0-9]+_[0-9]+",
+    r"SESSION_KEY_[A-Za-z0-9]+_[0-9]+",
+];
+
+/// Query parameters and body fields that carry a credential in a request to WeChat or IM.
+const CREDENTIAL_FIELDS: [&str; 4] = ["access_token", "secret", "usersig", "js_code"];
 
 /// A scripted answer for the next call to a path.
 #[derive(Debug, Clone)]
@@ -128,6 +142,10 @@ struct Shared {
     /// (reference §3.2), so a late retry is delivered again, as on the real service.
     delivered: HashMap<(String, String, u64, i64), String>,
     allow_delete: bool,
+    /// Every access token and session key handed out, in order.
+    issued: Vec<String>,
+    /// WeChat: session keys handed out so far (numbering them).
+    sessions: u32,
     im: Option<(u64, String, String)>,
     print: bool,
     /// The time the IM stand-in checks UserSig expiry against (the system clock by default).
@@ -425,8 +443,33 @@ impl StandIn {
             if let Some(a) = s.apps.get_mut(appid) {
                 a.2 += 1;
                 a.1 = format!("ACCESS_TOKEN_{appid}_{}", a.2);
+                let t = a.1.clone();
+                s.issued.push(t);
             }
         });
+    }
+
+    /// Every credential this stand-in issued (access tokens, session keys), in order.
+    pub fn issued(&self) -> Vec<String> {
+        self.with(|s| s.issued.clone())
+    }
+
+    /// Every credential this stand-in received: access tokens, app secrets, UserSigs and login
+    /// codes, from query parameters and JSON bodies.
+    pub fn credentials_seen(&self) -> Vec<String> {
+        self.with(|s| {
+            let mut out: Vec<String> = vec![];
+            for r in &s.requests {
+                for f in CREDENTIAL_FIELDS {
+                    out.extend(r.query(f).map(str::to_owned));
+                    out.extend(r.body[f].as_str().map(str::to_owned));
+                }
+            }
+            out.retain(|v| !v.is_empty());
+            out.sort();
+            out.dedup();
+            out
+        })
     }
 }
 
@@ -478,6 +521,9 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
             if app.1.is_empty() || body["force_refresh"] == true {
                 app.2 += 1;
                 app.1 = format!("ACCESS_TOKEN_{appid}_{}", app.2);
+                let t = app.1.clone();
+                s.issued.push(t.clone());
+                return Response::json(200, &json!({ "access_token": t, "expires_in": 7200 }));
             }
             Response::json(200, &json!({ "access_token": app.1, "expires_in": 7200 }))
         }
@@ -555,7 +601,10 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
                 return wx_error(40029, "invalid code");
             }
             s.used_codes.insert(code);
-            let mut v = json!({ "openid": openid, "session_key": "tiihtNczf5v6AKRyjwEUhQ==" });
+            s.sessions += 1;
+            let session_key = format!("SESSION_KEY_{appid}_{}", s.sessions);
+            s.issued.push(session_key.clone());
+            let mut v = json!({ "openid": openid, "session_key": session_key });
             if let Some(u) = unionid {
                 v["unionid"] = json!(u);
             }

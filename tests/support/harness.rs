@@ -32,6 +32,7 @@ pub struct World {
     pub clock: Option<Arc<ManualClock>>,
     seq: std::sync::atomic::AtomicU64,
     counter: Option<Arc<CountingStore>>,
+    pub needles: NeedleRecorder,
 }
 
 pub struct Options<'a> {
@@ -102,6 +103,10 @@ impl World {
         }
         let app = App::new(config(&overrides), store, clock);
         World {
+            needles: NeedleRecorder {
+                wechat: wechat.clone(),
+                im: imstand.clone(),
+            },
             app,
             wechat,
             im: imstand,
@@ -304,5 +309,22 @@ impl World {
 
     pub fn sends(&self) -> Vec<local::standin::Recorded> {
         self.wechat.requests("/cgi-bin/message/subscribe/send")
+    }
+}
+
+/// On drop (with its World), every credential the stand-ins issued (access tokens, session
+/// keys) or received (app secrets, UserSigs, login codes) goes to the needles the log scan looks
+/// for. A field of its own, so that a test may still take a World apart.
+pub struct NeedleRecorder {
+    wechat: StandIn,
+    im: StandIn,
+}
+
+impl Drop for NeedleRecorder {
+    fn drop(&mut self) {
+        let mut values = self.wechat.issued();
+        values.extend(self.wechat.credentials_seen());
+        values.extend(self.im.credentials_seen());
+        crate::record_needles(values.iter().map(String::as_str));
     }
 }

@@ -6,6 +6,7 @@ use super::crypto::CryptoError;
 use super::message::ParseError;
 use super::message::{self, Format, Message};
 use super::signature;
+use super::xml;
 use crate::http::Request;
 
 /// Bodies above this are refused before any parsing (WeChat's own pushes are a few KB).
@@ -253,9 +254,11 @@ pub fn seal(
     query.push(("encrypt_type".to_owned(), "aes".to_owned()));
     query.push(("msg_signature".to_owned(), msg_signature));
     let body = match (delivery, msg.format) {
+        // The account id is the message's own (any text a parser accepted), so it is written
+        // as escaped CDATA: a `]]>` in it once broke the envelope (found by fuzzing).
         (Delivery::Safe, Format::Xml) => format!(
-            "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
-            msg.to_user
+            "<xml><ToUserName>{}</ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
+            xml::cdata(&msg.to_user)
         )
         .into_bytes(),
         (Delivery::Safe, Format::Json) => {
@@ -266,7 +269,12 @@ pub fn seal(
         (_, Format::Xml) => {
             let text = std::str::from_utf8(plaintext).map_err(|_| "the body is not UTF-8")?;
             let end = text.rfind("</xml>").ok_or("the XML body has no </xml>")?;
-            format!("{}<Encrypt><![CDATA[{encrypt}]]></Encrypt>{}", &text[..end], &text[end..]).into_bytes()
+            format!(
+                "{}<Encrypt><![CDATA[{encrypt}]]></Encrypt>{}",
+                &text[..end],
+                &text[end..]
+            )
+            .into_bytes()
         }
         (_, Format::Json) => {
             let mut v: serde_json::Value =
@@ -292,5 +300,65 @@ pub fn plaintext_of(app: &WechatApp, body: &[u8]) -> Result<Vec<u8>, String> {
             app.kind
         )),
         _ => Ok(body.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::secret::Secret;
+    use crate::protocol::wechat::app::AppKind;
+    use crate::protocol::wechat::crypto::MessageCrypto;
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    const APPID: &str = "wx1234567890abcdef";
+
+    fn app() -> WechatApp {
+        WechatApp {
+            kind: AppKind::Mp,
+            appid: APPID.into(),
+            secret: Secret::new("s"),
+            token: Secret::new("wxpushtoken2024"),
+            aes_key: Some(Secret::new(KEY)),
+            crypto: Some(MessageCrypto::new(KEY, APPID).unwrap()),
+            allow_plaintext: true,
+        }
+    }
+
+    fn reopen(app: &WechatApp, signed: &SignedPush) -> Result<Inbound, PushError> {
+        let req = Request::new("POST", &format!("/wechat/mp?{}", signed.query_string()))
+            .with_body(signed.body.clone());
+        open(app, &req, 1_700_000_000, 300)
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/push_open.rs, the sealed round trip): an account id
+    /// holding `]]>` closed the safe-mode envelope's CDATA early, and the `&` after it made the
+    /// envelope malformed, so a push `seal` produced did not open.
+    #[test]
+    fn a_sealed_safe_xml_push_opens_whatever_its_account_id() {
+        let app = app();
+        let plain = "<xml><ToUserName><![CDATA[gh_]]]]><![CDATA[>&x]]></ToUserName><FromUserName><![CDATA[o1]]></FromUserName><CreateTime>1</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content></xml>";
+        let msg = message::parse_message(plain.as_bytes()).unwrap();
+        assert_eq!(msg.to_user, "gh_]]>&x");
+        let signed = seal(&app, plain.as_bytes(), Delivery::Safe, "1700000000", "n").unwrap();
+        let inbound = reopen(&app, &signed).expect("the sealed push opens");
+        assert_eq!(inbound.message, msg);
+        let env = message::parse_envelope(&signed.body).unwrap();
+        assert_eq!(env.to_user.as_deref(), Some("gh_]]>&x"));
+    }
+
+    #[test]
+    fn sealed_pushes_open_in_every_delivery_mode() {
+        let app = app();
+        let xml = "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[o1]]></FromUserName><CreateTime>1</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>";
+        let json = r#"{"ToUserName":"gh_1","FromUserName":"o1","CreateTime":1,"MsgType":"event","Event":"subscribe"}"#;
+        for plain in [xml, json] {
+            let msg = message::parse_message(plain.as_bytes()).unwrap();
+            for d in [Delivery::Plain, Delivery::Compat, Delivery::Safe] {
+                let signed = seal(&app, plain.as_bytes(), d, "1700000000", "n").unwrap();
+                assert_eq!(reopen(&app, &signed).unwrap().message, msg, "{d:?}");
+                assert_eq!(plaintext_of(&app, &signed.body).unwrap(), plain.as_bytes());
+            }
+        }
     }
 }

@@ -4,11 +4,7 @@
 use super::crypto::MessageCrypto;
 use super::message::Format;
 use super::signature;
-
-/// Wraps text in CDATA, splitting any `]]>` so user text cannot close the section early.
-fn cdata(s: &str) -> String {
-    format!("<![CDATA[{}]]>", s.replace("]]>", "]]]]><![CDATA[>"))
-}
+use super::xml::{cdata, xml_chars};
 
 /// A text reply to a user. `to_user` is the user's openid and `from_user` the account's original
 /// id (the inbound message's To/From swapped). The element order and LF separators are those of
@@ -53,15 +49,18 @@ impl EncryptedReply {
         Self::sign(token, encrypt, timestamp, nonce)
     }
 
-    /// Signs an already encrypted payload.
+    /// Signs an already encrypted payload. The nonce echoes the push's; characters an XML reply
+    /// cannot carry are dropped before signing, so the signature always covers the nonce the
+    /// reply shows (in both formats, which then agree).
     pub fn sign(token: &str, encrypt: String, timestamp: i64, nonce: &str) -> Self {
         let ts = timestamp.to_string();
-        let msg_signature = signature::sign(&[token, &ts, nonce, &encrypt]);
+        let nonce = xml_chars(nonce).into_owned();
+        let msg_signature = signature::sign(&[token, &ts, &nonce, &encrypt]);
         EncryptedReply {
             encrypt,
             msg_signature,
             timestamp,
-            nonce: nonce.to_owned(),
+            nonce,
         }
     }
 
@@ -182,5 +181,47 @@ mod tests {
     fn cdata_cannot_be_closed_by_user_text() {
         let x = text_xml("u", "gh", 1, "a]]><evil/>");
         assert!(x.contains("<![CDATA[a]]]]><![CDATA[><evil/>]]>"));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/reply_roundtrip.rs): a nonce of two NULs gave an XML
+    /// envelope no conforming parser accepts, whose signature also covered bytes the reply
+    /// could not show. Characters XML cannot carry are dropped before signing.
+    #[test]
+    fn a_nonce_xml_cannot_carry_is_dropped_before_signing() {
+        let c = MessageCrypto::new(K43A, "wx1234567890abcdef").unwrap();
+        let r = EncryptedReply::seal(&c, "AAAAA", b"<xml/>", 576612484908056576, "\0\0", None);
+        assert_eq!(r.nonce, "");
+        assert_eq!(
+            r.msg_signature,
+            signature::sign(&["AAAAA", "576612484908056576", "", &r.encrypt])
+        );
+        let xml = r.to_xml();
+        assert!(xml.contains("<Nonce><![CDATA[]]></Nonce>"), "{xml}");
+        assert!(!xml.contains('\0'));
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(
+            v["Nonce"], "",
+            "both formats show the nonce that was signed"
+        );
+    }
+
+    #[test]
+    fn reply_text_xml_cannot_carry_is_dropped() {
+        let plain = text_xml(
+            "o\u{1}user",
+            "gh_\u{FFFE}1",
+            1,
+            "a\u{0}b\u{B}c]]>d\u{FFFF}\te",
+        );
+        assert!(!plain.contains(['\u{0}', '\u{1}', '\u{B}', '\u{FFFE}', '\u{FFFF}']));
+        let m = crate::protocol::wechat::message::parse_message(plain.as_bytes()).unwrap();
+        assert_eq!(m.to_user, "ouser");
+        assert_eq!(m.from_user, "gh_1");
+        assert_eq!(
+            m.kind,
+            crate::protocol::wechat::message::MessageKind::Text {
+                content: "abc]]>d\te".into()
+            }
+        );
     }
 }

@@ -305,6 +305,28 @@ fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// The writer's side, for the documents we build (passive replies, sealed pushes): `s` in a
+/// CDATA section, a `]]>` in it split across two sections so that text can never close the
+/// section early, and the characters XML 1.0 forbids everywhere (most C0 controls, U+FFFE,
+/// U+FFFF) dropped: no escape can carry them, and WeChat's parser would refuse the whole
+/// document (found by fuzzing).
+pub(crate) fn cdata(s: &str) -> String {
+    format!(
+        "<![CDATA[{}]]>",
+        xml_chars(s).replace("]]>", "]]]]><![CDATA[>")
+    )
+}
+
+/// `s` without the characters XML cannot carry; borrowed when there are none (always, for
+/// text WeChat itself sent).
+pub(crate) fn xml_chars(s: &str) -> Cow<'_, str> {
+    if s.chars().all(is_xml_char) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(s.chars().filter(|&c| is_xml_char(c)).collect())
+    }
+}
+
 /// quick-xml hands names out tied to the event, although for a slice reader
 /// they point into the input. Re-slicing the input at the same address lets the
 /// tree keep the name without copying; anything else falls back to a copy.

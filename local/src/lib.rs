@@ -7,5 +7,6 @@ pub mod routes;
 pub mod sample;
 pub mod sign;
 pub mod standin;
+pub mod storm;
 pub mod stream;
 pub mod wiring;

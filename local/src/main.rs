@@ -34,6 +34,10 @@ enum Cmd {
     Serve {
         #[arg(long, default_value_t = 3000)]
         port: u16,
+        /// Exit when stdin reaches its end (so that a parent process, e.g. `wxim storm`, never
+        /// leaves the server behind).
+        #[arg(long)]
+        until_stdin_closes: bool,
     },
     /// Run one sweep of deferred work now (what the schedule runs in AWS): follow-ups of held
     /// notifications, parked sends whose time has come, outbox items the stream lost.
@@ -42,6 +46,37 @@ enum Cmd {
         /// whether or not a due record points at it (items queued before watch records existed).
         #[arg(long)]
         scan_outbox: bool,
+        /// Run as if the clock were this many seconds ahead: due records, stale claims and
+        /// watch records fall due as they would by then (for rehearsals such as `wxim storm`;
+        /// never against a store others use).
+        #[arg(long, default_value_t = 0, value_name = "SECS")]
+        advance: i64,
+    },
+    /// A bounded storm against `wxim serve` on moto with local stand-ins, every event delivered
+    /// three times at once, then exactly-once checks (`scripts/storm` runs it; see the README).
+    Storm {
+        /// Distinct events per kind (popups, official-account messages, IM callbacks).
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 24)]
+        concurrency: usize,
+        /// Inject faults: stop and restart the DynamoDB server, WeChat HTTP 500 / timeouts /
+        /// errcode -1, IM HTTP 503, each for a stretch.
+        #[arg(long)]
+        faults: bool,
+        /// The Python with moto (scripts/pyenv.sh makes .venv).
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: String,
+        /// The moto launcher.
+        #[arg(long, default_value = "scripts/dynamodb-server.py")]
+        moto: String,
+        /// Where logs and the DynamoDB snapshot go.
+        #[arg(long, default_value = "target/storm")]
+        out: String,
+        /// Give up after this long, whatever is left.
+        #[arg(long, default_value_t = 420)]
+        max_secs: u64,
     },
     /// Inspect the store.
     State {
@@ -377,7 +412,41 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("{out}");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Serve { port } => {
+        Cmd::Storm {
+            n,
+            concurrency,
+            faults,
+            python,
+            moto,
+            out,
+            max_secs,
+        } => {
+            let passed = local::storm::run(local::storm::Options {
+                n,
+                concurrency,
+                faults,
+                python: python.into(),
+                moto: moto.into(),
+                out: out.into(),
+                max_secs,
+            })
+            .await?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Serve {
+            port,
+            until_stdin_closes,
+        } => {
+            if until_stdin_closes {
+                std::thread::spawn(|| {
+                    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                    std::process::exit(0);
+                });
+            }
             // The outbox stream: one dispatcher fed by the store's outbox inserts.
             let (app, dispatcher) = local::stream::start(wiring::app(wiring::config()?).await?);
             let listener = httpd::bind(port)
@@ -393,8 +462,16 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             dispatcher.abort();
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Sweep { scan_outbox } => {
-            let app = wiring::app(wiring::config()?).await?;
+        Cmd::Sweep {
+            scan_outbox,
+            advance,
+        } => {
+            let app = if advance == 0 {
+                wiring::app(wiring::config()?).await?
+            } else {
+                wiring::app_with_clock(wiring::config()?, Arc::new(wiring::AheadClock(advance)))
+                    .await?
+            };
             let report = if scan_outbox {
                 local::routes::rescan(&app).await?
             } else {
@@ -479,7 +556,8 @@ async fn main() -> ExitCode {
     wiring::load_dotenv();
     let cli = Cli::parse();
     // The demo narrates each step itself; its JSON log lines only show with RUST_LOG set.
-    let quiet = matches!(cli.cmd, Cmd::Demo { .. }) && std::env::var_os("RUST_LOG").is_none();
+    let quiet = matches!(cli.cmd, Cmd::Demo { .. } | Cmd::Storm { .. })
+        && std::env::var_os("RUST_LOG").is_none();
     let sink = if quiet {
         obs::Sink::Buffer(Default::default())
     } else {

@@ -35,7 +35,21 @@ pub async fn store(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Sto
 }
 
 pub async fn app(config: Config) -> Result<App, String> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    app_with_clock(config, Arc::new(SystemClock)).await
+}
+
+pub async fn app_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<App, String> {
     let store = store(&config, clock.clone()).await?;
     Ok(App::new(config, store, clock))
+}
+
+/// The system clock moved ahead by a number of seconds (`wxim sweep --advance`: what a sweep
+/// that late would do, without waiting for it).
+#[derive(Debug, Clone, Copy)]
+pub struct AheadClock(pub i64);
+
+impl Clock for AheadClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.0.saturating_mul(1000)
+    }
 }

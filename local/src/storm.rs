@@ -518,7 +518,7 @@ async fn outbox(store: &dyn Store) -> Result<Vec<Item>, String> {
 fn open_items(items: &[Item]) -> usize {
     items
         .iter()
-        .filter(|i| Status::is_open(i.s("status").unwrap_or("")))
+        .filter(|i| Status::parse(i.s("status").unwrap_or("")).is_some_and(Status::is_open))
         .count()
 }
 
@@ -1213,7 +1213,7 @@ impl Report<'_> {
         for i in self.items {
             let status = i.s("status").unwrap_or("");
             let id = i.s("id").unwrap_or("?");
-            if Status::is_open(status) {
+            if Status::parse(status).is_some_and(Status::is_open) {
                 open.push(format!(
                     "{} {id}: still {status} (attempts {}, last_error {})",
                     i.s("kind").unwrap_or("?"),

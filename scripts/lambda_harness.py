@@ -462,3 +462,95 @@ def reply_text(body, aes_key):
     xml = wechat_decrypt(aes_key, m.group(1)).decode() if m else body
     t = re.search(r"<Content><!\[CDATA\[(.*?)\]\]></Content>", xml, re.S)
     return t.group(1) if t else None
+
+
+# ---------------------------------------------------------------------------------------------
+# A world: fresh tables and stand-ins, the function processes of one case, the outbox stream.
+
+
+class World:
+    """One case's surroundings on a shared moto: its tables reset, fresh stand-ins, and function
+    processes booted on demand (`binary(name)` says where each bootstrap is, `runner` is the
+    command prefix, e.g. qemu-aarch64). `proxied` puts a TimingProxy in front of moto and each
+    stand-in, so that `standin_time()` tells how long the function waited on them."""
+
+    def __init__(self, moto, binary, runner=(), extra_env=None, proxied=False, log=None):
+        self.moto, self.binary, self.runner, self.log = moto, binary, runner, log
+        moto.reset()
+        self.standins = Standins(sample_env())
+        self.proxies = []
+        ddb, wx, im = moto.url, self.standins.wechat, self.standins.im
+        if proxied:
+            self.proxies = [TimingProxy(int(u.rsplit(":", 1)[1])) for u in (ddb, wx, im)]
+            ddb, wx, im = (p.url for p in self.proxies)
+        self.table = "wxim"
+        self.env = {
+            **sample_env(),
+            "WECHAT_API_BASE": wx,
+            "IM_API_BASE": im,
+            "TABLE_NAME": self.table,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_ENDPOINT_URL_DYNAMODB": ddb,
+            # The samples are signed at a fixed time (see `prepare`).
+            "WECHAT_TIMESTAMP_WINDOW_SECS": "0",
+            "RUST_LOG": "info",
+            **(extra_env or {}),
+        }
+        self.wxim_env = {**self.env, "AWS_ENDPOINT_URL_DYNAMODB": moto.url,
+                         "WECHAT_API_BASE": self.standins.wechat, "IM_API_BASE": self.standins.im}
+        wxim(["tables", "create"], self.wxim_env)
+        self.aws = Aws(moto.url)
+        self.aws.stream_inserts(self.table + "-outbox")  # nothing yet; marks the start
+        self.running = {}
+
+    def boot(self, name, env=None):
+        return Function(name, self.binary(name), {**self.env, **(env or {})}, self.runner, self.log)
+
+    def function(self, name):
+        if name not in self.running:
+            self.running[name] = self.boot(name)
+        return self.running[name]
+
+    def invoke(self, name, event, stream=True):
+        kind, body, _, _ = self.function(name).invoke(event)
+        if stream:
+            self.pump()
+        return kind, body
+
+    def pump(self):
+        """Hands new outbox INSERT records to notify-dispatch, as the stream's event source
+        mapping would (batch by batch, until nothing new is queued)."""
+        for _ in range(20):
+            records = self.aws.stream_inserts(self.table + "-outbox")
+            if not records:
+                return
+            kind, body, _, _ = self.function("notify-dispatch").invoke({"Records": records})
+            if kind != "response" or json.loads(body).get("batchItemFailures"):
+                raise RuntimeError(f"notify-dispatch failed a stream batch: {kind} {body[:300]!r}")
+
+    def setup(self, exp):
+        for step in exp.get("setup", []):
+            if "bind" in step:
+                wxim(["bind", *step["bind"]], self.wxim_env)
+            elif "invoke" in step:
+                f = step["invoke"]
+                self.invoke(f.split("/")[0], prepare(f, self.env, self.wxim_env))
+            elif "handler" in step:
+                f = step["handler"]
+                # The handler alone: what it queued stays for the stream (the case feeds it).
+                self.invoke(f.split("/")[0], prepare(f, self.env, self.wxim_env), stream=False)
+                self.aws.stream_inserts(self.table + "-outbox")
+            else:
+                raise RuntimeError(f"unknown setup step {step}")
+
+    def standin_time(self):
+        return sum(p.take() for p in self.proxies)
+
+    def close(self):
+        for f in self.running.values():
+            f.stop()
+        for p in self.proxies:
+            p.stop()
+        self.standins.stop()

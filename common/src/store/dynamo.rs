@@ -93,15 +93,29 @@ impl DynamoStore {
         Some(Self::lazy(table, outbox, clock))
     }
 
-    /// A client from the standard AWS environment (region, credentials, and
-    /// `AWS_ENDPOINT_URL_DYNAMODB` for local servers) whose requests go through the process's
-    /// one HTTP/TLS stack ([`sdk_http_client`]).
+    /// A client from the AWS environment whose requests go through the process's one HTTP/TLS
+    /// stack ([`sdk_http_client`]).
+    ///
+    /// With the `aws-default-chain` feature (the local command line and the tests) that is
+    /// aws-config's whole default chain: profiles, SSO, web identity, container and instance
+    /// credentials. Without it (the function binaries) it is what Lambda puts in every
+    /// function's environment, read directly: `AWS_REGION` (or `AWS_DEFAULT_REGION`),
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, and the standard
+    /// endpoint override `AWS_ENDPOINT_URL_DYNAMODB` (or `AWS_ENDPOINT_URL`, both ignored when
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`); the other providers are never linked.
     pub async fn client_from_env() -> Client {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(sdk_http_client())
-            .load()
-            .await;
-        Client::new(&conf)
+        #[cfg(feature = "aws-default-chain")]
+        {
+            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(sdk_http_client())
+                .load()
+                .await;
+            Client::new(&conf)
+        }
+        #[cfg(not(feature = "aws-default-chain"))]
+        {
+            Client::from_conf(lambda_env_config(&|k| std::env::var(k).ok()))
+        }
     }
 
     /// Whether the DynamoDB client exists yet (it is created by the first store call).
@@ -659,6 +673,43 @@ impl Store for DynamoStore {
     }
 }
 
+/// The SDK configuration of a Lambda function, from the variables Lambda sets (see
+/// [`DynamoStore::client_from_env`]). Blank counts as unset. Without credentials the client
+/// still builds, and its calls fail as a store outage naming no secret.
+#[cfg_attr(feature = "aws-default-chain", allow(dead_code))]
+fn lambda_env_config(var: &dyn Fn(&str) -> Option<String>) -> aws_sdk_dynamodb::Config {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+    let mut b = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(sdk_http_client());
+    if let Some(region) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
+        b = b.region(Region::new(region));
+    }
+    if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        b = b.credentials_provider(Credentials::new(
+            id,
+            secret,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "Environment",
+        ));
+    } else {
+        tracing::warn!(
+            decision = "no_aws_credentials",
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not set: DynamoDB calls will fail"
+        );
+    }
+    let ignore =
+        var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !ignore
+        && let Some(url) = var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL"))
+    {
+        b = b.endpoint_url(url);
+    }
+    b.build()
+}
+
 /// The AWS SDK's HTTP client: requests go through reqwest on the process's one rustls
 /// configuration ([`transport::tls_config`]), so the SDK brings no second HTTP/TLS stack and
 /// reads no certificate directory. One reqwest client per distinct connector setting (the SDK
@@ -747,5 +798,41 @@ fn sdk_transport(e: reqwest::Error) -> ConnectorError {
         ConnectorError::io(e.into())
     } else {
         ConnectorError::other(e.into(), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn lambda_environment_gives_region_and_endpoint() {
+        let c = lambda_env_config(&env(&[
+            ("AWS_REGION", "ap-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+        ]));
+        assert_eq!(c.region().map(|r| r.as_ref()), Some("ap-east-1"));
+        assert!(
+            c.http_client().is_some(),
+            "the shared stack, not the SDK's own"
+        );
+        let c = lambda_env_config(&env(&[
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_REGION", " "),
+        ]));
+        assert_eq!(c.region().map(|r| r.as_ref()), Some("us-east-1"));
     }
 }

@@ -1,155 +1,132 @@
 #!/usr/bin/env python3
-"""Cold start, first event and memory of the release function binaries, timed as whole processes.
+"""Cold start of every function against the floor: a bare lambda_http function
+(scripts/floor, same dependencies' features, same release profile), timed in the same run,
+interleaved, under the same Runtime API stand-in.
 
-For each function it starts the stripped release binary as Lambda would (the same environment
-variables and a Runtime API on 127.0.0.1 played by this script), and measures:
-  - init: from spawn to the binary's first `GET /runtime/invocation/next` (configuration read,
-    clients built: "ready for the first event");
-  - first event: from handing it a sample event to its response (a URL check needs no I/O;
-    a push to a store that is not there shows how fast a store failure is answered);
-  - peak RSS (VmHWM) after the event; and the binary's size.
+For each run, in a shuffled order, every binary is started as Lambda starts it (the sample
+configuration, a Runtime API on 127.0.0.1 played by this script) and handed its first real event:
 
-Usage: ./scripts/coldstart.py [runs]      (builds the release binaries first; default 20 runs)
+    floor, wechat-verify   wechat-verify/mp.json               (the URL check; no I/O)
+    wechat-event           wechat-event/mp-safe-json-popup.json (safe mode, one DynamoDB transaction)
+    im-callback            im-callback/c2c-after-send-offline.json (reads, then the outbox write)
+    bind                   bind/ok.json (fresh UserSig)      (jscode2session, then the binding)
+    admin-notify           admin-notify/send-to-user.json     (reads, then the outbox write)
+    notify-dispatch        notify-dispatch/stream-insert.json (access token, the send, the result)
+
+against moto and `wxim standins`, with each case's documented setup done first (not timed; by
+the same release binaries), so that the DynamoDB client, the HTTP client and the token manager are
+created where the first event needs them. Measured per start:
+
+    exec→answer   spawn to the function's POST of the first response (what the floor's 3.6 ms is)
+    stand-ins     time the event spent inside moto and the stand-ins (a timing proxy in front of
+                  each): Python servers on this machine, not this code, and not what DynamoDB or
+                  WeChat take in production
+    own           exec→answer − stand-ins: the start, the lazy creation and the handler
+    ratio         own / floor's exec→answer (medians); raw = exec→answer / floor's
+    peak RSS      VmHWM after the answer (max over runs), and its ratio to the floor's
+
+Usage: scripts/coldstart.py [runs]        (default 15; builds the release binaries first)
 """
 
-import http.server
-import json
-import os
+import random
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-FUNCTIONS = {
-    # function: sample event it is handed
-    "wechat-verify": "events/wechat-verify/mp.json",
-    "im-callback": "events/im-callback/group-after-send.json",
+import lambda_harness as h
+
+CASES = {
+    "floor": "wechat-verify/mp.json",
+    "wechat-verify": "wechat-verify/mp.json",
+    "wechat-event": "wechat-event/mp-safe-json-popup.json",
+    "im-callback": "im-callback/c2c-after-send-offline.json",
+    "bind": "bind/ok.json",
+    "admin-notify": "admin-notify/send-to-user.json",
+    "notify-dispatch": "notify-dispatch/stream-insert.json",
 }
+API = ["wechat-verify", "wechat-event", "im-callback", "bind", "admin-notify"]
+PKG = {"floor": "coldstart-floor"}
 
 
-def sample_env():
-    env = {}
-    for line in (ROOT / "events/sample.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
-                v = v[1:-1]
-            env[k] = v
-    return env
+def binary(name):
+    return h.ROOT / "target/release" / PKG.get(name, name)
 
 
-class RuntimeApi(http.server.BaseHTTPRequestHandler):
-    """The Lambda Runtime API, just enough for one invocation."""
-
-    event = b"{}"
-    first_next = None
-    response_at = None
-    response = None
-    served = False
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        cls = type(self)
-        if cls.first_next is None:
-            cls.first_next = time.perf_counter()
-        if cls.served:
-            time.sleep(30)  # the next invocation never comes; the process is killed meanwhile
-            return
-        cls.served = True
-        cls.handed_at = time.perf_counter()
-        self.send_response(200)
-        self.send_header("Lambda-Runtime-Aws-Request-Id", "coldstart-1")
-        self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 10_000))
-        self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:x")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(cls.event)))
-        self.end_headers()
-        self.wfile.write(cls.event)
-
-    def do_POST(self):
-        cls = type(self)
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        cls.response_at = time.perf_counter()
-        cls.response = body
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+def build():
+    pkgs = [a for n in CASES for a in ("-p", PKG.get(n, n))]
+    subprocess.run(["cargo", "build", "--release", "-q", *pkgs], cwd=h.ROOT, check=True)
+    subprocess.run(["cargo", "build", "-q", "-p", "wxim-local", "--bin", "wxim"], cwd=h.ROOT, check=True)
 
 
-def fresh(event_bytes):
-    """IM callbacks carry RequestTime and its Sign; samples are signed at a fixed time, so sign anew."""
-    import hashlib
-    from urllib.parse import parse_qsl, urlencode
-
-    event = json.loads(event_bytes)
-    if event.get("rawPath") == "/im/callback":
-        now = str(int(time.time()))
-        token = sample_env()["IM_CALLBACK_TOKEN"]
-        q = [(k, v) for k, v in parse_qsl(event["rawQueryString"]) if k not in ("RequestTime", "Sign")]
-        q += [("RequestTime", now), ("Sign", hashlib.sha256((token + now).encode()).hexdigest())]
-        event["rawQueryString"] = urlencode(q)
-        event["queryStringParameters"] = dict(q)
-    return json.dumps(event).encode()
-
-
-def run_once(binary, event):
-    handler = type("Api", (RuntimeApi,), {"event": event, "first_next": None, "response_at": None,
-                                           "response": None, "served": False})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        **sample_env(),
-        "TABLE_NAME": "wxim-coldstart",
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:9",
-        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_address[1]}",
-        "AWS_LAMBDA_FUNCTION_NAME": binary.name,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "coldstart",
-        "AWS_LAMBDA_LOG_GROUP_NAME": "coldstart",
-        "RUST_LOG": "warn",
-    }
-    start = time.perf_counter()
-    proc = subprocess.Popen([str(binary)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def one(moto, name, expected):
+    file = CASES[name]
+    exp = expected[file]
+    world = h.World(moto, binary, proxied=True)
     try:
-        deadline = start + 10
-        while handler.response_at is None and time.perf_counter() < deadline:
-            time.sleep(0.0005)
-        if handler.response_at is None:
-            sys.exit(f"{binary.name}: no response within 10 s")
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        hwm_kb = int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmHWM")))
+        world.setup(exp)
+        event = h.prepare(file, world.env, world.wxim_env)
+        world.standin_time()  # forget the setup's share
+        f = world.boot(name)
+        try:
+            kind, body, handed, answered = f.invoke(event)
+            rss = f.peak_rss_kb()
+        finally:
+            f.stop()
+        standins = world.standin_time()
+        if kind != "response":
+            raise RuntimeError(f"{name}: {kind} {body[:300]!r}")
+        status = h.json.loads(body).get("statusCode")
+        if name not in ("floor", "notify-dispatch") and status != exp.get("status"):
+            raise RuntimeError(f"{name}: answered {status}, {file} expects {exp.get('status')}: {body[:300]!r}")
+        return {
+            "total": (answered - f.started) * 1000,
+            "init": (f.api.first_next - f.started) * 1000,
+            "event": (answered - handed) * 1000,
+            "standins": standins * 1000,
+            "rss": rss,
+        }
     finally:
-        proc.kill()
-        proc.wait()
-        server.shutdown()
-    code = json.loads(handler.response).get("statusCode")
-    return (handler.first_next - start) * 1000, (handler.response_at - handler.handed_at) * 1000, hwm_kb, code
+        world.close()
 
 
 def main():
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    bins = [a for f in FUNCTIONS for a in ("-p", f)]
-    subprocess.run(["cargo", "build", "--release", "-q", *bins], cwd=ROOT, check=True)
-    print(f"{'function':<15} {'size':>8} {'init (median)':>14} {'first event':>12} {'peak RSS':>9}  status")
-    for name, event_file in FUNCTIONS.items():
-        binary = ROOT / "target/release" / name
-        results = [run_once(binary, fresh((ROOT / event_file).read_bytes())) for _ in range(runs)]
-        init = statistics.median(r[0] for r in results)
-        first = statistics.median(r[1] for r in results)
-        rss = max(r[2] for r in results)
-        size = binary.stat().st_size / 1e6
-        print(f"{name:<15} {size:>6.1f}MB {init:>11.1f} ms {first:>9.2f} ms {rss / 1024:>6.1f}MB  {results[0][3]}")
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    subprocess.run([str(h.ROOT / "scripts/pyenv.sh")], check=True)
+    build()
+    expected = h.expected()
+    moto = h.Moto()
+    results = {n: [] for n in CASES}
+    try:
+        for name in CASES:  # one unmeasured start each: page cache, moto's first requests
+            one(moto, name, expected)
+        for r in range(runs):
+            order = list(CASES)
+            random.shuffle(order)
+            for name in order:
+                results[name].append(one(moto, name, expected))
+            print(f"run {r + 1}/{runs}", file=sys.stderr, end="\r")
+    finally:
+        moto.stop()
+    med = {n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in results.items()}
+    floor = med["floor"]["total"]
+    floor_rss = max(x["rss"] for x in results["floor"])
+    print(f"{runs} runs, interleaved; medians in ms; floor = scripts/floor (bare lambda_http)\n")
+    print(f"| Function | Stripped binary | exec→answer | init | first event | in stand-ins | own | own / floor | raw / floor | Peak RSS | RSS / floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    worst = 0.0
+    for name in CASES:
+        m = med[name]
+        own = m["total"] - m["standins"]
+        rss = max(x["rss"] for x in results[name])
+        size = binary(name).stat().st_size / 1e6
+        ratio = own / floor
+        if name in API:
+            worst = max(worst, ratio)
+        print(f"| {name} | {size:.2f} MB | {m['total']:.2f} | {m['init']:.2f} | {m['event']:.2f} | "
+              f"{m['standins']:.2f} | {own:.2f} | {ratio:.2f}× | {m['total'] / floor:.2f}× | "
+              f"{rss / 1024:.1f} MB | {rss / floor_rss:.2f}× |")
+    print(f"\nworst API function, own / floor: {worst:.2f}× (goal ≤ 1.3×)")
 
 
 if __name__ == "__main__":

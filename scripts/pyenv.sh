@@ -5,6 +5,7 @@
 #   aws-sam-translator  offline SAM -> CloudFormation transform
 #   cfn-lint            CloudFormation linter
 #   aws-sam-cli         `sam validate --lint`, `sam build`, `sam deploy`
+#   cargo-lambda        the builder `sam build` runs (with zig), for scripts/check-artifacts.py
 #
 # Idempotent: when `.venv/.wxim-stamp` matches the pinned list below, it does
 # nothing (re-runs are instant). Silent on success; on failure pip's error goes
@@ -21,6 +22,7 @@ PINS=(
   "aws-sam-translator==1.115.0"
   "cfn-lint==1.58.0"
   "aws-sam-cli==1.170.0"
+  "cargo-lambda==1.9.2"
 )
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

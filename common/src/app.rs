@@ -1,8 +1,13 @@
-//! What a handler needs, built once per cold start: configuration, the store, the clock and the
-//! outbound API clients.
+//! What a handler needs: configuration (read and checked once per cold start), the store, the
+//! clock and the outbound API clients. Only the configuration is built at start: the DynamoDB
+//! client, the HTTP client of the WeChat and IM APIs and the access-token machinery are created
+//! by their first use and then kept for the life of the instance, so a function pays only for
+//! what its events use (wechat-verify, which stores nothing and calls nothing, creates none).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AppKind, Config, ConfigError};
@@ -10,15 +15,54 @@ use crate::protocol::im::rest::ImApi;
 use crate::protocol::wechat::api::{ApiError, ErrorClass, WechatApi};
 use crate::records::outbox::Queueing;
 use crate::records::token::{TokenError, TokenManager};
-use crate::store::{DynamoStore, Store};
+use crate::store::{DynamoStore, Item, Store, StoreError, Table, Write};
 
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    /// Its HTTP client is created by the first WeChat or IM call (shared by both).
     pub wechat: WechatApi,
-    pub tokens: TokenManager,
+    /// Created by the first access-token use.
+    pub tokens: LazyLock<TokenManager>,
     pub im: Option<ImApi>,
+}
+
+fn table_required() -> ConfigError {
+    ConfigError::new(
+        "TABLE_NAME",
+        "is required (the DynamoDB table of this stack)",
+    )
+}
+
+/// The store of a function that keeps no state: every call is refused as a bug (never retried),
+/// naming the function.
+#[derive(Debug)]
+struct Stateless(&'static str);
+
+impl Stateless {
+    fn refuse<T>(&self) -> Result<T, StoreError> {
+        Err(StoreError::Invalid(format!("{} keeps no state", self.0)))
+    }
+}
+
+#[async_trait]
+impl Store for Stateless {
+    async fn get(&self, _: Table, _: &str, _: &str) -> Result<Option<Item>, StoreError> {
+        self.refuse()
+    }
+    async fn query(&self, _: Table, _: &str, _: &str) -> Result<Vec<Item>, StoreError> {
+        self.refuse()
+    }
+    async fn scan(&self, _: Table) -> Result<Vec<Item>, StoreError> {
+        self.refuse()
+    }
+    async fn write(&self, _: Write) -> Result<Option<Item>, StoreError> {
+        self.refuse()
+    }
+    async fn transact(&self, _: Vec<Write>) -> Result<(), StoreError> {
+        self.refuse()
+    }
 }
 
 /// A WeChat call that failed, through the token or the call itself.
@@ -74,6 +118,8 @@ impl CallError {
 }
 
 impl App {
+    /// Builds nothing but the handles: the API clients' HTTP client and the token manager are
+    /// created on first use.
     pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> App {
         let http = WechatApi::http_client(config.http_timeout_ms);
         let wechat = WechatApi::new(http.clone(), &config.wechat_api_base);
@@ -83,25 +129,34 @@ impl App {
             store,
             clock,
             wechat,
-            tokens: TokenManager::new(),
+            tokens: LazyLock::new(TokenManager::new),
             im,
         }
     }
 
-    /// The production wiring: configuration from the environment and DynamoDB through the
-    /// standard AWS environment (`AWS_ENDPOINT_URL_DYNAMODB` points it at a local server).
+    /// The production wiring: configuration from the environment (checked now) and DynamoDB
+    /// through the standard AWS environment (`AWS_ENDPOINT_URL_DYNAMODB` points it at a local
+    /// server), its client created by the first store call.
     pub async fn from_env() -> Result<App, ConfigError> {
         let config = Config::from_env()?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = DynamoStore::from_config(&config, clock.clone())
             .await
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "TABLE_NAME",
-                    "is required (the DynamoDB table of this stack)",
-                )
-            })?;
+            .ok_or_else(table_required)?;
         Ok(App::new(config, Arc::new(store), clock))
+    }
+
+    /// The wiring of a function that keeps no state (wechat-verify): the same configuration,
+    /// checked the same way (`TABLE_NAME` included, so that every function of a stack fails
+    /// alike on a broken template), and a store that refuses every call. Nothing of DynamoDB
+    /// is constructed, so nothing of it is linked into such a binary.
+    pub fn from_env_stateless(function: &'static str) -> Result<App, ConfigError> {
+        let config = Config::from_env()?;
+        if config.table_name.is_none() {
+            return Err(table_required());
+        }
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Ok(App::new(config, Arc::new(Stateless(function)), clock))
     }
 
     pub fn now(&self) -> i64 {

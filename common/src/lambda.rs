@@ -8,11 +8,25 @@ use crate::app::App;
 use crate::http::{Request, Response, parse_query};
 use crate::obs;
 
-/// Cold start: logging, configuration and clients, once. A configuration error is logged with
-/// the variable at fault and fails the init, so Lambda reports it instead of serving requests.
+/// Cold start: logging and configuration, once; the store and the API clients are created by
+/// their first use. A configuration error is logged with the variable at fault and fails the
+/// init, so Lambda reports it instead of serving requests.
 pub async fn init(service: &str) -> Result<&'static App, lambda_http::Error> {
     obs::init(obs::Sink::Stdout, service);
-    match App::from_env().await {
+    started(App::from_env().await)
+}
+
+/// [`init`] for a function that keeps no state (wechat-verify): the same configuration checks,
+/// no DynamoDB store at all (so none of the SDK is linked into its binary).
+pub fn init_stateless(service: &'static str) -> Result<&'static App, lambda_http::Error> {
+    obs::init(obs::Sink::Stdout, service);
+    started(App::from_env_stateless(service))
+}
+
+fn started(
+    app: Result<App, crate::config::ConfigError>,
+) -> Result<&'static App, lambda_http::Error> {
+    match app {
         Ok(app) => {
             let agents = app.config.im.as_ref().map_or(0, |im| im.agents.len());
             if app.config.oa.is_some() && agents == 0 {

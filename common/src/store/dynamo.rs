@@ -2,7 +2,8 @@
 //! and values, so attribute names never collide with DynamoDB's reserved words.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -12,13 +13,25 @@ use aws_sdk_dynamodb::types::{
     KeyType, Put, ReturnValue, ScalarAttributeType, StreamSpecification, StreamViewType,
     TimeToLiveSpecification, TransactWriteItem, Update as DdbUpdate,
 };
+use tokio::sync::OnceCell;
+
+use aws_sdk_dynamodb::config::{HttpClient, RuntimeComponents, SharedHttpClient};
+use aws_smithy_runtime_api::client::http::{
+    HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::http::HttpError;
+use aws_smithy_types::body::SdkBody;
 
 use super::{Attr, Cond, Item, Store, StoreError, TTL_ATTR, Table, Update, Write};
 use crate::clock::Clock;
+use crate::protocol::wechat::api::transport;
 
 #[derive(Clone)]
 pub struct DynamoStore {
-    client: Client,
+    /// Created on the first store call (see [`DynamoStore::lazy`]), then shared by the clones.
+    client: Arc<OnceCell<Client>>,
     state_table: String,
     outbox_table: String,
     clock: Arc<dyn Clock>,
@@ -29,6 +42,7 @@ impl std::fmt::Debug for DynamoStore {
         f.debug_struct("DynamoStore")
             .field("state_table", &self.state_table)
             .field("outbox_table", &self.outbox_table)
+            .field("client_created", &self.client.initialized())
             .finish()
     }
 }
@@ -41,7 +55,23 @@ impl DynamoStore {
         clock: Arc<dyn Clock>,
     ) -> Self {
         DynamoStore {
-            client,
+            client: Arc::new(OnceCell::new_with(Some(client))),
+            state_table: state_table.into(),
+            outbox_table: outbox_table.into(),
+            clock,
+        }
+    }
+
+    /// A store whose client is created from the standard AWS environment on its first call
+    /// (so that a cold start that never touches DynamoDB never pays for the client) and then
+    /// reused for the life of the process.
+    pub fn lazy(
+        state_table: impl Into<String>,
+        outbox_table: impl Into<String>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        DynamoStore {
+            client: Arc::new(OnceCell::new()),
             state_table: state_table.into(),
             outbox_table: outbox_table.into(),
             clock,
@@ -49,7 +79,8 @@ impl DynamoStore {
     }
 
     /// The tables the configuration names (`TABLE_NAME`, `OUTBOX_TABLE_NAME`), through a client
-    /// from the standard AWS environment; `None` when no table is configured.
+    /// from the standard AWS environment created on first use; `None` when no table is
+    /// configured.
     pub async fn from_config(
         config: &crate::config::Config,
         clock: Arc<dyn Clock>,
@@ -59,21 +90,41 @@ impl DynamoStore {
             .outbox_table_name
             .clone()
             .unwrap_or_else(|| format!("{table}-outbox"));
-        Some(Self::new(
-            Self::client_from_env().await,
-            table,
-            outbox,
-            clock,
-        ))
+        Some(Self::lazy(table, outbox, clock))
     }
 
-    /// A client from the standard AWS environment (region, credentials, and
-    /// `AWS_ENDPOINT_URL_DYNAMODB` for local servers), built once per cold start.
+    /// A client from the AWS environment whose requests go through the process's one HTTP/TLS
+    /// stack ([`sdk_http_client`]).
+    ///
+    /// With the `aws-default-chain` feature (the local command line and the tests) that is
+    /// aws-config's whole default chain: profiles, SSO, web identity, container and instance
+    /// credentials. Without it (the function binaries) it is what Lambda puts in every
+    /// function's environment, read directly: `AWS_REGION` (or `AWS_DEFAULT_REGION`),
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, and the standard
+    /// endpoint override `AWS_ENDPOINT_URL_DYNAMODB` (or `AWS_ENDPOINT_URL`, both ignored when
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`); the other providers are never linked.
     pub async fn client_from_env() -> Client {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        Client::new(&conf)
+        #[cfg(feature = "aws-default-chain")]
+        {
+            let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(sdk_http_client())
+                .load()
+                .await;
+            Client::new(&conf)
+        }
+        #[cfg(not(feature = "aws-default-chain"))]
+        {
+            Client::from_conf(lambda_env_config(&|k| std::env::var(k).ok()))
+        }
+    }
+
+    /// Whether the DynamoDB client exists yet (it is created by the first store call).
+    pub fn client_created(&self) -> bool {
+        self.client.initialized()
+    }
+
+    async fn client(&self) -> &Client {
+        self.client.get_or_init(Self::client_from_env).await
     }
 
     pub fn table_name(&self, t: Table) -> &str {
@@ -87,7 +138,8 @@ impl DynamoStore {
     /// outbox stream) when they do not exist; used by tests and local runs against a server.
     pub async fn ensure_tables(&self) -> Result<(), StoreError> {
         let existing = self
-            .client
+            .client()
+            .await
             .list_tables()
             .send()
             .await
@@ -100,7 +152,8 @@ impl DynamoStore {
                 continue;
             }
             let mut req = self
-                .client
+                .client()
+                .await
                 .create_table()
                 .table_name(&name)
                 .billing_mode(BillingMode::PayPerRequest);
@@ -131,7 +184,8 @@ impl DynamoStore {
                 );
             }
             req.send().await.map_err(|e| classify(e, "CreateTable"))?;
-            self.client
+            self.client()
+                .await
                 .update_time_to_live()
                 .table_name(&name)
                 .time_to_live_specification(
@@ -361,7 +415,8 @@ impl Store for DynamoStore {
     async fn get(&self, table: Table, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         super::validate_key(pk, sk)?;
         let out = self
-            .client
+            .client()
+            .await
             .get_item()
             .table_name(self.table_name(table))
             .set_key(Some(Self::key(pk, sk)))
@@ -391,7 +446,8 @@ impl Store for DynamoStore {
                 kce.push_str(&format!(" AND begins_with({skn}, {skv})"));
             }
             let page = self
-                .client
+                .client()
+                .await
                 .query()
                 .table_name(self.table_name(table))
                 .key_condition_expression(kce)
@@ -420,7 +476,8 @@ impl Store for DynamoStore {
         let mut start = None;
         loop {
             let page = self
-                .client
+                .client()
+                .await
                 .scan()
                 .table_name(self.table_name(table))
                 .consistent_read(true)
@@ -450,7 +507,8 @@ impl Store for DynamoStore {
         let cond = w.cond().map(|c| e.cond(c, now));
         match w {
             Write::Put { table, item, .. } => {
-                self.client
+                self.client()
+                    .await
                     .put_item()
                     .table_name(self.table_name(table))
                     .set_item(Some(to_item(&item)))
@@ -471,7 +529,8 @@ impl Store for DynamoStore {
             } => {
                 let ue = e.update(&updates);
                 let out = self
-                    .client
+                    .client()
+                    .await
                     .update_item()
                     .table_name(self.table_name(table))
                     .set_key(Some(Self::key(&pk, &sk)))
@@ -489,7 +548,8 @@ impl Store for DynamoStore {
                 Ok(Some(from_item(attrs)?))
             }
             Write::Delete { table, pk, sk, .. } => {
-                self.client
+                self.client()
+                    .await
                     .delete_item()
                     .table_name(self.table_name(table))
                     .set_key(Some(Self::key(&pk, &sk)))
@@ -568,7 +628,8 @@ impl Store for DynamoStore {
             items.push(ti.build());
         }
         match self
-            .client
+            .client()
+            .await
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
@@ -609,5 +670,169 @@ impl Store for DynamoStore {
             }
             Err(e) => Err(classify(e, "TransactWriteItems")),
         }
+    }
+}
+
+/// The SDK configuration of a Lambda function, from the variables Lambda sets (see
+/// [`DynamoStore::client_from_env`]). Blank counts as unset. Without credentials the client
+/// still builds, and its calls fail as a store outage naming no secret.
+#[cfg_attr(feature = "aws-default-chain", allow(dead_code))]
+fn lambda_env_config(var: &dyn Fn(&str) -> Option<String>) -> aws_sdk_dynamodb::Config {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+    let mut b = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(sdk_http_client());
+    if let Some(region) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
+        b = b.region(Region::new(region));
+    }
+    if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        b = b.credentials_provider(Credentials::new(
+            id,
+            secret,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "Environment",
+        ));
+    } else {
+        tracing::warn!(
+            decision = "no_aws_credentials",
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not set: DynamoDB calls will fail"
+        );
+    }
+    let ignore =
+        var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !ignore
+        && let Some(url) = var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL"))
+    {
+        b = b.endpoint_url(url);
+    }
+    b.build()
+}
+
+/// The AWS SDK's HTTP client: requests go through reqwest on the process's one rustls
+/// configuration ([`transport::tls_config`]), so the SDK brings no second HTTP/TLS stack and
+/// reads no certificate directory. One reqwest client per distinct connector setting (the SDK
+/// asks with the same settings every time), created on the first request.
+pub fn sdk_http_client() -> SharedHttpClient {
+    SharedHttpClient::new(SdkHttp::default())
+}
+
+/// Connect and read timeouts, as the SDK asks for them.
+type Timeouts = (Option<Duration>, Option<Duration>);
+
+#[derive(Debug, Default)]
+struct SdkHttp {
+    connectors: Mutex<Vec<(Timeouts, SharedHttpConnector)>>,
+}
+
+impl HttpClient for SdkHttp {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        let key: Timeouts = (settings.connect_timeout(), settings.read_timeout());
+        let mut cache = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
+            return c.clone();
+        }
+        let mut builder = reqwest::Client::builder();
+        if let Some(t) = key.0 {
+            builder = builder.connect_timeout(t);
+        }
+        if let Some(t) = key.1 {
+            builder = builder.read_timeout(t);
+        }
+        let c = SharedHttpConnector::new(SdkConnector(transport::client(builder)));
+        cache.push((key, c.clone()));
+        c
+    }
+}
+
+#[derive(Debug)]
+struct SdkConnector(reqwest::Client);
+
+impl HttpConnector for SdkConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let client = self.0.clone();
+        HttpConnectorFuture::new(async move {
+            let request = request
+                .try_into_http1x()
+                .map_err(|e| ConnectorError::user(e.into()))?;
+            let (parts, body) = request.into_parts();
+            let body = match body.bytes() {
+                Some(b) => reqwest::Body::from(b.to_vec()),
+                None => reqwest::Body::wrap(body),
+            };
+            let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
+                .map_err(|e| ConnectorError::user(e.into()))?;
+            let resp = client.execute(request).await.map_err(sdk_transport)?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            // DynamoDB answers are small JSON documents: read whole, inside the timeouts.
+            let bytes = resp.bytes().await.map_err(sdk_transport)?;
+            let mut out = HttpResponse::new(
+                status
+                    .try_into()
+                    .map_err(|e: HttpError| ConnectorError::other(e.into(), None))?,
+                SdkBody::from(bytes),
+            );
+            for (name, value) in headers.iter() {
+                if let Ok(v) = value.to_str() {
+                    out.headers_mut()
+                        .append(name.as_str().to_owned(), v.to_owned());
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Timeouts and broken connections are transient for the SDK's retry policy; nothing was sent
+/// on a refused connection.
+fn sdk_transport(e: reqwest::Error) -> ConnectorError {
+    if e.is_timeout() {
+        ConnectorError::timeout(e.into())
+    } else if e.is_connect() || e.is_request() || e.is_body() {
+        ConnectorError::io(e.into())
+    } else {
+        ConnectorError::other(e.into(), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn lambda_environment_gives_region_and_endpoint() {
+        let c = lambda_env_config(&env(&[
+            ("AWS_REGION", "ap-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+        ]));
+        assert_eq!(c.region().map(|r| r.as_ref()), Some("ap-east-1"));
+        assert!(
+            c.http_client().is_some(),
+            "the shared stack, not the SDK's own"
+        );
+        let c = lambda_env_config(&env(&[
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_REGION", " "),
+        ]));
+        assert_eq!(c.region().map(|r| r.as_ref()), Some("us-east-1"));
     }
 }

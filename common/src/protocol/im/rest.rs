@@ -10,6 +10,7 @@ use super::ImConfig;
 use super::usersig;
 use crate::clock::Clock;
 use crate::protocol::secret::Secret;
+use crate::protocol::wechat::api::Http;
 
 /// Lifetime of the admin UserSig; it is renewed after 80% of it.
 const ADMIN_SIG_SECS: i64 = 7 * 86_400;
@@ -108,7 +109,7 @@ pub enum Deletion {
 }
 
 pub struct ImApi {
-    http: reqwest::Client,
+    http: Http,
     base: String,
     sdkappid: u64,
     key: Secret,
@@ -133,7 +134,7 @@ fn random_u32() -> u32 {
 }
 
 impl ImApi {
-    pub fn new(http: reqwest::Client, im: &ImConfig) -> Self {
+    pub fn new(http: Http, im: &ImConfig) -> Self {
         ImApi {
             http,
             base: im.api_base.trim_end_matches('/').to_owned(),

@@ -9,6 +9,10 @@ use serde_json::Value;
 
 use crate::protocol::secret::Secret;
 
+pub mod transport;
+
+pub use transport::Http;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     /// WeChat answered with a non-zero `errcode`.
@@ -132,7 +136,7 @@ pub const TOKEN_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct WechatApi {
-    http: reqwest::Client,
+    http: Http,
     base: String,
 }
 
@@ -145,22 +149,17 @@ impl std::fmt::Debug for WechatApi {
 }
 
 impl WechatApi {
-    pub fn new(http: reqwest::Client, base: &str) -> Self {
+    pub fn new(http: Http, base: &str) -> Self {
         WechatApi {
             http,
             base: base.trim_end_matches('/').to_owned(),
         }
     }
 
-    /// The HTTP client shared by the WeChat and IM clients: rustls, pooled, with timeouts well
-    /// inside the Lambda's and above IM's 3 s server-side limit.
-    pub fn http_client(timeout_ms: u64) -> reqwest::Client {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(timeout_ms.min(3000)))
-            .timeout(Duration::from_millis(timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(50))
-            .build()
-            .unwrap_or_default()
+    /// The HTTP client shared by the WeChat and IM clients (see [`transport`]): rustls with
+    /// the compiled-in roots, pooled, created on the first request.
+    pub fn http_client(timeout_ms: u64) -> Http {
+        Http::new(timeout_ms)
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {

@@ -10,6 +10,7 @@ restores DynamoDB's guarantee; moto answers in about a millisecond, so it costs 
 
 Usage: dynamodb-server.py PORT [--until-stdin-closes] [--state FILE] [--fast-transactions]
                           [--log-slow MS]
+       dynamodb-server.py --self-test
 Prints "ready" once listening. With --until-stdin-closes it stops when its stdin closes (so it
 never outlives the test process that started it); otherwise it runs until killed.
 
@@ -215,7 +216,71 @@ def save_state(path):
     os.replace(tmp, path)
 
 
+def self_test():
+    """Checks --state and --fast-transactions through real servers (run by scripts/test)."""
+    import socket
+    import subprocess
+    import tempfile
+
+    import boto3
+    from botocore.exceptions import ClientError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    state = os.path.join(tempfile.mkdtemp(), "tables.snapshot")
+
+    def start():
+        p = subprocess.Popen(
+            [sys.executable, __file__, str(port), "--until-stdin-closes", "--state", state,
+             "--fast-transactions"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert p.stdout.readline().strip() == b"ready", "the server did not start"
+        return p
+
+    def stop(p):
+        p.stdin.close()
+        assert p.wait(timeout=30) == 0, "the server did not stop cleanly"
+
+    db = boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    key = {"pk": {"S": "p"}}
+    p = start()
+    db.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                               {"AttributeName": "sk", "KeyType": "RANGE"}],
+                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                          {"AttributeName": "sk", "AttributeType": "S"}])
+    for pk in ("p", "q"):
+        for sk in ("b", "a", "c"):
+            db.put_item(TableName="t", Item={"pk": {"S": pk}, "sk": {"S": sk}})
+    put = {"Put": {"TableName": "t", "Item": {"pk": {"S": "p"}, "sk": {"S": "new"}}}}
+    failing = {"ConditionCheck": {"TableName": "t", "Key": {**key, "sk": {"S": "a"}},
+                                  "ConditionExpression": "attribute_not_exists(pk)"}}
+    try:
+        db.transact_write_items(TransactItems=[put, failing])
+        raise AssertionError("a failing condition must cancel the transaction")
+    except ClientError as e:
+        reasons = [r["Code"] for r in e.response["CancellationReasons"]]
+        assert reasons == ["None", "ConditionalCheckFailed"], reasons
+    assert "Item" not in db.get_item(TableName="t", Key={**key, "sk": {"S": "new"}}), \
+        "a cancelled transaction writes nothing"
+    db.transact_write_items(TransactItems=[put])
+    got = db.query(TableName="t", KeyConditionExpression="pk = :p",
+                   ExpressionAttributeValues={":p": {"S": "p"}})["Items"]
+    assert [i["sk"]["S"] for i in got] == ["a", "b", "c", "new"], got
+    stop(p)
+    p = start()
+    got = db.query(TableName="t", KeyConditionExpression="pk = :p",
+                   ExpressionAttributeValues={":p": {"S": "q"}}, ScanIndexForward=False)["Items"]
+    assert [i["sk"]["S"] for i in got] == ["c", "b", "a"], "the tables survive a restart"
+    stop(p)
+    print("dynamodb-server.py: self-test passed")
+
+
 def main():
+    if sys.argv[1:] == ["--self-test"]:
+        return self_test()
     port = int(sys.argv[1])
     args = sys.argv[2:]
     state = args[args.index("--state") + 1] if "--state" in args else None

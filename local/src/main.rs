@@ -75,7 +75,7 @@ enum Cmd {
         #[arg(long, default_value = "target/storm")]
         out: String,
         /// Give up after this long, whatever is left.
-        #[arg(long, default_value_t = 420)]
+        #[arg(long, default_value_t = 540)]
         max_secs: u64,
     },
     /// Inspect the store.

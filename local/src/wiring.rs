@@ -53,3 +53,14 @@ impl Clock for AheadClock {
         SystemClock.now_ms() + self.0.saturating_mul(1000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ahead_clock_runs_that_far_ahead() {
+        let ahead = AheadClock(900).now() - SystemClock.now();
+        assert!((899..=901).contains(&ahead), "{ahead}");
+    }
+}

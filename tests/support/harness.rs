@@ -85,6 +85,7 @@ impl World {
             None => (Arc::new(SystemClock), None),
         };
         imstand.use_clock(clock.clone());
+        wechat.use_clock(clock.clone());
         let app = App::new(
             config(&overrides),
             store(opts.backend, clock.clone()).await,

@@ -148,8 +148,12 @@ struct Shared {
     sessions: u32,
     im: Option<(u64, String, String)>,
     print: bool,
-    /// The time the IM stand-in checks UserSig expiry against (the system clock by default).
+    /// The time the stand-ins run on: UserSig expiry, the typing rules (the system clock by default).
     clock: Option<Arc<dyn common::clock::Clock>>,
+    /// WeChat: per follower, when a message was last exchanged (a customer-service message
+    /// sent, or [`StandIn::user_wrote`]) and when the typing state was last granted.
+    exchanged: HashMap<String, i64>,
+    typing: HashMap<String, i64>,
 }
 
 #[derive(Clone)]
@@ -273,6 +277,7 @@ impl StandIn {
     }
 
     /// The WeChat API: stable_token, subscribe/send, subscribe/bizsend, custom/send,
+    /// custom/typing (45080 without an exchange in 30 s, 45081 while already typing),
     /// jscode2session. `apps` are the (appid, secret) pairs it accepts.
     /// The WeChat stand-in knowing every app `config` has (appid and secret).
     pub async fn wechat_for(port: u16, config: &Config) -> std::io::Result<StandIn> {
@@ -423,6 +428,15 @@ impl StandIn {
         });
     }
 
+    /// WeChat: the follower wrote to the official account (the stand-in does not see pushes),
+    /// which the typing state needs within 30 s.
+    pub fn user_wrote(&self, openid: &str) {
+        self.with(|s| {
+            let now = s.now();
+            s.exchanged.insert(openid.to_owned(), now);
+        });
+    }
+
     /// IM: what `query_online_status` reports for a user (`Online`, `PushOnline`, `Offline`).
     pub fn set_online(&self, user: &str, status: &str) {
         self.with(|s| s.online.insert(user.to_owned(), status.to_owned()));
@@ -494,6 +508,15 @@ fn admin_fault(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Resp
         200,
         &json!({ "fault": fault.map(|f| format!("{f:?}")), "secs": secs }),
     )
+}
+
+impl Shared {
+    fn now(&self) -> i64 {
+        match &self.clock {
+            Some(c) => c.now(),
+            None => common::clock::SystemClock.now(),
+        }
+    }
 }
 
 fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Response {
@@ -571,8 +594,42 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
                     "invalid credential, access_token is invalid or not latest",
                 );
             }
-            if body["touser"].as_str().is_none_or(str::is_empty) {
+            let Some(to) = body["touser"].as_str().filter(|t| !t.is_empty()) else {
                 return wx_error(40003, "invalid openid");
+            };
+            let now = s.now();
+            s.exchanged.insert(to.to_owned(), now);
+            wx_error(0, "ok")
+        }
+        "/cgi-bin/message/custom/typing" => {
+            if !token_ok(&s) {
+                return wx_error(
+                    40001,
+                    "invalid credential, access_token is invalid or not latest",
+                );
+            }
+            let Some(to) = body["touser"].as_str().filter(|t| !t.is_empty()) else {
+                return wx_error(40003, "invalid openid");
+            };
+            let to = to.to_owned();
+            let now = s.now();
+            match body["command"].as_str() {
+                Some("Typing") => {
+                    if s.exchanged.get(&to).is_none_or(|t| now - t > 30) {
+                        return wx_error(
+                            45080,
+                            "has not sent message to user in the last 30 seconds",
+                        );
+                    }
+                    if s.typing.get(&to).is_some_and(|t| now - t < 15) {
+                        return wx_error(45081, "you are already typing");
+                    }
+                    s.typing.insert(to, now);
+                }
+                Some("CancelTyping") => {
+                    s.typing.remove(&to);
+                }
+                _ => return wx_error(47001, "data format error: command"),
             }
             s.sent.push(Sent {
                 path: req.path.clone(),

@@ -96,6 +96,7 @@ impl World {
             None => (Arc::new(SystemClock), None),
         };
         imstand.use_clock(clock.clone());
+        wechat.use_clock(clock.clone());
         let mut store = store(opts.backend, clock.clone()).await;
         let counter = opts.counted.then(|| CountingStore::new(store.clone()));
         if let Some(c) = &counter {

@@ -10,7 +10,7 @@ use crate::protocol::wechat::message::{Message, MessageKind};
 use crate::records::binding;
 use crate::records::conversation::{self, Conversation, Status as ConvStatus, Touch};
 use crate::records::outbox::{self, Enqueue, Job, Status};
-use crate::store::{StoreError, Write};
+use crate::store::{StoreError, Txn, TxnError, Write};
 
 /// The text an agent sees for a follower's message: the text itself, or a readable summary with
 /// the media id or URL for the other kinds.
@@ -230,6 +230,14 @@ pub enum ReplyDecision {
     AgentReplyFollowerLeft,
     AgentReplyNoActiveConversation,
     AgentMessageNotDeliveredInIm,
+    /// The agent's typing indicator: WeChat's typing state is queued for the follower.
+    TypingQueued,
+    /// Not asked for: no message was exchanged with the follower in the last 30 s (45080).
+    TypingNoRecentExchange,
+    /// Not asked for: the follower already sees the typing state (45081, it lasts 15 s).
+    TypingAlreadyShown,
+    /// Any other online-only message (including the end of typing): never forwarded.
+    OnlineOnlyNotForwarded,
     /// IM's retry of a callback already applied.
     DuplicateCallback,
 }
@@ -241,6 +249,10 @@ impl ReplyDecision {
             ReplyDecision::AgentReplyFollowerLeft => "agent_reply_follower_left",
             ReplyDecision::AgentReplyNoActiveConversation => "agent_reply_no_active_conversation",
             ReplyDecision::AgentMessageNotDeliveredInIm => "agent_message_not_delivered_in_im",
+            ReplyDecision::TypingQueued => "typing_queued",
+            ReplyDecision::TypingNoRecentExchange => "typing_no_recent_exchange",
+            ReplyDecision::TypingAlreadyShown => "typing_already_shown",
+            ReplyDecision::OnlineOnlyNotForwarded => "online_only_not_forwarded",
             ReplyDecision::DuplicateCallback => "duplicate_callback",
         }
     }
@@ -261,6 +273,9 @@ pub async fn on_im_message(
     };
     if msg.send_result.is_some_and(|r| r != 0) {
         return Ok(Some(ReplyDecision::AgentMessageNotDeliveredInIm));
+    }
+    if msg.online_only {
+        return on_online_only(app, msg, &conv).await.map(Some);
     }
     let id = outbox::id_for(&["kf", &msg.idempotency_key()]);
     let reply = Job::CustomerService {
@@ -302,6 +317,56 @@ pub async fn on_im_message(
         }
         Err(StoreError::ConditionFailed { .. }) => Ok(Some(ReplyDecision::DuplicateCallback)),
         Err(e) => Err(e),
+    }
+}
+
+/// An online-only message from an agent (IM never stores it): never a customer-service message.
+/// TUIKit's typing indicator becomes WeChat's typing state, asked for only when WeChat would
+/// grant it (a message exchanged within 30 s, not already typing within 15 s), and never
+/// retried; everything else online-only is dropped.
+async fn on_online_only(
+    app: &App,
+    msg: &C2cMessage,
+    conv: &Conversation,
+) -> Result<ReplyDecision, StoreError> {
+    if msg.typing() != Some(true) || conv.status != Some(ConvStatus::Active) {
+        obs::metric("OnlineOnlyNotForwarded", &[], 1.0);
+        return Ok(ReplyDecision::OnlineOnlyNotForwarded);
+    }
+    let now = app.now();
+    let exchanged = conv
+        .last_exchange_at()
+        .is_some_and(|t| now - t <= conversation::TYPING_EXCHANGE_SECS);
+    if !exchanged {
+        return Ok(ReplyDecision::TypingNoRecentExchange);
+    }
+    if conv
+        .typing_at
+        .is_some_and(|t| now - t < conversation::TYPING_SECS)
+    {
+        return Ok(ReplyDecision::TypingAlreadyShown);
+    }
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Guard {
+        Typing,
+        Job,
+    }
+    let mut txn = Txn::new();
+    txn.named(Guard::Typing, conversation::typing(&msg.to, now));
+    let job = Job::Typing {
+        openid: msg.to.clone(),
+        agent: msg.from.clone(),
+    };
+    let id = outbox::id_for(&["typing", &msg.idempotency_key()]);
+    for w in outbox::enqueue(&id, &job, app.queueing()).writes() {
+        txn.named(Guard::Job, w);
+    }
+    match txn.commit(&*app.store).await {
+        Ok(()) => Ok(ReplyDecision::TypingQueued),
+        Err(TxnError::Condition(Some(Guard::Job))) => Ok(ReplyDecision::DuplicateCallback),
+        // Another typing callback took it since the read (or the exchange aged out).
+        Err(TxnError::Condition(_)) => Ok(ReplyDecision::TypingAlreadyShown),
+        Err(TxnError::Store(e)) => Err(e),
     }
 }
 
@@ -634,5 +699,77 @@ mod tests {
             .filter(|i| matches!(&i.job, Job::AgentNotice { to, .. } if to == "agent_alice"))
             .collect();
         assert_eq!(notices.len(), 1);
+    }
+
+    fn online_only(from: &str, to: &str, data: &str, seq: u64) -> C2cMessage {
+        let mut m = crate::flows::testing::c2c(from, to, "", seq);
+        m.online_only = true;
+        m.body = vec![crate::protocol::im::callback::Element::Custom {
+            desc: String::new(),
+            data: data.into(),
+        }];
+        m
+    }
+
+    const TYPING: &str = r#"{"businessID":"user_typing_status","typingStatus":1,"version":1,"userAction":14,"actionParam":"EIMAMSG_InputStatus_Ing"}"#;
+
+    async fn follower_wrote(b: &crate::flows::testing::Bench, f: &str, n: u64) {
+        let plan = on_user_message(&b.app, &oa_text(f, "hi", n), &format!("w{n}"))
+            .await
+            .unwrap();
+        b.commit(plan.writes).await;
+    }
+
+    #[tokio::test]
+    async fn an_agent_typing_becomes_wechat_typing_within_its_rules_and_never_a_message() {
+        let b = bench(&[]);
+        follower_wrote(&b, "oT", 1).await;
+        let agent = conversation::get(&*b.app.store, "oT")
+            .await
+            .unwrap()
+            .unwrap()
+            .agent
+            .unwrap();
+        let on = |seq| {
+            let m = online_only(&agent, "oT", TYPING, seq);
+            let app = &b.app;
+            async move { on_im_message(app, &m).await }
+        };
+        assert_eq!(on(1).await.unwrap(), Some(ReplyDecision::TypingQueued));
+        // Still typing within 15 s: WeChat would answer 45081.
+        b.clock.advance(5);
+        assert_eq!(
+            on(2).await.unwrap(),
+            Some(ReplyDecision::TypingAlreadyShown)
+        );
+        // 15 s on, but 30 s after the last exchange: WeChat would answer 45080.
+        b.clock.advance(26);
+        assert_eq!(
+            on(3).await.unwrap(),
+            Some(ReplyDecision::TypingNoRecentExchange)
+        );
+        follower_wrote(&b, "oT", 2).await;
+        assert_eq!(on(4).await.unwrap(), Some(ReplyDecision::TypingQueued));
+        let stop = TYPING.replace("\"typingStatus\":1", "\"typingStatus\":0");
+        let other = r#"{"businessID":"something_else"}"#;
+        for (n, data) in [stop.as_str(), other].iter().enumerate() {
+            let m = online_only(&agent, "oT", data, 10 + n as u64);
+            assert_eq!(
+                on_im_message(&b.app, &m).await.unwrap(),
+                Some(ReplyDecision::OnlineOnlyNotForwarded)
+            );
+        }
+        let items = b.outbox().await;
+        let typing = items
+            .iter()
+            .filter(|i| matches!(&i.job, Job::Typing { openid, .. } if openid == "oT"))
+            .count();
+        assert_eq!(typing, 2);
+        assert!(
+            !items
+                .iter()
+                .any(|i| matches!(i.job, Job::CustomerService { .. })),
+            "an online-only message never becomes a customer-service message"
+        );
     }
 }

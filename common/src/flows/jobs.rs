@@ -60,6 +60,7 @@ pub async fn perform(app: &App, item: &OutboxItem) -> Result<Delivery, StoreErro
             agent,
             text,
         } => customer_service(app, item, openid, agent, text).await,
+        Job::Typing { openid, .. } => typing(app, item, openid).await,
         Job::Import { .. } | Job::Delete { .. } | Job::Forward { .. } | Job::AgentNotice { .. } => {
             im_job(app, item).await
         }
@@ -341,7 +342,16 @@ async fn customer_service(
     let e = match result {
         Ok(()) => {
             obs::metric("CustomerServiceSent", &[], 1.0);
-            return end(app, item, Status::Sent, None, Results::default()).await;
+            let now = app.now();
+            // The exchange the typing state needs (45080 without one in the last 30 s).
+            app.store
+                .transact(vec![
+                    outbox::finish(&item.id, Status::Sent, None, Results::default(), now),
+                    conversation::replied(openid, now),
+                ])
+                .await?;
+            info!(outbox_id = %item.id, kind = item.kind_str(), decision = "sent");
+            return Ok(Delivery::Done);
         }
         Err(e) => e,
     };
@@ -359,6 +369,34 @@ async fn customer_service(
     match e.errcode() {
         Some(errcode @ (45015 | 45047)) => fallback(app, item, openid, agent, text, errcode).await,
         _ => not_sent(app, item, NotSent::Refused { reason }).await,
+    }
+}
+
+/// WeChat's typing state for a follower. It means something only for the 15 s it lasts, so it is
+/// tried once: a job that waited longer is skipped, and any failure is recorded, never retried
+/// (no agent notice: nothing the agent wrote was lost).
+async fn typing(app: &App, item: &OutboxItem, openid: &str) -> Result<Delivery, StoreError> {
+    let quiet = |status, reason: String| async move {
+        end(app, item, status, Some(&reason), Results::default()).await
+    };
+    if app.now() - item.created_at >= conversation::TYPING_SECS {
+        return quiet(Status::Skipped, "stale".into()).await;
+    }
+    if follower_status(app, openid).await? != Some(ConvStatus::Active) {
+        return quiet(Status::Skipped, "conversation_not_active".into()).await;
+    }
+    let api = &app.wechat;
+    let result = app
+        .wechat_call(AppKind::Oa, |token| async move {
+            api.typing(&token, openid, "Typing").await
+        })
+        .await;
+    match result {
+        Ok(()) => {
+            obs::metric("TypingShown", &[], 1.0);
+            end(app, item, Status::Sent, None, Results::default()).await
+        }
+        Err(e) => quiet(Status::Failed, e.reason()).await,
     }
 }
 

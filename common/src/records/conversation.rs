@@ -16,6 +16,14 @@ const ENDED_AT: &str = "ended_at";
 const LAST_USER_MSG_AT: &str = "last_user_msg_at";
 const CONNECTING_SENT_AT: &str = "connecting_sent_at";
 const NEXT: &str = "next";
+const LAST_REPLY_AT: &str = "last_reply_at";
+const TYPING_AT: &str = "typing_at";
+
+/// WeChat refuses the typing state (45080) when no message was exchanged with the follower in
+/// this many seconds.
+pub const TYPING_EXCHANGE_SECS: i64 = 30;
+/// The typing state lasts this long; asking again within it is refused (45081).
+pub const TYPING_SECS: i64 = 15;
 
 /// Whether the follower is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +57,10 @@ pub struct Conversation {
     pub status: Option<Status>,
     pub agent: Option<String>,
     pub last_user_msg_at: Option<i64>,
+    /// When a customer-service message last reached WeChat.
+    pub last_reply_at: Option<i64>,
+    /// When the typing state was last asked for.
+    pub typing_at: Option<i64>,
 }
 
 impl Conversation {
@@ -57,7 +69,14 @@ impl Conversation {
             status: i.s(STATUS).and_then(Status::parse),
             agent: i.s(AGENT).map(str::to_owned),
             last_user_msg_at: i.n(LAST_USER_MSG_AT),
+            last_reply_at: i.n(LAST_REPLY_AT),
+            typing_at: i.n(TYPING_AT),
         }
+    }
+
+    /// The last message exchanged with the follower, either way.
+    pub fn last_exchange_at(&self) -> Option<i64> {
+        self.last_user_msg_at.max(self.last_reply_at)
     }
 }
 
@@ -149,4 +168,42 @@ pub fn advance_cursor(from: Option<Option<i64>>) -> Write {
         Some(Some(n)) => w.when(Cond::eq(NEXT, n)),
         Some(None) => w.when(Cond::lacks(NEXT)),
     }
+}
+
+/// Records that a customer-service message reached WeChat (the typing state needs a recent
+/// exchange).
+pub fn replied(openid: &str, now: i64) -> Write {
+    Write::update(
+        Table::State,
+        &keys::conversation(openid),
+        keys::ONE,
+        vec![
+            Update::set(LAST_REPLY_AT, now),
+            Update::set(UPDATED_AT, now),
+        ],
+    )
+    .when(Cond::Exists)
+}
+
+/// Takes the typing state for the follower at `now`, only if WeChat would grant it: a message
+/// was exchanged within [`TYPING_EXCHANGE_SECS`] and none was asked for within [`TYPING_SECS`]
+/// (so concurrent typing callbacks ask WeChat once).
+pub fn typing(openid: &str, now: i64) -> Write {
+    let recent = now - TYPING_EXCHANGE_SECS;
+    Write::update(
+        Table::State,
+        &keys::conversation(openid),
+        keys::ONE,
+        vec![Update::set(TYPING_AT, now)],
+    )
+    .when(Cond::And(vec![
+        Cond::Or(vec![
+            Cond::lacks(TYPING_AT),
+            Cond::le(TYPING_AT, now - TYPING_SECS),
+        ]),
+        Cond::Or(vec![
+            Cond::ge(LAST_USER_MSG_AT, recent),
+            Cond::ge(LAST_REPLY_AT, recent),
+        ]),
+    ]))
 }

@@ -36,10 +36,12 @@ pub enum Kind {
     CustomerService,
     /// An IM message from the admin account to an agent.
     AgentNotice,
+    /// An agent's typing indicator, shown to the follower as WeChat's typing state.
+    Typing,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Notify,
         Kind::Send,
         Kind::Forward,
@@ -47,6 +49,7 @@ impl Kind {
         Kind::Delete,
         Kind::CustomerService,
         Kind::AgentNotice,
+        Kind::Typing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Kind {
             Kind::Delete => "im_delete",
             Kind::CustomerService => "kf",
             Kind::AgentNotice => "agent_notice",
+            Kind::Typing => "kf_typing",
         }
     }
 
@@ -184,6 +188,11 @@ pub enum Job {
         to: String,
         text: String,
     },
+    /// WeChat's typing state for a follower, while their agent types in IM (never retried).
+    Typing {
+        openid: String,
+        agent: String,
+    },
     /// A stored item this version cannot read (an unknown kind, a missing attribute): ended
     /// failed by the dispatcher with this reason, never retried.
     Unreadable(String),
@@ -199,6 +208,7 @@ impl Job {
             Job::Delete { .. } => Kind::Delete,
             Job::CustomerService { .. } => Kind::CustomerService,
             Job::AgentNotice { .. } => Kind::AgentNotice,
+            Job::Typing { .. } => Kind::Typing,
             Job::Unreadable(_) => return None,
         })
     }
@@ -247,6 +257,10 @@ impl Job {
                 a.push(("to", Attr::from(to.as_str())));
                 a.push(("text", Attr::from(text.as_str())));
             }
+            Job::Typing { openid, agent } => {
+                a.push(("openid", Attr::from(openid.as_str())));
+                a.push(("agent", Attr::from(agent.as_str())));
+            }
             Job::Unreadable(_) => {}
         }
         a
@@ -287,6 +301,10 @@ impl Job {
             Kind::AgentNotice => Job::AgentNotice {
                 to: read::s(i, "to")?,
                 text: read::opt_s(i, "text").unwrap_or_default(),
+            },
+            Kind::Typing => Job::Typing {
+                openid: read::s(i, "openid")?,
+                agent: read::opt_s(i, "agent").unwrap_or_default(),
             },
         })
     }
@@ -707,6 +725,10 @@ mod tests {
             Job::AgentNotice {
                 to: "a".into(),
                 text: "t".into(),
+            },
+            Job::Typing {
+                openid: "o1".into(),
+                agent: "a".into(),
             },
         ];
         for job in jobs {

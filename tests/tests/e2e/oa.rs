@@ -1308,3 +1308,75 @@ async fn without_agents_a_followers_message_is_kept_and_nothing_is_promised() {
         assert_eq!(w.outbox_of("forward").await.len(), 1);
     }
 }
+
+const TYPING: &str = "/cgi-bin/message/custom/typing";
+
+/// TUIKit's typing indicator from an agent, as IM's after-send callback reports it.
+async fn agent_types(w: &World, agent: &str, to: &str) -> serde_json::Value {
+    let mut m = w.c2c(agent, to, "");
+    m["OnlineOnlyFlag"] = json!(1);
+    m["MsgBody"] = json!([{"MsgType": "TIMCustomElem", "MsgContent": {"Data": "{\"businessID\":\"user_typing_status\",\"typingStatus\":1,\"version\":1,\"userAction\":14,\"actionParam\":\"EIMAMSG_InputStatus_Ing\"}", "Desc": "", "Ext": ""}}]);
+    let r = w.im("C2C.CallbackAfterSendMsg", m.clone()).await;
+    assert_eq!(r.status, 200);
+    m
+}
+
+#[tokio::test]
+async fn an_agent_typing_shows_wechat_typing_and_is_never_sent_as_a_message() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        say(&w, "oA", 1, "where is my order?").await;
+        w.wechat.user_wrote("oA");
+        let m = agent_types(&w, "agent_alice", "oA").await;
+        let typing = w.wechat.requests(TYPING);
+        assert_eq!(typing.len(), 1, "{b:?}");
+        assert_eq!(typing[0].body, json!({"touser": "oA", "command": "Typing"}));
+        // A retried callback, and more typing within 15 s, ask WeChat nothing more.
+        w.im("C2C.CallbackAfterSendMsg", m).await;
+        w.advance(3);
+        agent_types(&w, "agent_alice", "oA").await;
+        assert_eq!(w.wechat.count(TYPING), 1, "{b:?}");
+        // Another online-only message is not forwarded at all.
+        let mut other = w.c2c("agent_alice", "oA", "");
+        other["OnlineOnlyFlag"] = json!(1);
+        other["MsgBody"] = json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": "ping"}}]);
+        w.im("C2C.CallbackAfterSendMsg", other).await;
+        assert_eq!(w.wechat.count(CUSTOM), 0, "{b:?}");
+        assert_eq!(w.wechat.count(BIZSEND), 0, "{b:?}");
+        // Half a minute after the last exchange, WeChat would refuse it (45080): not asked.
+        w.advance(30);
+        agent_types(&w, "agent_alice", "oA").await;
+        assert_eq!(w.wechat.count(TYPING), 1, "{b:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_typing_state_is_recorded_and_never_retried() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    follow(&w, "oA").await;
+    say(&w, "oA", 1, "hello").await;
+    // The stand-in has not seen the follower write: it answers 45080, as WeChat would.
+    agent_types(&w, "agent_alice", "oA").await;
+    assert_eq!(w.wechat.count(TYPING), 1);
+    let job = &w.outbox_of("kf_typing").await[0];
+    assert_eq!(
+        (job.s("status"), job.s("reason")),
+        (Some("failed"), Some("45080"))
+    );
+    w.wechat.script(TYPING, vec![Scripted::Status(502)]);
+    w.advance(15);
+    w.wechat.user_wrote("oA");
+    say(&w, "oA", 2, "still there?").await;
+    agent_types(&w, "agent_alice", "oA").await;
+    assert_eq!(
+        w.wechat.count(TYPING),
+        2,
+        "a failed typing state is not retried"
+    );
+    assert_eq!(
+        w.im.delivered(),
+        2,
+        "only the two forwards; the agent is not told"
+    );
+}

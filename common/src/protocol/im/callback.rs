@@ -180,6 +180,23 @@ impl C2cMessage {
             .join(" ")
     }
 
+    /// TUIKit's typing indicator: an online-only message with a custom element whose `Data` is
+    /// JSON with `"businessID":"user_typing_status"`. `Some(true)` while typing, `Some(false)`
+    /// when the indicator stops (`typingStatus` 0), `None` for any other message.
+    pub fn typing(&self) -> Option<bool> {
+        if !self.online_only {
+            return None;
+        }
+        self.body.iter().find_map(|e| match e {
+            Element::Custom { data, .. } => {
+                let v: Value = serde_json::from_str(data).ok()?;
+                (v["businessID"].as_str() == Some("user_typing_status"))
+                    .then(|| int(&v["typingStatus"]) != Some(0))
+            }
+            _ => None,
+        })
+    }
+
     /// What identifies the message across retries: IM's MsgKey, scoped by the two parties.
     pub fn idempotency_key(&self) -> String {
         let key = if self.msg_key.is_empty() {

@@ -250,6 +250,18 @@ impl WechatApi {
         .map(|_| ())
     }
 
+    /// The official account's typing state towards a follower (`command` is `Typing` or
+    /// `CancelTyping`): 45080 when no message was exchanged with them in the last 30 s, 45081
+    /// when they already see it (it lasts 15 s).
+    pub async fn typing(&self, token: &str, openid: &str, command: &str) -> Result<(), ApiError> {
+        self.call(
+            self.with_token("/cgi-bin/message/custom/typing", token)
+                .json(&serde_json::json!({ "touser": openid, "command": command })),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Exchanges a `wx.login` code for the user's openid.
     pub async fn jscode2session(
         &self,

@@ -6,7 +6,7 @@
 //! `Encrypt` ciphertext.
 
 use sha1::{Digest, Sha1};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq, ConstantTimeGreater, ConstantTimeLess};
 
 /// Length of a hex-encoded SHA-1 digest.
 const HEX_LEN: usize = 40;
@@ -41,20 +41,17 @@ pub fn verify(expected: &str, parts: &[&str]) -> bool {
 fn digest_hex(parts: &[&str]) -> [u8; HEX_LEN] {
     let mut hasher = Sha1::new();
     if parts.len() <= INLINE_PARTS {
-        let mut sorted = [""; INLINE_PARTS];
-        let sorted = &mut sorted[..parts.len()];
-        sorted.copy_from_slice(parts);
-        // `str`'s `Ord` compares the UTF-8 bytes, which is the byte-wise order
-        // WeChat uses (so `+` and `/` sort before digits).
-        sorted.sort_unstable();
-        for part in sorted.iter() {
-            hasher.update(part.as_bytes());
+        let mut order = [0usize; INLINE_PARTS];
+        let order = &mut order[..parts.len()];
+        sorted_order(parts, order);
+        for &i in order.iter() {
+            hasher.update(parts[i].as_bytes());
         }
     } else {
-        let mut sorted = parts.to_vec();
-        sorted.sort_unstable();
-        for part in &sorted {
-            hasher.update(part.as_bytes());
+        let mut order = vec![0usize; parts.len()];
+        sorted_order(parts, &mut order);
+        for &i in &order {
+            hasher.update(parts[i].as_bytes());
         }
     }
     let digest = hasher.finalize();
@@ -66,6 +63,41 @@ fn digest_hex(parts: &[&str]) -> [u8; HEX_LEN] {
         pair[1] = HEX[usize::from(byte & 0x0f)];
     }
     out
+}
+
+/// The byte-wise order of `parts` (`order[k]` is the index of the k-th smallest), found
+/// without comparing the token byte by byte against the request's values: a sort with `str`'s
+/// `Ord` stops at the first differing byte, which is a comparison oracle on the token for
+/// whoever chooses the nonce (a fuzzer with comparison tracing learned the sample token from it
+/// in seconds: fuzz/fuzz_targets/push_open.rs). Each part's rank is the number of parts before
+/// it in the order, ties broken by position; ranks and the bytes compared are computed in
+/// constant time for given lengths.
+fn sorted_order(parts: &[&str], order: &mut [usize]) {
+    for (i, a) in parts.iter().enumerate() {
+        let mut rank = 0usize;
+        for (j, b) in parts.iter().enumerate() {
+            let before = ct_less(b.as_bytes(), a.as_bytes())
+                | (Choice::from(u8::from(j < i)) & b.as_bytes().ct_eq(a.as_bytes()));
+            rank += usize::from(before.unwrap_u8());
+        }
+        order[rank] = i;
+    }
+}
+
+/// `a < b` byte-wise (a proper prefix is smaller), looking at every byte of the longer one.
+fn ct_less(a: &[u8], b: &[u8]) -> Choice {
+    let mut less = Choice::from(0);
+    let mut decided = Choice::from(0);
+    for i in 0..a.len().max(b.len()) {
+        // A missing byte counts as below every byte, so that a prefix sorts first.
+        let x = a.get(i).map_or(0u16, |&v| u16::from(v) + 1);
+        let y = b.get(i).map_or(0u16, |&v| u16::from(v) + 1);
+        let lt = x.ct_lt(&y);
+        let gt = x.ct_gt(&y);
+        less |= !decided & lt;
+        decided |= lt | gt;
+    }
+    less
 }
 
 #[cfg(test)]
@@ -167,5 +199,34 @@ mod tests {
     fn empty_input_is_sha1_of_empty_string() {
         assert_eq!(sign(&[]), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
         assert_eq!(sign(&[""]), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    }
+
+    /// The constant-time order is the byte-wise order of `str`'s `Ord` (a prefix first, bytes
+    /// above 0x7F after ASCII, equal parts in any order), for the shapes WeChat sends and the
+    /// edge cases: what `sort_unstable` gave before the change.
+    #[test]
+    fn the_constant_time_order_is_the_byte_wise_order() {
+        let cases: [&[&str]; 9] = [
+            &["test", "1410685589", "test"],
+            &["AAAAA", "1714036504", "1514711492"],
+            &["wxpushtoken2024", "1700000000", "100002", "+qdx1OKC/y=="],
+            &["b", "ba", "a", ""],
+            &["", "", "x"],
+            &["é", "e", "f", "\u{7f}"],
+            &["abc", "abd", "ab", "abcd", "abc"],
+            &["z"],
+            &["9", "10", "100", "09", "+", "/", "="],
+        ];
+        for parts in cases {
+            let mut expected = parts.to_vec();
+            expected.sort_unstable();
+            let mut order = vec![0; parts.len()];
+            sorted_order(parts, &mut order);
+            let got: Vec<&str> = order.iter().map(|&i| parts[i]).collect();
+            assert_eq!(got, expected, "{parts:?}");
+            let mut seen = order.clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..parts.len()).collect::<Vec<_>>(), "a permutation");
+        }
     }
 }

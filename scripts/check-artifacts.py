@@ -93,6 +93,15 @@ def want(cond, what):
         raise Failure(what)
 
 
+def subset(exp, got, what):
+    """Every member of `exp` is in `got` with the same value (objects compared member-wise)."""
+    if isinstance(exp, dict) and isinstance(got, dict):
+        for k, v in exp.items():
+            subset(v, got.get(k), f"{what}.{k}")
+    else:
+        want(exp == got, f"{what}: {got!r}, expected {exp!r}")
+
+
 def outbox_view(world, exp_outbox):
     got = []
     for i in h.live(world.aws.scan(world.table + "-outbox")):
@@ -141,9 +150,7 @@ def check(world, file, exp, out, fn):
         text = h.reply_text(body, world.env["WECHAT_OA_AES_KEY"])
         want(text == exp["reply_text"], f"passive reply {text!r}")
     if "json" in exp:
-        got = json.loads(body)
-        for k, v in exp["json"].items():
-            want(got.get(k) == v, f"body member {k}: {got.get(k)!r}, expected {v!r}")
+        subset(exp["json"], json.loads(body), "body")
     for gone in exp.get("absent", []):
         item = world.aws.get(world.table, gone["pk"], gone["sk"])
         want(item is None or not h.live([item]), f"{gone['pk']}/{gone['sk']} should not exist")

@@ -140,7 +140,7 @@ struct Shared {
     /// IM: the one-to-one messages delivered, keyed as IM deduplicates them: (from, to,
     /// MsgRandom, MsgTime). A resend is the same message only within the same second
     /// (reference §3.2), so a late retry is delivered again, as on the real service.
-    delivered: HashMap<(String, String, u64, i64), String>,
+    delivered: HashMap<(String, String, u64, i64), (String, Value)>,
     allow_delete: bool,
     /// Every access token and session key handed out, in order.
     issued: Vec<String>,
@@ -782,12 +782,85 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
             let key = s
                 .delivered
                 .entry((from, to, random, now))
-                .or_insert_with(|| format!("{seq}_{random}_{now}"))
+                .or_insert_with(|| (format!("{seq}_{random}_{now}"), body["MsgBody"].clone()))
+                .0
                 .clone();
             im_ok(json!({ "MsgTime": now, "MsgKey": key }))
         }
+        "/v4/openim/admin_getroammsg" => roam_messages(&s, body),
         _ => Response::text(404, "not found"),
     }
+}
+
+/// `admin_getroammsg` as IM documents it (269/42794): the messages between `Operator_Account`
+/// and `Peer_Account` (both directions) with `MinTime` ≤ time ≤ `MaxTime`, newest first in pages
+/// of `MaxCnt` (each page listed oldest first), continued after `LastMsgKey`; `Complete` 1 on
+/// the last page, whose `LastMsgTime`/`LastMsgKey` name its oldest message.
+fn roam_messages(s: &Shared, body: &Value) -> Response {
+    let (Some(op), Some(peer)) = (
+        body["Operator_Account"].as_str(),
+        body["Peer_Account"].as_str(),
+    ) else {
+        return im_error(90001, "Operator_Account and Peer_Account are required");
+    };
+    let (Some(max_cnt), Some(min), Some(max)) = (
+        body["MaxCnt"].as_u64(),
+        body["MinTime"].as_i64(),
+        body["MaxTime"].as_i64(),
+    ) else {
+        return im_error(90001, "MaxCnt, MinTime and MaxTime are required");
+    };
+    let seq = |key: &str| {
+        key.split('_')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut all: Vec<(&(String, String, u64, i64), &(String, Value))> = s
+        .delivered
+        .iter()
+        .filter(|((f, t, _, time), _)| {
+            ((f == op && t == peer) || (f == peer && t == op)) && (min..=max).contains(time)
+        })
+        .collect();
+    all.sort_by_key(|((.., time), (key, _))| std::cmp::Reverse((*time, seq(key))));
+    let start = match body["LastMsgKey"].as_str() {
+        Some(last) => all
+            .iter()
+            .position(|(_, (key, _))| key == last)
+            .map_or(all.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<_> = all
+        .iter()
+        .skip(start)
+        .take(max_cnt.clamp(1, 100) as usize)
+        .collect();
+    let complete = start + page.len() >= all.len();
+    let last = page
+        .last()
+        .map(|((.., time), (key, _))| (*time, key.clone()));
+    let list: Vec<Value> = page
+        .iter()
+        .rev()
+        .map(|((from, to, random, time), (key, msg_body))| {
+            json!({
+                "From_Account": from, "To_Account": to, "MsgSeq": seq(key),
+                "MsgRandom": random, "MsgTimeStamp": time, "MsgFlagBits": 0,
+                "IsPeerRead": 0, "MsgKey": key, "MsgBody": msg_body,
+            })
+        })
+        .collect();
+    let mut answer = json!({
+        "Complete": u8::from(complete),
+        "MsgCnt": list.len(),
+        "MsgList": list,
+    });
+    if let Some((time, key)) = last {
+        answer["LastMsgTime"] = time.into();
+        answer["LastMsgKey"] = key.into();
+    }
+    im_ok(answer)
 }
 
 impl StandIn {

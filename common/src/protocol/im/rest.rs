@@ -324,7 +324,65 @@ impl ImApi {
         let v = self.call("openim/sendmsg", &body, clock).await?;
         Ok(v["MsgKey"].as_str().unwrap_or("").to_owned())
     }
+
+    /// The MsgKey of the one-to-one message `from` (None: the admin) → `to` carrying
+    /// `msg_random`, if IM holds one sent at or after `since`: whether an earlier attempt of a
+    /// send whose answer was lost arrived after all. IM's own deduplication of a resend reaches
+    /// only within the same second (reference §3.2); this reaches as far as the history does.
+    ///
+    /// `v4/openim/admin_getroammsg` (cloud.tencent.com/document/product/269/42794): read from
+    /// the receiver's side (`Operator_Account` = `to`), which holds the message whatever
+    /// `SyncOtherMachine` said; pages of newest-first messages, continued with `MaxTime` =
+    /// `LastMsgTime` and `LastMsgKey` while `Complete` is 0. Recalled messages are listed too
+    /// (flagged in `MsgFlagBits`): one of those was sent as well.
+    pub async fn find_message(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        msg_random: u32,
+        since: i64,
+        clock: &dyn Clock,
+    ) -> Result<Option<String>, ImError> {
+        let from = from.unwrap_or(&self.admin);
+        let mut body = json!({
+            "Operator_Account": to,
+            "Peer_Account": from,
+            "MaxCnt": 100,
+            "MinTime": since.max(0),
+            // Ahead of our clock by as much as `since` is behind it: IM's clock is its own.
+            "MaxTime": clock.now() + HISTORY_SLACK_SECS,
+        });
+        for _ in 0..HISTORY_PAGES {
+            let v = self.call("openim/admin_getroammsg", &body, clock).await?;
+            let list = v["MsgList"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            if let Some(m) = list.iter().find(|m| {
+                m["MsgRandom"].as_u64() == Some(u64::from(msg_random))
+                    && m["From_Account"].as_str() == Some(from)
+                    && m["To_Account"].as_str() == Some(to)
+            }) {
+                return Ok(Some(m["MsgKey"].as_str().unwrap_or("").to_owned()));
+            }
+            let more = v["Complete"].as_i64() == Some(0) && !list.is_empty();
+            match (more, v["LastMsgTime"].as_i64(), v["LastMsgKey"].as_str()) {
+                (true, Some(t), Some(k)) => {
+                    body["MaxTime"] = t.into();
+                    body["LastMsgKey"] = k.into();
+                }
+                _ => return Ok(None),
+            }
+        }
+        // A conversation this busy since the first attempt: not knowing is not "not sent".
+        Err(ImError::Protocol(
+            "admin_getroammsg: history too long to search",
+        ))
+    }
 }
+
+/// How far before the first attempt (and after now) the history is searched: clock skew
+/// between us and IM, which stamps messages with its own time.
+pub const HISTORY_SLACK_SECS: i64 = 300;
+/// Pages of up to 100 messages (IM caps a page at 13 KB) searched before giving up.
+const HISTORY_PAGES: usize = 10;
 
 /// The outcome for one account from an `account_delete` answer's `ResultItem` list.
 fn deletion_result(v: &Value, user_id: &str) -> Result<Deletion, ImError> {

@@ -140,7 +140,7 @@ struct Shared {
     /// IM: the one-to-one messages delivered, keyed as IM deduplicates them: (from, to,
     /// MsgRandom, MsgTime). A resend is the same message only within the same second
     /// (reference §3.2), so a late retry is delivered again, as on the real service.
-    delivered: HashMap<(String, String, u64, i64), (String, Value)>,
+    delivered: HashMap<MessageId, (String, Value)>,
     allow_delete: bool,
     /// Every access token and session key handed out, in order.
     issued: Vec<String>,
@@ -792,6 +792,9 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
     }
 }
 
+/// How IM tells one-to-one messages apart: (from, to, MsgRandom, MsgTime).
+type MessageId = (String, String, u64, i64);
+
 /// `admin_getroammsg` as IM documents it (269/42794): the messages between `Operator_Account`
 /// and `Peer_Account` (both directions) with `MinTime` ≤ time ≤ `MaxTime`, newest first in pages
 /// of `MaxCnt` (each page listed oldest first), continued after `LastMsgKey`; `Complete` 1 on
@@ -816,7 +819,7 @@ fn roam_messages(s: &Shared, body: &Value) -> Response {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let mut all: Vec<(&(String, String, u64, i64), &(String, Value))> = s
+    let mut all: Vec<(&MessageId, &(String, Value))> = s
         .delivered
         .iter()
         .filter(|((f, t, _, time), _)| {

@@ -142,6 +142,8 @@ struct Shared {
     /// (reference §3.2), so a late retry is delivered again, as on the real service.
     delivered: HashMap<(String, String, u64, i64), String>,
     allow_delete: bool,
+    /// IM: groups by id: their type (`Public`, `Work`, `Community`, …) and members in join order.
+    groups: HashMap<String, (String, Vec<String>)>,
     /// Every access token and session key handed out, in order.
     issued: Vec<String>,
     /// WeChat: session keys handed out so far (numbering them).
@@ -440,6 +442,20 @@ impl StandIn {
     /// IM: what `query_online_status` reports for a user (`Online`, `PushOnline`, `Offline`).
     pub fn set_online(&self, user: &str, status: &str) {
         self.with(|s| s.online.insert(user.to_owned(), status.to_owned()));
+    }
+
+    /// IM: a group of `kind` (`Public`, `Work`, `Meeting`, `Community`, `AVChatRoom`) with these
+    /// members, for `get_group_member_info`.
+    pub fn set_group(&self, group_id: &str, kind: &str, members: &[&str]) {
+        self.with(|s| {
+            s.groups.insert(
+                group_id.to_owned(),
+                (
+                    kind.to_owned(),
+                    members.iter().map(|m| (*m).to_owned()).collect(),
+                ),
+            )
+        });
     }
 
     /// IM: whether `account_delete` is allowed (only the Trial edition allows it).
@@ -761,6 +777,7 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
             }
             im_ok(json!({ "ResultItem": items }))
         }
+        "/v4/group_open_http_svc/get_group_member_info" => group_members(&s, body),
         "/v4/openim/sendmsg" => {
             let to = body["To_Account"].as_str().unwrap_or("").to_owned();
             let from = body["From_Account"].as_str().unwrap_or(&admin).to_owned();
@@ -788,6 +805,79 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
         }
         _ => Response::text(404, "not found"),
     }
+}
+
+/// `get_group_member_info` (cloud.tencent.com/document/product/269/1629): `Limit` (at most
+/// 6000; absent: every member) and `Offset` page the members, except in a Community group,
+/// which takes no `Offset` and pages by `Next` (`""` first, then the answer's `Next`, until it
+/// comes back empty). An audio-video group (AVChatRoom) does not support the call.
+fn group_members(s: &Shared, body: &Value) -> Response {
+    let Some(id) = body["GroupId"].as_str().filter(|g| !g.is_empty()) else {
+        return im_error(10004, "parameter invalid: GroupId is required");
+    };
+    let Some((kind, members)) = s.groups.get(id) else {
+        return im_error(10010, "the group does not exist or has been dissolved");
+    };
+    if kind == "AVChatRoom" {
+        return im_error(10007, "this group type does not support the operation");
+    }
+    let limit = match &body["Limit"] {
+        Value::Null => members.len(),
+        v => match v.as_u64() {
+            Some(l) if l <= 6000 => l as usize,
+            _ => return im_error(10004, "parameter invalid: Limit"),
+        },
+    };
+    let community = kind == "Community";
+    let start = if community {
+        if !body["Offset"].is_null() {
+            return im_error(
+                10004,
+                "parameter invalid: Community groups page by Next, not Offset",
+            );
+        }
+        match body["Next"].as_str() {
+            Some("") => 0,
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) => n,
+                Err(_) => return im_error(10004, "parameter invalid: Next"),
+            },
+            None => {
+                return im_error(
+                    10004,
+                    "parameter invalid: Next is required for a Community group",
+                );
+            }
+        }
+    } else {
+        match &body["Offset"] {
+            Value::Null => 0,
+            v => match v.as_u64() {
+                Some(o) => o as usize,
+                None => return im_error(10004, "parameter invalid: Offset"),
+            },
+        }
+    };
+    let page: Vec<Value> = members
+        .iter()
+        .skip(start)
+        .take(limit)
+        .enumerate()
+        .map(|(i, m)| {
+            let role = if start + i == 0 { "Owner" } else { "Member" };
+            json!({ "Member_Account": m, "Role": role, "JoinTime": 1_690_000_000 + start + i })
+        })
+        .collect();
+    let end = start + page.len();
+    let mut answer = json!({ "MemberNum": members.len(), "MemberList": page });
+    if community {
+        answer["Next"] = json!(if end < members.len() {
+            end.to_string()
+        } else {
+            String::new()
+        });
+    }
+    im_ok(answer)
 }
 
 impl StandIn {

@@ -484,15 +484,18 @@ def build_im():
          {"function": "im-callback", "status": 200, "body": IM_OK, "nothing_stored": True},
          "A group message that @-mentions nobody (no GroupAtInfo; an \"@name\" in the text is not a mention): "
          "acknowledged with the OK body, nobody notified, nothing stored.")
-    members = {"group": {"id": "@TGS#2J4SZEAEL", "type": "Public", "members": [seller, customer, "member_003"]}}
+    members = {"group": {"id": "@TGS#2J4SZEAEL", "type": "Public", "name": "周末徒步群",
+                         "members": [seller, customer, "member_003"]}}
     case("im-callback/group-at-mention.json",
          im_event("Group.CallbackAfterSendMsg",
                   group(124, "@林 请确认收货地址", [{"GroupAtAllFlag": 0, "GroupAt_Account": customer}])),
-         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup,
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup + [members],
           "outbox": [{"kind": "notify", "status": "sent"}], "sends": 1,
-          "send_data": {"thing1": {"value": seller}, "thing2": {"value": "@林 请确认收货地址"}}},
+          "send_data": {"thing1": {"value": f"{seller}（周末徒步群）"}, "thing2": {"value": "@林 请确认收货地址"}}},
          "A group message that @-mentions customer_lin (GroupAtInfo's GroupAt_Account): notified like a "
-         "one-to-one message from the sender (bound, offline, a credit). Setup as c2c-after-send-offline.json.")
+         "one-to-one message from the sender (bound, offline, a credit), named with the group's name from "
+         "get_group_info (the callback carries none). Setup as c2c-after-send-offline.json, and the IM "
+         "stand-in knows the group.")
     at_all = group(125, "@all 今晚八点直播", [{"GroupAtAllFlag": 1}])
     case("im-callback/group-at-all-off.json", im_event("Group.CallbackAfterSendMsg", at_all),
          {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup + [members],

@@ -144,6 +144,8 @@ struct Shared {
     allow_delete: bool,
     /// IM: groups by id: their type (`Public`, `Work`, `Community`, …) and members in join order.
     groups: HashMap<String, (String, Vec<String>)>,
+    /// IM: group names, for `get_group_info`.
+    group_names: HashMap<String, String>,
     /// Every access token and session key handed out, in order.
     issued: Vec<String>,
     /// WeChat: session keys handed out so far (numbering them).
@@ -456,6 +458,11 @@ impl StandIn {
                 ),
             )
         });
+    }
+
+    /// IM: the name `get_group_info` reports for a group set with [`StandIn::set_group`].
+    pub fn name_group(&self, group_id: &str, name: &str) {
+        self.with(|s| s.group_names.insert(group_id.to_owned(), name.to_owned()));
     }
 
     /// IM: whether `account_delete` is allowed (only the Trial edition allows it).
@@ -778,6 +785,7 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
             im_ok(json!({ "ResultItem": items }))
         }
         "/v4/group_open_http_svc/get_group_member_info" => group_members(&s, body),
+        "/v4/group_open_http_svc/get_group_info" => group_info(&s, body),
         "/v4/openim/sendmsg" => {
             let to = body["To_Account"].as_str().unwrap_or("").to_owned();
             let from = body["From_Account"].as_str().unwrap_or(&admin).to_owned();
@@ -878,6 +886,43 @@ fn group_members(s: &Shared, body: &Value) -> Response {
         });
     }
     im_ok(answer)
+}
+
+/// `get_group_info`: one `GroupInfo` entry per id of `GroupIdList` (at most 50), each with its
+/// own `ErrorCode` (10010 for a group that does not exist), and the base fields
+/// `ResponseFilter.GroupBaseInfoFilter` asks for (all of this stand-in's when absent).
+fn group_info(s: &Shared, body: &Value) -> Response {
+    let Some(ids) = body["GroupIdList"]
+        .as_array()
+        .filter(|a| !a.is_empty() && a.len() <= 50)
+    else {
+        return im_error(10004, "parameter invalid: GroupIdList");
+    };
+    let filter: Option<Vec<&str>> = body["ResponseFilter"]["GroupBaseInfoFilter"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect());
+    let wants = |f: &str| filter.as_ref().is_none_or(|l| l.contains(&f));
+    let mut out = vec![];
+    for id in ids {
+        let id = id.as_str().unwrap_or("");
+        let Some((kind, members)) = s.groups.get(id) else {
+            out.push(json!({ "GroupId": id, "ErrorCode": 10010,
+                             "ErrorInfo": "the group does not exist or has been dissolved" }));
+            continue;
+        };
+        let mut g = json!({ "GroupId": id, "ErrorCode": 0, "ErrorInfo": "" });
+        if wants("Type") {
+            g["Type"] = json!(kind);
+        }
+        if wants("Name") {
+            g["Name"] = json!(s.group_names.get(id).cloned().unwrap_or_default());
+        }
+        if wants("MemberNum") {
+            g["MemberNum"] = json!(members.len());
+        }
+        out.push(g);
+    }
+    im_ok(json!({ "GroupInfo": out }))
 }
 
 impl StandIn {

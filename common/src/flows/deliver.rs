@@ -598,6 +598,38 @@ mod window_tests {
     }
 
     #[tokio::test]
+    async fn a_message_withdrawn_before_its_claim_is_ended_not_told() {
+        let b = bench(&[]);
+        let e = outbox::enqueue("n3", &notice("recalled one"), b.app.queueing());
+        b.commit(e.writes()).await;
+        // The recall marked it; the dispatcher claimed it before the recall could end it.
+        b.app
+            .store
+            .write(outbox::withdraw("n3", "recalled", T0))
+            .await
+            .unwrap();
+        let claim = outbox::claim(&*b.app.store, "n3", T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.item.cancelled.as_deref(), Some("recalled"));
+        let d = deliver(&b.app, "u1", std::slice::from_ref(&claim.item))
+            .await
+            .unwrap();
+        assert_eq!(d, Delivery::Done);
+        let item = b.item("n3").await;
+        assert_eq!(
+            (item.status, item.reason.as_deref()),
+            (Status::Skipped, Some("recalled"))
+        );
+        // A second mark is refused: a duplicate recall changes nothing.
+        assert!(matches!(
+            b.app.store.write(outbox::withdraw("n3", "read", T0)).await,
+            Err(StoreError::ConditionFailed { .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn without_a_template_the_group_fails_and_the_count_resets() {
         let b = bench(&[("NOTIFY_TEMPLATE_ID", ""), ("NOTIFY_DATA", "")]);
         let e = outbox::enqueue("n2", &notice("x"), b.app.queueing());

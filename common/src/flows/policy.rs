@@ -217,7 +217,11 @@ pub async fn on_group_message(app: &App, g: &GroupMessage) -> Result<GroupDecisi
     if recipients.is_empty() {
         return Ok(GroupDecision::only(Skip::NoMention));
     }
-    let sender = match &g.group_name {
+    let name = match &g.group_name {
+        Some(n) => Some(n.clone()),
+        None => group_name(app, g).await,
+    };
+    let sender = match name {
         Some(name) => format!("{}（{name}）", g.from),
         None => g.from.clone(),
     };
@@ -238,6 +242,19 @@ pub async fn on_group_message(app: &App, g: &GroupMessage) -> Result<GroupDecisi
         out.decisions.push((r.clone(), d));
     }
     Ok(out)
+}
+
+/// The group's name as IM knows it (the callback carries none); `None` when IM cannot say, and
+/// the notification then names the sender alone.
+async fn group_name(app: &App, g: &GroupMessage) -> Option<String> {
+    let im = app.im.as_ref()?;
+    match im.group_name(&g.group_id, &*app.clock).await {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(group = %g.group_id, decision = "group_name_unavailable", reason = %e.reason(), "get_group_info failed; the notification names the sender alone");
+            None
+        }
+    }
 }
 
 /// The members an @all reaches, as IM lists them; none when IM cannot say (the named mentions

@@ -104,6 +104,9 @@ async fn run_setup(w: &World, exp: &Value) {
                 g["type"].as_str().unwrap(),
                 &members,
             );
+            if let Some(name) = g["name"].as_str() {
+                w.im.name_group(g["id"].as_str().unwrap(), name);
+            }
         } else if let Some(o) = step["online"].as_array() {
             w.im.set_online(o[0].as_str().unwrap(), o[1].as_str().unwrap());
         } else if let Some(f) = step["handler"].as_str() {

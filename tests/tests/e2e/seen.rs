@@ -280,6 +280,8 @@ async fn a_group_at_mention_notifies_the_member_it_names() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0).set("NOTIFY_DEBOUNCE_SECS", "300")).await;
         w.ready_offline(2).await;
+        w.im.set_group(GROUP, "Public", &[SELLER, CUSTOMER]);
+        w.im.name_group(GROUP, "周末徒步群");
         // No GroupAtInfo: an "@customer_lin" in the text is not a mention.
         twice(
             &w,
@@ -304,7 +306,11 @@ async fn a_group_at_mention_notifies_the_member_it_names() {
             "{b:?}: the sender mentioning themself is not told"
         );
         assert_eq!(sends[0].body["touser"], MP_OPENID);
-        assert_eq!(sends[0].body["data"]["thing1"]["value"], SELLER);
+        // The callback has no group name: IM's get_group_info gives it.
+        assert_eq!(
+            sends[0].body["data"]["thing1"]["value"],
+            format!("{SELLER}（周末徒步群）")
+        );
         assert_eq!(preview(&sends[0].body), "@林 请看一下");
         // The same debounce window as one-to-one messages: held, then one follow-up.
         w.advance(10);
@@ -475,5 +481,71 @@ async fn push_online_counts_as_configured() {
                 );
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn a_message_told_by_a_follow_up_is_never_taken_out_of_a_later_count() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0).set("NOTIFY_DEBOUNCE_SECS", "300")).await;
+        w.ready_offline(3).await;
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "a"))
+            .await;
+        w.advance(10);
+        let held = w.c2c(SELLER, CUSTOMER, "b");
+        w.im("C2C.CallbackAfterSendMsg", held.clone()).await;
+        // The follow-up tells "b"; a new window opens with it.
+        w.advance(400);
+        w.sweep().await;
+        assert_eq!(w.sends().len(), 2, "{b:?}");
+        w.advance(10);
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(OTHER, CUSTOMER, "c"))
+            .await;
+        assert_eq!(pending(&w).await, 1, "{b:?}: c is held");
+        // "b" is recalled and then read: it was told already, so c stays counted.
+        twice(&w, "C2C.CallbackAfterMsgWithDraw", recall_of(&held)).await;
+        twice(
+            &w,
+            "C2C.CallbackAfterMsgReport",
+            read_report(CUSTOMER, SELLER, w.now()),
+        )
+        .await;
+        assert_eq!(pending(&w).await, 1, "{b:?}");
+        w.advance(400);
+        w.sweep().await;
+        let sends = w.sends();
+        assert_eq!(sends.len(), 3, "{b:?}");
+        assert_eq!(preview(&sends[2].body), "c", "{b:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_login_after_the_hold_leaves_the_new_count_alone() {
+    for b in BACKENDS {
+        let w = World::new(
+            Options::new(b)
+                .at(T0)
+                .set("NOTIFY_QUIET_HOURS", "06:00-07:00"),
+        )
+        .await;
+        w.ready_offline(2).await;
+        // Held by the quiet hours (T0 is 06:13 in Shanghai); no notification ever went out.
+        let first = w.c2c(SELLER, CUSTOMER, "first");
+        w.im("C2C.CallbackAfterSendMsg", first.clone()).await;
+        assert_eq!(pending(&w).await, 1, "{b:?}");
+        // They came back (the count is cleared) and left again; a new message is held.
+        w.advance(5);
+        w.state_change(CUSTOMER, "Login", w.now() * 1000).await;
+        w.advance(5);
+        w.state_change(CUSTOMER, "Logout", w.now() * 1000).await;
+        w.im("C2C.CallbackAfterSendMsg", w.c2c(OTHER, CUSTOMER, "second"))
+            .await;
+        assert_eq!(pending(&w).await, 1, "{b:?}");
+        twice(&w, "C2C.CallbackAfterMsgWithDraw", recall_of(&first)).await;
+        assert_eq!(
+            pending(&w).await,
+            1,
+            "{b:?}: the recall takes nothing from the new count"
+        );
     }
 }

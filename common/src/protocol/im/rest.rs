@@ -319,6 +319,35 @@ impl ImApi {
         Ok(out)
     }
 
+    /// A group's name (`get_group_info` with only `Name` in its `GroupBaseInfoFilter`);
+    /// `None` when the group has none or IM reports an error for it.
+    pub async fn group_name(
+        &self,
+        group_id: &str,
+        clock: &dyn Clock,
+    ) -> Result<Option<String>, ImError> {
+        let v = self
+            .call(
+                "group_open_http_svc/get_group_info",
+                &json!({
+                    "GroupIdList": [group_id],
+                    "ResponseFilter": { "GroupBaseInfoFilter": ["Name"] },
+                }),
+                clock,
+            )
+            .await?;
+        Ok(v["GroupInfo"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["GroupId"].as_str() == Some(group_id))
+            .filter(|g| g["ErrorCode"].as_i64().unwrap_or(0) == 0)
+            .and_then(|g| g["Name"].as_str())
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned))
+    }
+
     /// Imports an account; one that already exists is not an error.
     pub async fn account_import(
         &self,

@@ -432,7 +432,7 @@ impl Config {
             quiet_hours,
             push_online_is_online,
             group_at_all,
-            group_at_all_max: env.int("NOTIFY_GROUP_AT_ALL_MAX", 200, 1, 6000)?,
+            group_at_all_max: env.int("NOTIFY_GROUP_AT_ALL_MAX", 100, 1, 6000)?,
         }))
     }
 
@@ -666,7 +666,7 @@ mod tests {
             quiet_hours: quiet,
             push_online_is_online: true,
             group_at_all: false,
-            group_at_all_max: 200,
+            group_at_all_max: 100,
         }
     }
 

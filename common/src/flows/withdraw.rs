@@ -18,6 +18,7 @@
 use tracing::info;
 
 use crate::app::App;
+use crate::obs;
 use crate::protocol::im::callback::{ReadReport, Recall};
 use crate::records::due;
 use crate::records::notify_window;
@@ -149,6 +150,11 @@ async fn withdraw(
             Withdrawal::AlreadyTold
         }
     };
+    obs::metric(
+        "NotificationsWithdrawn",
+        &[("Reason", reason), ("Outcome", outcome.as_str())],
+        1.0,
+    );
     info!(outbox_id = %id, recipient = %n.recipient, reason, withdrawal = outcome.as_str(), "notification withdrawn");
     Ok(outcome)
 }

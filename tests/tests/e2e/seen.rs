@@ -429,7 +429,8 @@ async fn at_all_stops_at_the_cap_and_pages_a_community_by_next() {
     let w = World::new(
         Options::new(Backend::Embedded)
             .at(T0)
-            .set("NOTIFY_GROUP_AT_ALL", "true"),
+            .set("NOTIFY_GROUP_AT_ALL", "true")
+            .set("NOTIFY_GROUP_AT_ALL_MAX", "200"),
     )
     .await;
     w.ready_offline(1).await;

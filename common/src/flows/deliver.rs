@@ -19,6 +19,12 @@
 //! the moment the hold ends (see [`crate::flows::sweep`]). The sweep then queues one follow-up
 //! notification for the recipient, which goes through this same function: sent if they are still
 //! offline with something pending and a credit, or skipped with the reason.
+//!
+//! **What the user saw elsewhere is not told.** An item whose message was read on another device
+//! or recalled before its claim ([`crate::flows::withdraw`]) is ended `skipped` with that reason
+//! and left out of the group. A held (or credit-less) message's waiting record says in which
+//! window it was counted and which follow-up speaks for it, so that a later withdrawal can take it
+//! out of the count; a told message's record is removed with its ending.
 
 use serde_json::Value;
 use tracing::{info, warn};

@@ -597,6 +597,37 @@ mod tests {
     }
 
     #[test]
+    fn push_online_and_at_all_choices() {
+        let notify = [
+            ("NOTIFY_TEMPLATE_ID", "tpl"),
+            ("NOTIFY_DATA", r#"{"thing1":"{sender}"}"#),
+        ];
+        let n = cfg(&notify).unwrap().notify.unwrap();
+        assert!(n.push_online_is_online && !n.group_at_all);
+        assert_eq!(n.group_at_all_max, 100);
+        let mut v = notify.to_vec();
+        v.extend([
+            ("NOTIFY_PUSH_ONLINE", "offline"),
+            ("NOTIFY_GROUP_AT_ALL", "true"),
+            ("NOTIFY_GROUP_AT_ALL_MAX", "300"),
+        ]);
+        let n = cfg(&v).unwrap().notify.unwrap();
+        assert!(!n.push_online_is_online && n.group_at_all);
+        assert_eq!(n.group_at_all_max, 300);
+        for (var, bad) in [
+            ("NOTIFY_PUSH_ONLINE", "sometimes"),
+            ("NOTIFY_GROUP_AT_ALL", "yes"),
+            ("NOTIFY_GROUP_AT_ALL_MAX", "-5"),
+        ] {
+            let mut v = notify.to_vec();
+            v.push((var, bad));
+            let e = cfg(&v).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(!e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
     fn full_app_with_non_canonical_key() {
         let mut v = MP.to_vec();
         v.push((

@@ -1,6 +1,7 @@
-//! Ingest a verified IM callback: presence from state changes, and a one-to-one message either
-//! to the official-account bridge (an agent's reply to a follower) or to the offline
-//! notification policy.
+//! Ingest a verified IM callback: presence from state changes, a one-to-one message either to
+//! the official-account bridge (an agent's reply to a follower) or to the offline notification
+//! policy, a group message to the policy for the members it @-mentions, and read reports and
+//! recalls to [`crate::flows::withdraw`].
 
 use crate::app::App;
 use crate::config::NotifyTrigger;

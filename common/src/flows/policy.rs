@@ -1,5 +1,5 @@
-//! The IM side of offline notifications: from a one-to-one message, decide whether to queue a
-//! subscribe message for its recipient. The decision is cheap enough for IM's 2 s limit (a few
+//! The IM side of offline notifications: from a one-to-one message (or a group message, for
+//! each member it @-mentions), decide whether to queue a subscribe message for its recipient. The decision is cheap enough for IM's 2 s limit (a few
 //! reads and one conditional put); the slow parts (token, WeChat) happen in the dispatcher.
 
 use tracing::{info, warn};

@@ -13,7 +13,8 @@
 //!   message still held with it, or is dropped when none is.
 //! - **told** (sent, or merged into a notification that went out): nothing; WeChat cannot take
 //!   a subscribe message back, and the count it told stands.
-//! - **being sent** right now: the dispatcher that holds it decides (it may go out).
+//! - **being sent** right now: the dispatcher that claimed it before the mark decides: it may go
+//!   out, or be held and stay counted (the window of that race is the dispatch itself).
 
 use tracing::info;
 

@@ -142,6 +142,10 @@ struct Shared {
     /// (reference §3.2), so a late retry is delivered again, as on the real service.
     delivered: HashMap<MessageId, (String, Value)>,
     allow_delete: bool,
+    /// IM: groups by id: their type (`Public`, `Work`, `Community`, …) and members in join order.
+    groups: HashMap<String, (String, Vec<String>)>,
+    /// IM: group names, for `get_group_info`.
+    group_names: HashMap<String, String>,
     /// Every access token and session key handed out, in order.
     issued: Vec<String>,
     /// WeChat: session keys handed out so far (numbering them).
@@ -440,6 +444,25 @@ impl StandIn {
     /// IM: what `query_online_status` reports for a user (`Online`, `PushOnline`, `Offline`).
     pub fn set_online(&self, user: &str, status: &str) {
         self.with(|s| s.online.insert(user.to_owned(), status.to_owned()));
+    }
+
+    /// IM: a group of `kind` (`Public`, `Work`, `Meeting`, `Community`, `AVChatRoom`) with these
+    /// members, for `get_group_member_info`.
+    pub fn set_group(&self, group_id: &str, kind: &str, members: &[&str]) {
+        self.with(|s| {
+            s.groups.insert(
+                group_id.to_owned(),
+                (
+                    kind.to_owned(),
+                    members.iter().map(|m| (*m).to_owned()).collect(),
+                ),
+            )
+        });
+    }
+
+    /// IM: the name `get_group_info` reports for a group set with [`StandIn::set_group`].
+    pub fn name_group(&self, group_id: &str, name: &str) {
+        self.with(|s| s.group_names.insert(group_id.to_owned(), name.to_owned()));
     }
 
     /// IM: whether `account_delete` is allowed (only the Trial edition allows it).
@@ -761,6 +784,8 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
             }
             im_ok(json!({ "ResultItem": items }))
         }
+        "/v4/group_open_http_svc/get_group_member_info" => group_members(&s, body),
+        "/v4/group_open_http_svc/get_group_info" => group_info(&s, body),
         "/v4/openim/sendmsg" => {
             let to = body["To_Account"].as_str().unwrap_or("").to_owned();
             let from = body["From_Account"].as_str().unwrap_or(&admin).to_owned();
@@ -864,6 +889,116 @@ fn roam_messages(s: &Shared, body: &Value) -> Response {
         answer["LastMsgKey"] = key.into();
     }
     im_ok(answer)
+}
+
+/// `get_group_member_info` (cloud.tencent.com/document/product/269/1629): `Limit` (at most
+/// 6000; absent: every member) and `Offset` page the members, except in a Community group,
+/// which takes no `Offset` and pages by `Next` (`""` first, then the answer's `Next`, until it
+/// comes back empty). An audio-video group (AVChatRoom) does not support the call.
+fn group_members(s: &Shared, body: &Value) -> Response {
+    let Some(id) = body["GroupId"].as_str().filter(|g| !g.is_empty()) else {
+        return im_error(10004, "parameter invalid: GroupId is required");
+    };
+    let Some((kind, members)) = s.groups.get(id) else {
+        return im_error(10010, "the group does not exist or has been dissolved");
+    };
+    if kind == "AVChatRoom" {
+        return im_error(10007, "this group type does not support the operation");
+    }
+    let limit = match &body["Limit"] {
+        Value::Null => members.len(),
+        v => match v.as_u64() {
+            Some(l) if l <= 6000 => l as usize,
+            _ => return im_error(10004, "parameter invalid: Limit"),
+        },
+    };
+    let community = kind == "Community";
+    let start = if community {
+        if !body["Offset"].is_null() {
+            return im_error(
+                10004,
+                "parameter invalid: Community groups page by Next, not Offset",
+            );
+        }
+        match body["Next"].as_str() {
+            Some("") => 0,
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) => n,
+                Err(_) => return im_error(10004, "parameter invalid: Next"),
+            },
+            None => {
+                return im_error(
+                    10004,
+                    "parameter invalid: Next is required for a Community group",
+                );
+            }
+        }
+    } else {
+        match &body["Offset"] {
+            Value::Null => 0,
+            v => match v.as_u64() {
+                Some(o) => o as usize,
+                None => return im_error(10004, "parameter invalid: Offset"),
+            },
+        }
+    };
+    let page: Vec<Value> = members
+        .iter()
+        .skip(start)
+        .take(limit)
+        .enumerate()
+        .map(|(i, m)| {
+            let role = if start + i == 0 { "Owner" } else { "Member" };
+            json!({ "Member_Account": m, "Role": role, "JoinTime": 1_690_000_000 + start + i })
+        })
+        .collect();
+    let end = start + page.len();
+    let mut answer = json!({ "MemberNum": members.len(), "MemberList": page });
+    if community {
+        answer["Next"] = json!(if end < members.len() {
+            end.to_string()
+        } else {
+            String::new()
+        });
+    }
+    im_ok(answer)
+}
+
+/// `get_group_info`: one `GroupInfo` entry per id of `GroupIdList` (at most 50), each with its
+/// own `ErrorCode` (10010 for a group that does not exist), and the base fields
+/// `ResponseFilter.GroupBaseInfoFilter` asks for (all of this stand-in's when absent).
+fn group_info(s: &Shared, body: &Value) -> Response {
+    let Some(ids) = body["GroupIdList"]
+        .as_array()
+        .filter(|a| !a.is_empty() && a.len() <= 50)
+    else {
+        return im_error(10004, "parameter invalid: GroupIdList");
+    };
+    let filter: Option<Vec<&str>> = body["ResponseFilter"]["GroupBaseInfoFilter"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect());
+    let wants = |f: &str| filter.as_ref().is_none_or(|l| l.contains(&f));
+    let mut out = vec![];
+    for id in ids {
+        let id = id.as_str().unwrap_or("");
+        let Some((kind, members)) = s.groups.get(id) else {
+            out.push(json!({ "GroupId": id, "ErrorCode": 10010,
+                             "ErrorInfo": "the group does not exist or has been dissolved" }));
+            continue;
+        };
+        let mut g = json!({ "GroupId": id, "ErrorCode": 0, "ErrorInfo": "" });
+        if wants("Type") {
+            g["Type"] = json!(kind);
+        }
+        if wants("Name") {
+            g["Name"] = json!(s.group_names.get(id).cloned().unwrap_or_default());
+        }
+        if wants("MemberNum") {
+            g["MemberNum"] = json!(members.len());
+        }
+        out.push(g);
+    }
+    im_ok(json!({ "GroupInfo": out }))
 }
 
 impl StandIn {

@@ -1,13 +1,15 @@
-//! Ingest a verified IM callback: presence from state changes, and a one-to-one message either
-//! to the official-account bridge (an agent's reply to a follower) or to the offline
-//! notification policy.
+//! Ingest a verified IM callback: presence from state changes, a one-to-one message either to
+//! the official-account bridge (an agent's reply to a follower) or to the offline notification
+//! policy, a group message to the policy for the members it @-mentions, and read reports and
+//! recalls to [`crate::flows::withdraw`].
 
 use crate::app::App;
 use crate::config::NotifyTrigger;
 use crate::flows::bridge::{self, ReplyDecision};
-use crate::flows::policy::{self, Decision as Notification};
+use crate::flows::policy::{self, Decision as Notification, GroupDecision};
+use crate::flows::withdraw::{self, Withdrawn};
 use crate::obs;
-use crate::protocol::im::callback::{C2cMessage, StateChange};
+use crate::protocol::im::callback::{C2cMessage, GroupMessage, ReadReport, Recall, StateChange};
 use crate::records::{notify_window, presence};
 use crate::store::StoreError;
 
@@ -23,6 +25,10 @@ pub enum Decision {
     TriggerIsBeforeSend,
     /// A before-send callback that queues nothing: the message is allowed.
     Allowed,
+    /// A read report or a recall: what became of the notifications it withdrew.
+    Withdrawn(Withdrawn),
+    /// A group message: the notifications of the members it @-mentions.
+    Group(GroupDecision),
 }
 
 impl Decision {
@@ -35,6 +41,9 @@ impl Decision {
             Decision::Notification(Notification::Skipped(_)) => "notification_skipped",
             Decision::TriggerIsBeforeSend => "trigger_is_before_send",
             Decision::Allowed => "allowed",
+            Decision::Withdrawn(_) => "notifications_withdrawn",
+            Decision::Group(g) if g.queued() > 0 => "notification_queued",
+            Decision::Group(_) => "notification_skipped",
         }
     }
 }
@@ -75,6 +84,21 @@ pub async fn after_send(app: &App, m: &C2cMessage) -> Result<Decision, StoreErro
         return Ok(Decision::TriggerIsBeforeSend);
     }
     Ok(Decision::Notification(policy::on_message(app, m).await?))
+}
+
+/// `C2C.CallbackAfterMsgWithDraw`: the recalled message's notification is withdrawn.
+pub async fn recall(app: &App, r: &Recall) -> Result<Decision, StoreError> {
+    Ok(Decision::Withdrawn(withdraw::recall(app, r).await?))
+}
+
+/// `C2C.CallbackAfterMsgReport`: the notifications of the messages the user has read.
+pub async fn read_report(app: &App, r: &ReadReport) -> Result<Decision, StoreError> {
+    Ok(Decision::Withdrawn(withdraw::read(app, r).await?))
+}
+
+/// `Group.CallbackAfterSendMsg`: the members the message @-mentions may be notified.
+pub async fn group_after_send(app: &App, g: &GroupMessage) -> Result<Decision, StoreError> {
+    Ok(Decision::Group(policy::on_group_message(app, g).await?))
 }
 
 /// `C2C.CallbackBeforeSendMsg`: queues the notification when that is the configured trigger.

@@ -180,7 +180,7 @@ async fn unknown_or_stale_presence_is_settled_by_query_online_status() {
     assert_eq!(w.im.count("/v4/openim/query_online_status"), 1);
     // A mini-program login long ago, never followed by a logout: stale, so ask IM again.
     w.state_change(CUSTOMER, "Login", (T0 - 700) * 1000).await;
-    w.im.set_online(CUSTOMER, "PushOnline");
+    w.im.set_online(CUSTOMER, "Offline");
     w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "b"))
         .await;
     assert_eq!(w.sends().len(), 1);
@@ -840,8 +840,8 @@ async fn im_callbacks_are_authenticated_and_bad_input_is_refused() {
     let r = common::handlers::im::callback(&good, &w.app).await;
     assert_eq!(r.status, 200);
     let other = w.im_request(
-        "Group.CallbackAfterSendMsg",
-        &json!({"CallbackCommand": "Group.CallbackAfterSendMsg"}),
+        "Group.CallbackAfterNewMemberJoin",
+        &json!({"CallbackCommand": "Group.CallbackAfterNewMemberJoin"}),
     );
     let r = common::handlers::im::callback(&other, &w.app).await;
     assert_eq!(

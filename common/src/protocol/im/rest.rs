@@ -12,6 +12,9 @@ use crate::clock::Clock;
 use crate::protocol::secret::Secret;
 use crate::protocol::wechat::api::Http;
 
+/// Members asked for per `get_group_member_info` call (IM's recommended page size).
+pub const MEMBER_PAGE: usize = 100;
+
 /// Lifetime of the admin UserSig; it is renewed after 80% of it.
 const ADMIN_SIG_SECS: i64 = 7 * 86_400;
 
@@ -55,7 +58,7 @@ impl ImError {
                 70001 | 20002 | 60004 | 60005 => ImErrorClass::Resign,
                 70107 | 20003 | 90012 | 90048 => ImErrorClass::NeedsImport,
                 70169 | 70202 | 70500 | 70050 | 20004 | 20005 | 90992 | 90994 | 90995 | 91000
-                | 60007 | 60011 | 60018 | 60019 | 60008 | 80003 => ImErrorClass::Retryable,
+                | 60007 | 60011 | 60018 | 60019 | 60008 | 80003 | 10002 => ImErrorClass::Retryable,
                 _ => ImErrorClass::Permanent,
             },
             ImError::Http(s) if *s >= 500 || *s == 429 => ImErrorClass::Retryable,
@@ -260,6 +263,89 @@ impl ImApi {
             }
         }
         Ok(out)
+    }
+
+    /// The members of a group, at most `max`, as `group_get_member_info` lists them
+    /// (cloud.tencent.com/document/product/269/1629, the API the docs also call group_get_member_info): pages of up to [`MEMBER_PAGE`] by
+    /// `Limit`/`Offset`, or for a Community group by `Next` (which does not take `Offset`; the
+    /// first call sends `""`, each next one the `Next` the answer gave, until it is empty).
+    pub async fn group_members(
+        &self,
+        group_id: &str,
+        community: bool,
+        max: usize,
+        clock: &dyn Clock,
+    ) -> Result<Vec<String>, ImError> {
+        let mut out: Vec<String> = vec![];
+        let mut next = String::new();
+        while out.len() < max {
+            let limit = (max - out.len()).min(MEMBER_PAGE);
+            let mut body = json!({
+                "GroupId": group_id,
+                "Limit": limit,
+                "MemberInfoFilter": ["Role"],
+            });
+            if community {
+                body["Next"] = Value::String(next.clone());
+            } else {
+                body["Offset"] = json!(out.len());
+            }
+            let v = self
+                .call("group_open_http_svc/get_group_member_info", &body, clock)
+                .await?;
+            let page: Vec<String> = v["MemberList"]
+                .as_array()
+                .ok_or(ImError::Protocol(
+                    "get_group_member_info answered without a MemberList",
+                ))?
+                .iter()
+                .filter_map(|m| m["Member_Account"].as_str().filter(|a| !a.is_empty()))
+                .map(str::to_owned)
+                .collect();
+            let got = page.len();
+            out.extend(page);
+            let total = v["MemberNum"].as_u64().map(|t| t as usize);
+            next = v["Next"].as_str().unwrap_or("").to_owned();
+            let more = if community {
+                !next.is_empty()
+            } else {
+                got == limit && total.is_none_or(|t| out.len() < t)
+            };
+            if got == 0 || !more {
+                break;
+            }
+        }
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// A group's name (`get_group_info` with only `Name` in its `GroupBaseInfoFilter`);
+    /// `None` when the group has none or IM reports an error for it.
+    pub async fn group_name(
+        &self,
+        group_id: &str,
+        clock: &dyn Clock,
+    ) -> Result<Option<String>, ImError> {
+        let v = self
+            .call(
+                "group_open_http_svc/get_group_info",
+                &json!({
+                    "GroupIdList": [group_id],
+                    "ResponseFilter": { "GroupBaseInfoFilter": ["Name"] },
+                }),
+                clock,
+            )
+            .await?;
+        Ok(v["GroupInfo"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["GroupId"].as_str() == Some(group_id))
+            .filter(|g| g["ErrorCode"].as_i64().unwrap_or(0) == 0)
+            .and_then(|g| g["Name"].as_str())
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned))
     }
 
     /// Imports an account; one that already exists is not an error.

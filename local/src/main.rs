@@ -457,8 +457,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 local::routes::summary(&app.config)
             );
             let sweeper = tokio::spawn(local::routes::sweep_every(app.clone()));
+            // The spool's consumer: webhooks the store could not take, applied once it can.
+            let spooled = tokio::spawn(local::routes::spool_every(app.clone()));
             httpd::serve(listener, local::routes::handler(app)).await;
             sweeper.abort();
+            spooled.abort();
             dispatcher.abort();
             Ok(ExitCode::SUCCESS)
         }

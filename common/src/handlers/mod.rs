@@ -23,7 +23,9 @@ pub mod wechat;
 pub enum Arrival {
     Live,
     /// Replayed by the spool's consumer; its checks are made as of when it was received.
-    Replay { received_at: i64 },
+    Replay {
+        received_at: i64,
+    },
 }
 
 impl Arrival {

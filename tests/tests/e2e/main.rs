@@ -12,6 +12,7 @@ mod sample_events;
 mod scale;
 mod secrets;
 mod serve;
+mod spool;
 mod store_conformance;
 mod wechat_push;
 mod wechat_vectors;

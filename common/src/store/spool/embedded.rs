@@ -98,7 +98,9 @@ impl EmbeddedSpool {
     fn bodies(&self, filter: &str) -> Result<Vec<String>, SpoolError> {
         let conn = self.lock();
         let mut stmt = conn
-            .prepare(&format!("SELECT body FROM spool WHERE {filter} ORDER BY id"))
+            .prepare(&format!(
+                "SELECT body FROM spool WHERE {filter} ORDER BY id"
+            ))
             .map_err(err)?;
         let rows = stmt.query_map([], |r| r.get(0)).map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
@@ -203,8 +205,14 @@ mod tests {
         s.send("a").await.unwrap();
         s.send("b").await.unwrap();
         let got = s.receive(10).await.unwrap();
-        assert_eq!(got.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert!(s.receive(10).await.unwrap().is_empty(), "hidden while received");
+        assert_eq!(
+            got.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(
+            s.receive(10).await.unwrap().is_empty(),
+            "hidden while received"
+        );
         s.delete(&got[0].handle).await.unwrap();
         s.retry_after(&got[1].handle, 5).await.unwrap();
         clock.advance(5);

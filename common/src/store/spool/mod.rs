@@ -32,7 +32,7 @@ pub const MAX_RETRY_SECS: u32 = 900;
 
 /// How long a received message stays hidden before it may be received again (the template's
 /// `VisibilityTimeout`): longer than a consumer takes for a batch.
-pub const VISIBILITY_SECS: u32 = 120;
+pub const VISIBILITY_SECS: u32 = 360;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("spool unavailable: {0}")]

@@ -45,6 +45,7 @@ use common::config::{AppKind, Config};
 use common::protocol::im::usersig;
 use common::protocol::wechat::push::{self, Delivery as Mode};
 use common::records::outbox::Status;
+use common::store::spool::EmbeddedSpool;
 use common::store::{DynamoStore, Item, Store, Table};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -354,6 +355,9 @@ fn env_map(
         ("SWEEP_STALE_SECS", SWEEP_STALE_SECS.to_string()),
         ("SWEEP_INTERVAL_SECS", "10".into()),
         ("WXIM_DATA_DIR", out.join("data").display().to_string()),
+        // The spool is serve's spool.db there (not moto's SQS: moto is what the faults stop);
+        // its retries are quick so that the storm's outage is caught up within the run.
+        ("SPOOL_RETRY_SECS", "2".into()),
         ("RUST_LOG", "info".into()),
     ] {
         env.insert(k.to_owned(), v);
@@ -537,8 +541,24 @@ fn open_items(items: &[Item]) -> usize {
 /// Waits until no outbox item is open and the stand-ins are quiet, at most `limit`. The outbox
 /// is scanned only once the stand-ins have been quiet for a second, and at most every 5 s (a
 /// scan holds moto's lock, so scanning often would slow down what it waits for).
+/// What the spool did, from serve's log: webhooks spooled during an outage, replays applied,
+/// and what is still waiting or dead-lettered.
+fn spool_summary(out: &std::path::Path, spool: &EmbeddedSpool) -> String {
+    let log = std::fs::read_to_string(out.join("serve.log")).unwrap_or_default();
+    let count = |decision: &str| log.matches(&format!("\"decision\":\"{decision}\"")).count();
+    format!(
+        "spool: {} webhooks spooled, {} replays applied, {} retried, {} pending, {} dead-lettered",
+        count("spooled"),
+        count("spool_applied"),
+        count("spool_retry"),
+        spool.pending().map_or(0, |p| p.len()),
+        spool.dead_letters().map_or(0, |d| d.len()),
+    )
+}
+
 async fn settle(
     store: &dyn Store,
+    spool: &EmbeddedSpool,
     wx: &StandIn,
     im: &StandIn,
     limit: Duration,
@@ -553,7 +573,10 @@ async fn settle(
         last = counts;
         if quiet && scanned.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
             scanned = Some(Instant::now());
-            if let Ok(items) = outbox(store).await
+            // Spooled webhooks not applied yet have no outbox items so far.
+            let spooled = spool.pending().map_or(usize::MAX, |p| p.len());
+            if spooled == 0
+                && let Ok(items) = outbox(store).await
                 && open_items(&items) == 0
             {
                 return (true, started.elapsed());
@@ -667,6 +690,8 @@ async fn storm(opts: Options) -> Result<bool, String> {
         format!("{table}-outbox"),
         clock.clone(),
     ));
+    let spool = EmbeddedSpool::open(&out.join("data").join("spool.db"), clock.clone())
+        .map_err(|e| format!("cannot open serve's spool: {e}"))?;
     let app = App::new(config.clone(), store.clone(), clock);
 
     // wxim serve.
@@ -855,21 +880,22 @@ async fn storm(opts: Options) -> Result<bool, String> {
     let wait = remaining
         .saturating_sub(Duration::from_secs(60))
         .min(Duration::from_secs(if opts.faults { 300 } else { 120 }));
-    let (settled, _) = settle(&*store, &wx, &im, wait).await;
+    let (settled, _) = settle(&*store, &spool, &wx, &im, wait).await;
     let dispatched = t0.elapsed();
     let before_sweep = outbox(&*store).await?;
     note(
         &timeline,
         t0,
         format!(
-            "dispatch {}: {} outbox items, {} still open",
+            "dispatch {}: {} outbox items, {} still open; {}",
             if settled {
                 "settled"
             } else {
                 "gave up waiting"
             },
             before_sweep.len(),
-            open_items(&before_sweep)
+            open_items(&before_sweep),
+            spool_summary(&out, &spool)
         ),
     );
 
@@ -896,7 +922,7 @@ async fn storm(opts: Options) -> Result<bool, String> {
         ),
     );
     // Whatever the sweep queued, serve's stream (and the sweep's own drain) sends.
-    let _ = settle(&*store, &wx, &im, Duration::from_secs(20)).await;
+    let _ = settle(&*store, &spool, &wx, &im, Duration::from_secs(20)).await;
 
     // Stop serve before reading the final state, so nothing moves under the checks.
     drop(serve);
@@ -997,7 +1023,7 @@ impl Report<'_> {
             if self.opts.faults { "on" } else { "off" }
         ));
         line(
-            "wxim serve: HTTP_TIMEOUT_MS=1500, SWEEP_STALE_SECS=120, SWEEP_INTERVAL_SECS=10, defaults otherwise; moto --fast-transactions".into(),
+            "wxim serve: HTTP_TIMEOUT_MS=1500, SWEEP_STALE_SECS=120, SWEEP_INTERVAL_SECS=10, SPOOL_RETRY_SECS=2 (spool.db), defaults otherwise; moto --fast-transactions".into(),
         );
         line(
             "tries: HTTP requests (a WeChat copy is tried again 5 s after a try without 200, 3 tries; IM never); none: no answer in 5 s (WeChat) / 2 s (IM); latency over answered tries".into(),
@@ -1151,7 +1177,7 @@ impl Report<'_> {
                     .map(|t| t.status.map_or("none".into(), |s| s.to_string()))
                     .collect();
                 format!(
-                    "callback to {}: every copy answered {} — IM does not retry an after-send callback, and the bridge has no spool (DESIGN: SQS), so this notification is lost",
+                    "callback to {}: every copy answered {} — IM does not retry an after-send callback, and the spool failed too, so this notification is lost",
                     mp_user(i),
                     statuses.join("/")
                 )

@@ -681,6 +681,8 @@ async fn storm(opts: Options) -> Result<bool, String> {
                 "test", "test", None, None, "static",
             ))
             .endpoint_url(format!("http://127.0.0.1:{}", moto.port))
+            // The process's one HTTP/TLS stack: the SDK has no client of its own here.
+            .http_client(common::store::sdk_http_client())
             .build(),
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -730,11 +732,12 @@ async fn storm(opts: Options) -> Result<bool, String> {
     }
 
     let storm = Storm {
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(opts.concurrency)
-            .build()
-            .map_err(|e| e.to_string())?,
+        // On the process's one rustls configuration (reqwest has no provider of its own here).
+        http: common::protocol::wechat::api::transport::client(
+            reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(opts.concurrency),
+        ),
         base: serve_base,
         permits: Arc::new(Semaphore::new(opts.concurrency.max(1))),
         results: Arc::new(Mutex::new(Results::default())),

@@ -18,7 +18,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-pub use dynamo::DynamoStore;
+pub use dynamo::{DynamoStore, sdk_http_client};
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 pub use spool::{Spool, SpoolError};

@@ -157,13 +157,28 @@ pub async fn drain_spool(app: &App) -> Result<handlers::spool::Drained, String> 
     Ok(done)
 }
 
-/// `wxim serve`'s spool consumer: due messages replayed as they come (polled every second when
-/// there are none), as the SQS event source hands them to notify-dispatch in AWS. The app is the
-/// streamed one: what a replay queues reaches the dispatcher through the stream.
+/// `wxim serve`'s spool consumer: due messages replayed as they come, up to a batch at a time
+/// concurrently (polled every second when there are none), as the SQS event source hands them
+/// to notify-dispatch in AWS, scaled out. The app is the streamed one: what a replay queues
+/// reaches the dispatcher through the stream.
 pub async fn spool_every(app: std::sync::Arc<App>) {
+    let Some(spool) = app.spool.clone() else {
+        return;
+    };
     loop {
-        match handlers::spool::drain_once(&app, crate::stream::BATCH).await {
-            Ok(d) if d.received() > 0 => continue,
+        match spool.receive(crate::stream::BATCH).await {
+            Ok(got) if !got.is_empty() => {
+                let mut tasks = tokio::task::JoinSet::new();
+                for m in got {
+                    let (app, spool) = (app.clone(), spool.clone());
+                    tasks.spawn(async move {
+                        let outcome = handlers::spool::replay(&app, &m.body).await;
+                        handlers::spool::settle(&app, &*spool, &m, &outcome).await;
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+                continue;
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(decision = "spool_unavailable", reason = %e, "the consumer tries again");

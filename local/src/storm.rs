@@ -822,6 +822,24 @@ async fn storm(opts: Options) -> Result<bool, String> {
         let _ = f.await;
     }
     note(&timeline, t0, "phase A delivered".into());
+    // The accepts spooled during phase A's outage are applied before the messages they are for
+    // arrive, as they would be in the minutes a user takes between accepting and being written
+    // to: a message that overtakes its recipient's spooled accept finds no credit (README,
+    // "Store failures").
+    let drained = Instant::now();
+    while spool.pending().map_or(0, |p| p.len()) > 0 && drained.elapsed() < Duration::from_secs(90)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    note(
+        &timeline,
+        t0,
+        format!(
+            "phase A's spool drained in {:.1} s ({} still pending)",
+            drained.elapsed().as_secs_f64(),
+            spool.pending().map_or(0, |p| p.len())
+        ),
+    );
 
     // Phase B: IM callbacks to the offline users.
     let ts = unix_now();
@@ -1341,8 +1359,14 @@ impl Report<'_> {
             let got = from.get(*f).copied().unwrap_or(0);
             let item = items[0];
             let status = item.s("status").unwrap_or("");
+            // A retaken claim ends `failed` `maybe_sent: claim_retaken` (never sent again): the
+            // dispatcher that went silent may have delivered it, once.
+            let maybe = item
+                .s("reason")
+                .is_some_and(|r| r.starts_with("maybe_sent"));
             let ok = match status {
                 "sent" => got == 1,
+                "failed" if maybe => got <= 1,
                 _ => got == 0,
             };
             if !ok {
@@ -1360,7 +1384,7 @@ impl Report<'_> {
             .collect();
         im_problems.extend(missing_accounts);
         checks.push(Check {
-            name: "one IM delivery per sent forward, none for the others; every follower imported"
+            name: "one IM delivery per sent forward (at most one for maybe_sent), none for the others; every follower imported"
                 .into(),
             problems: im_problems,
         });

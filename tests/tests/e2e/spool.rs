@@ -330,3 +330,34 @@ async fn a_spooled_message_that_fails_its_checks_is_dropped() {
     assert_eq!(replay(&w.app, &body).await, Replayed::Applied);
     assert_eq!(w.credits(MP_OPENID, TEMPLATE).await, 1);
 }
+
+#[tokio::test]
+async fn the_sqs_spool_hides_reschedules_and_dead_letters_as_its_queue_declares() {
+    use common::store::Spool;
+    use common::store::spool::{MAX_RECEIVES, SqsSpool};
+    let (spool, dlq) = wxim_tests::dynamo::fresh_spool().await;
+    spool.send("never applies").await.unwrap();
+    let mut got = spool.receive(10).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].body.as_str(), got[0].receive_count),
+        ("never applies", 1)
+    );
+    assert!(
+        spool.receive(10).await.unwrap().is_empty(),
+        "hidden while received"
+    );
+    for n in 2..=MAX_RECEIVES {
+        // A backoff of 0 s makes it due at once (the test waits for nothing).
+        spool.retry_after(&got[0].handle, 0).await.unwrap();
+        got = spool.receive(10).await.unwrap();
+        assert_eq!(got.len(), 1, "receive {n}");
+        assert_eq!(got[0].receive_count, n);
+    }
+    spool.retry_after(&got[0].handle, 0).await.unwrap();
+    assert!(spool.receive(10).await.unwrap().is_empty(), "redriven");
+    let dead = SqsSpool::new(wxim_tests::dynamo::sqs_client(), dlq);
+    let d = dead.receive(10).await.unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].body, "never applies");
+}

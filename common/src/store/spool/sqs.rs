@@ -65,6 +65,11 @@ impl SqsSpool {
         self.client.get_or_init(client_from_env).await
     }
 
+    /// [`SqsSpool::ensure`] through a client from the AWS environment (`AWS_ENDPOINT_URL_SQS`).
+    pub async fn ensure_from_env(name: &str) -> Result<(SqsSpool, String), SpoolError> {
+        Self::ensure(client_from_env().await, name).await
+    }
+
     /// Creates the queue `name` and its dead-letter queue `name-dlq` as template.yaml declares
     /// them (when they do not exist) and returns the spool and the dead-letter queue's URL; for
     /// tests and local runs against a server.

@@ -99,13 +99,31 @@ DYNAMODB = {
 }
 # Other permissions a role may hold: function -> {(action, GetAtt target)}.
 OTHER_ACTIONS = {
+    # the spool: what the store cannot take is sent there; notify-dispatch sets its backoff
+    "WechatEventFunction": {("sqs:SendMessage", "SpoolQueue")},
+    "ImCallbackFunction": {("sqs:SendMessage", "SpoolQueue")},
     # added by SAM for DestinationConfig.OnFailure {Type: SQS}
-    "NotifyDispatchFunction": {("sqs:SendMessage", "DispatchDeadLetterQueue")},
+    "NotifyDispatchFunction": {
+        ("sqs:SendMessage", "DispatchDeadLetterQueue"),
+        ("sqs:ChangeMessageVisibility", "SpoolQueue"),
+    },
 }
 BASIC_ROLE = "service-role/AWSLambdaBasicExecutionRole"
 MANAGED = {fn: {BASIC_ROLE} for fn in FUNCTIONS}
 # added by SAM for the DynamoDB stream event (stream read actions)
 MANAGED["NotifyDispatchFunction"].add("service-role/AWSLambdaDynamoDBExecutionRole")
+# added by SAM for the spool's SQS event source (receive, delete)
+MANAGED["NotifyDispatchFunction"].add("service-role/AWSLambdaSQSQueueExecutionRole")
+
+# Function-level environment: name -> Ref target, on exactly these functions.
+FUNCTION_ENVIRONMENT = {
+    "WechatEventFunction": {"SPOOL_QUEUE_URL": "SpoolQueue"},
+    "ImCallbackFunction": {"SPOOL_QUEUE_URL": "SpoolQueue"},
+    "NotifyDispatchFunction": {"SPOOL_QUEUE_URL": "SpoolQueue"},
+}
+# The spool's redrive (store/spool/mod.rs MAX_RECEIVES) and visibility (VISIBILITY_SECS).
+SPOOL_MAX_RECEIVES = 15
+SPOOL_VISIBILITY_SECS = 360
 
 FUNCTION_SETTINGS = {  # translated AWS::Lambda::Function properties
     "*": {"Runtime": "provided.al2023", "Architectures": ["arm64"], "Handler": "bootstrap"},
@@ -160,6 +178,7 @@ ENVIRONMENT = {
 OUTPUTS = {
     "ApiUrl", "WechatMpPushUrl", "WechatOaPushUrl", "ImCallbackUrl", "BindUrl", "NotifyUrl",
     "StateTableName", "OutboxTableName", "DeadLetterQueueUrl",
+    "SpoolQueueUrl", "SpoolQueueName", "SpoolDeadLetterQueueUrl", "SpoolDeadLetterQueueName",
 }
 
 # --------------------------------------------------------------------------------------------
@@ -219,6 +238,12 @@ def check_source(tpl: dict[str, Any]) -> None:
             fail(f"Globals environment {name} is {env.get(name)!r}, expected !Ref {target}")
     for name in sorted(set(env) - set(ENVIRONMENT)):
         fail(f"Globals environment {name} is not expected (add it to ENVIRONMENT in this script)")
+
+    for fid in FUNCTIONS:
+        fenv = (((functions.get(fid) or {}).get("Properties") or {}).get("Environment") or {}).get("Variables") or {}
+        want_env = FUNCTION_ENVIRONMENT.get(fid, {})
+        if fenv != {k: {"Ref": v} for k, v in want_env.items()}:
+            fail(f"{fid}: environment {fenv!r}, expected {want_env!r} (as !Ref)")
 
     params = tpl.get("Parameters") or {}
     for name in SECRET_PARAMS:
@@ -312,13 +337,36 @@ def check_translated(cfn: dict[str, Any]) -> None:
         fail("parameter SweepSchedule must default to rate(1 minute)")
 
     # Outbox stream -> notify-dispatch
-    esms = [
+    all_esms = [
         r.get("Properties") or {} for r in res.values()
         if r.get("Type") == "AWS::Lambda::EventSourceMapping"
         and (r.get("Properties") or {}).get("FunctionName") == {"Ref": "NotifyDispatchFunction"}
     ]
-    if len(esms) != 1:
-        fail(f"NotifyDispatchFunction has {len(esms)} event source mappings, expected 1")
+    if len(all_esms) != 2:
+        fail(f"NotifyDispatchFunction has {len(all_esms)} event source mappings, expected 2 (outbox stream, spool)")
+    esms = [e for e in all_esms if getatt_target(e.get("EventSourceArn"), "StreamArn") is not None]
+    spools = [e for e in all_esms if getatt_target(e.get("EventSourceArn")) == "SpoolQueue"]
+    if len(esms) != 1 or len(spools) != 1:
+        fail("notify-dispatch needs one stream event source and one on SpoolQueue.Arn")
+    for esm in spools:
+        if "ReportBatchItemFailures" not in (esm.get("FunctionResponseTypes") or []):
+            fail("the spool's event source lacks FunctionResponseTypes ReportBatchItemFailures")
+        if not isinstance(esm.get("BatchSize"), int) or not 1 <= esm["BatchSize"] <= 10:
+            fail(f"the spool's BatchSize is {esm.get('BatchSize')!r}, expected 1 to 10")
+    queue = (res.get("SpoolQueue") or {}).get("Properties") or {}
+    redrive = queue.get("RedrivePolicy") or {}
+    if getatt_target(redrive.get("deadLetterTargetArn")) != "SpoolDeadLetterQueue":
+        fail("SpoolQueue's RedrivePolicy must target SpoolDeadLetterQueue.Arn")
+    if str(redrive.get("maxReceiveCount")) != str(SPOOL_MAX_RECEIVES):
+        fail(f"SpoolQueue's maxReceiveCount is {redrive.get('maxReceiveCount')!r}, expected {SPOOL_MAX_RECEIVES} (MAX_RECEIVES)")
+    if queue.get("VisibilityTimeout") != SPOOL_VISIBILITY_SECS:
+        fail(f"SpoolQueue's VisibilityTimeout is {queue.get('VisibilityTimeout')!r}, expected {SPOOL_VISIBILITY_SECS}")
+    for qid in ("SpoolQueue", "SpoolDeadLetterQueue", "DispatchDeadLetterQueue"):
+        qp = (res.get(qid) or {}).get("Properties") or {}
+        if not is_true(qp.get("SqsManagedSseEnabled")):
+            fail(f"{qid}: SqsManagedSseEnabled must be true")
+        if qp.get("MessageRetentionPeriod") != 1209600:
+            fail(f"{qid}: MessageRetentionPeriod must be 1209600 (14 days)")
     for esm in esms:
         if getatt_target(esm.get("EventSourceArn"), "StreamArn") != "OutboxTable":
             fail("notify-dispatch event source is not OutboxTable.StreamArn")

@@ -602,6 +602,74 @@ def build_im():
          "and leaves its cursor at the first minute not yet over by 30 s.")
 
 
+def spooled(path, function):
+    """The spool's message for a case's signed request (common/src/handlers/spool.rs `Spooled`):
+    what wechat-event or im-callback keeps when the store cannot take it, received at TS."""
+    import base64
+    from urllib.parse import parse_qsl
+
+    event = next(e for p, e, _, _ in CASES if p == path)
+    body = event["body"].encode()
+    if event.get("isBase64Encoded"):
+        body = base64.b64decode(event["body"])
+    return json.dumps({
+        "v": 1, "function": function, "path": event["rawPath"],
+        "path_params": sorted(event.get("pathParameters", {}).items()),
+        "query": parse_qsl(event["rawQueryString"], keep_blank_values=True),
+        "body": base64.b64encode(body).decode(), "received_at": TS,
+        "request_id": event["requestContext"]["requestId"],
+    }, separators=(",", ":"), ensure_ascii=False)
+
+
+def sqs_event(*messages):
+    """The spool's messages as the SQS event source hands them to notify-dispatch."""
+    records = []
+    for n, (body, receives) in enumerate(messages, 1):
+        records.append({
+            "messageId": f"059f36b4-87a3-44ab-83d2-66197{n:07d}",
+            "receiptHandle": f"AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a-sample-receipt-handle-{n}",
+            "body": body,
+            "attributes": {"ApproximateReceiveCount": str(receives), "SentTimestamp": str(TS * 1000),
+                           "SenderId": "AROAEXAMPLEROLEID:wxim-bridge-ImCallbackFunction",
+                           "ApproximateFirstReceiveTimestamp": str(TS * 1000 + 30000)},
+            "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode()).hexdigest(),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:ap-east-1:123456789012:wxim-bridge-SpoolQueue",
+            "awsRegion": "ap-east-1",
+        })
+    return {"Records": records}
+
+
+def build_spool():
+    """Store down, then spooled and applied: webhooks that passed their checks while DynamoDB was
+    throttled or unreachable were kept in the spool and answered as accepted; once the store is
+    back, the SQS event source hands them to notify-dispatch, which replays each through its
+    handler (checks as of when it was received, the same dedupe markers)."""
+    customer = "customer_lin"
+    setup = [{"bind": [customer, MP_USER]}, {"invoke": "wechat-event/mp-plain-json-popup-accept.json"},
+             {"invoke": "im-callback/state-disconnect.json"}]
+    case("notify-dispatch/spool-im-after-send.json",
+         sqs_event((spooled("im-callback/c2c-after-send-offline.json", "im-callback"), 2)),
+         {"function": "notify-dispatch", "body": '{"batchItemFailures":[]}', "setup": setup,
+          "outbox": [{"kind": "notify", "status": "sent"}], "sends": 1,
+          "items": [sub("mp", MP_USER, TPL1) | {"credits": 0}], "idempotent": True},
+         "Store down, then spooled and applied: the after-send callback of c2c-after-send-offline.json arrived "
+         "while DynamoDB was unreachable (IM never retries it), was spooled and answered OK; its second receive "
+         "from the spool's queue, once the store is back, queues and sends the notification (one credit spent). "
+         "Delivered again (SQS is at least once), it changes nothing. Setup as for that callback.")
+    case("notify-dispatch/spool-oa-follow.json",
+         sqs_event((spooled("wechat-event/oa-safe-xml-subscribe.json", "wechat-event"), 1)),
+         {"function": "notify-dispatch", "body": '{"batchItemFailures":[]}',
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "late_reply", "status": "sent"}],
+          "custom_sends": 1,
+          "custom_texts": ["Welcome! Send us a message and one of our agents will answer you here."],
+          "items": [{"pk": "conv#oa#" + OA_USER, "sk": "-", "status": "active", "agent": "agent_alice"}],
+          "idempotent": True},
+         "Store down, then spooled and applied, for the official account: a follow (safe mode) spooled during "
+         "the outage was answered `success`, without the welcome. Replayed: the follower is imported and "
+         "assigned an agent, and the welcome that could not be the passive reply is sent as a customer-service "
+         "message (late_reply). Delivered again, nothing changes.")
+
 LOGIN_CODE = "0c3Sample0LoginCode0CustomerLin1"  # local/src/sample.rs LOGIN_CODES
 NEW_PHONE_CODE = "0c3Sample0LoginCode0NewPhone0002"
 NEW_PHONE_OPENID = "otFpruNEWPHONE-8D3kQ2mZ0Xy7wA"
@@ -714,8 +782,8 @@ def write_readme():
     lines = [
         "# Sample events",
         "",
-        "One API Gateway (HTTP API, payload v2) event per case, or a DynamoDB Stream or scheduled event for",
-        "`notify-dispatch`. Every file is signed for the sample configuration below (`sample.env`), and",
+        "One API Gateway (HTTP API, payload v2) event per case, or a DynamoDB Stream, SQS (the spool) or",
+        "scheduled event for `notify-dispatch`. Every file is signed for the sample configuration below (`sample.env`), and",
         "`expected.json` records what each produces; `cargo test` checks every file against it.",
         "Regenerate everything with `python3 scripts/make-events.py` (after `cargo build -p wxim-local`).",
         "",
@@ -764,6 +832,7 @@ def main():
         sys.exit("build first: cargo build -p wxim-local --bin wxim")
     build()
     build_im()
+    build_spool()
     build_bind()
     build_admin()
     expected = {}

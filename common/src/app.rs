@@ -15,7 +15,7 @@ use crate::protocol::im::rest::ImApi;
 use crate::protocol::wechat::api::{ApiError, ErrorClass, WechatApi};
 use crate::records::outbox::Queueing;
 use crate::records::token::{TokenError, TokenManager};
-use crate::store::{DynamoStore, Item, Store, StoreError, Table, Write};
+use crate::store::{DynamoStore, Item, Spool, Store, StoreError, Table, Write};
 
 pub struct App {
     pub config: Config,
@@ -26,6 +26,8 @@ pub struct App {
     /// Created by the first access-token use.
     pub tokens: LazyLock<TokenManager>,
     pub im: Option<ImApi>,
+    /// Where a verified webhook goes when the store cannot take it (`None`: it is answered 503).
+    pub spool: Option<Arc<dyn Spool>>,
 }
 
 fn table_required() -> ConfigError {
@@ -131,7 +133,14 @@ impl App {
             wechat,
             tokens: LazyLock::new(TokenManager::new),
             im,
+            spool: None,
         }
+    }
+
+    /// The same app, keeping what its store cannot take in `spool`.
+    pub fn with_spool(mut self, spool: Arc<dyn Spool>) -> App {
+        self.spool = Some(spool);
+        self
     }
 
     /// The production wiring: configuration from the environment (checked now) and DynamoDB
@@ -143,7 +152,17 @@ impl App {
         let store = DynamoStore::from_config(&config, clock.clone())
             .await
             .ok_or_else(table_required)?;
-        Ok(App::new(config, Arc::new(store), clock))
+        #[cfg(feature = "spool")]
+        let spool = config
+            .spool_queue_url
+            .clone()
+            .map(|url| Arc::new(crate::store::spool::SqsSpool::lazy(url)) as Arc<dyn Spool>);
+        let app = App::new(config, Arc::new(store), clock);
+        #[cfg(feature = "spool")]
+        if let Some(s) = spool {
+            return Ok(app.with_spool(s));
+        }
+        Ok(app)
     }
 
     /// The wiring of a function that keeps no state (wechat-verify): the same configuration,

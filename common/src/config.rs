@@ -142,6 +142,12 @@ pub struct Config {
     pub sweep_stale_secs: i64,
     /// How often `wxim serve` runs the sweep (0: never); in AWS the template's schedule does.
     pub sweep_interval_secs: u64,
+    /// The SQS queue that keeps verified webhooks the store could not take (`None`: no queue; the
+    /// local command line then spools to a file in `data_dir`, Lambda answers 503).
+    pub spool_queue_url: Option<String>,
+    /// The first pause before a spooled event that still cannot be applied is tried again;
+    /// doubles per receive, at most 15 minutes.
+    pub spool_retry_secs: u32,
 }
 
 pub const DEFAULT_WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
@@ -244,6 +250,11 @@ impl Config {
             admin_token: env.opt("WXIM_ADMIN_TOKEN").map(Secret::new),
             sweep_stale_secs: env.int("SWEEP_STALE_SECS", 600, 120, 86_400)?,
             sweep_interval_secs: env.int("SWEEP_INTERVAL_SECS", 60, 0, 3_600)? as u64,
+            spool_queue_url: match env.opt("SPOOL_QUEUE_URL") {
+                None => None,
+                Some(_) => Some(env.url("SPOOL_QUEUE_URL", "")?),
+            },
+            spool_retry_secs: env.int("SPOOL_RETRY_SECS", 30, 1, 900)? as u32,
         })
     }
 

@@ -187,7 +187,8 @@ enum NotifyCmd {
 enum TablesCmd {
     /// Create both tables (keys, TTL, the outbox stream) as template.yaml declares them, at the
     /// configured endpoint (AWS_ENDPOINT_URL_DYNAMODB: a local DynamoDB-compatible server);
-    /// existing tables are left as they are.
+    /// existing tables are left as they are. Also the spool's queue and its dead-letter queue
+    /// (`<TABLE_NAME>-spool`) where the endpoint serves SQS (AWS_ENDPOINT_URL_SQS).
     Create,
 }
 
@@ -457,8 +458,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 local::routes::summary(&app.config)
             );
             let sweeper = tokio::spawn(local::routes::sweep_every(app.clone()));
+            // The spool's consumer: webhooks the store could not take, applied once it can.
+            let spooled = tokio::spawn(local::routes::spool_every(app.clone()));
             httpd::serve(listener, local::routes::handler(app)).await;
             sweeper.abort();
+            spooled.abort();
             dispatcher.abort();
             Ok(ExitCode::SUCCESS)
         }
@@ -499,6 +503,17 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 store.table_name(Table::State),
                 store.table_name(Table::Outbox)
             );
+            // The spool's queue, where the endpoint serves SQS too (moto does, on the same port).
+            let name = format!("{}-spool", store.table_name(Table::State));
+            match common::store::spool::SqsSpool::ensure_from_env(&name).await {
+                Ok((spool, dlq)) => println!(
+                    "spool queue ready: {} (dead-letter queue {dlq}); set SPOOL_QUEUE_URL to it to spool there instead of spool.db",
+                    spool.queue_url()
+                ),
+                Err(e) => {
+                    eprintln!("no spool queue ({e}): wxim spools to spool.db in WXIM_DATA_DIR")
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::State {

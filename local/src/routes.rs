@@ -145,6 +145,49 @@ pub async fn sweep_every(app: std::sync::Arc<App>) {
     }
 }
 
+/// The spool's consumer, once: every spooled webhook that is due replayed through its handler
+/// (what the SQS event source does in AWS), then the local stream over what they queued.
+pub async fn drain_spool(app: &App) -> Result<handlers::spool::Drained, String> {
+    let done = handlers::spool::drain_once(app, usize::MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    if done.applied > 0 {
+        stream(app).await;
+    }
+    Ok(done)
+}
+
+/// `wxim serve`'s spool consumer: due messages replayed as they come, up to a batch at a time
+/// concurrently (polled every second when there are none), as the SQS event source hands them
+/// to notify-dispatch in AWS, scaled out. The app is the streamed one: what a replay queues
+/// reaches the dispatcher through the stream.
+pub async fn spool_every(app: std::sync::Arc<App>) {
+    let Some(spool) = app.spool.clone() else {
+        return;
+    };
+    loop {
+        match spool.receive(crate::stream::BATCH).await {
+            Ok(got) if !got.is_empty() => {
+                let mut tasks = tokio::task::JoinSet::new();
+                for m in got {
+                    let (app, spool) = (app.clone(), spool.clone());
+                    tasks.spawn(async move {
+                        let outcome = handlers::spool::replay(&app, &m.body).await;
+                        handlers::spool::settle(&app, &*spool, &m, &outcome).await;
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(decision = "spool_unavailable", reason = %e, "the consumer tries again");
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// A request from the local operator (`wxim notify`): whoever runs `wxim` already holds the
 /// store and the secrets, so they are an authenticated caller of the admin routes.
 pub fn operator_request(method: &str, path: &str) -> Request {
@@ -165,11 +208,16 @@ pub async fn invoke(f: Function, raw_event: &str, app: &App) -> Result<String, S
                     .await
                     .to_string());
             }
+            Invocation::Spool(_) => {
+                let out = handlers::dispatch::handle(&event, app, "local-invoke").await;
+                stream(app).await;
+                return Ok(out.to_string());
+            }
             Invocation::Sweep => return Ok(sweep(app).await?.to_json().to_string()),
             Invocation::Unknown => {}
         }
         return Err(
-            "not a DynamoDB Stream event (no Records) nor the scheduled sweep (detail-type \"Scheduled Event\" or {\"action\":\"sweep\"})"
+            "not a DynamoDB Stream or SQS event (no Records) nor the scheduled sweep (detail-type \"Scheduled Event\" or {\"action\":\"sweep\"})"
                 .into(),
         );
     }
@@ -204,6 +252,10 @@ pub fn summary(config: &common::config::Config) -> String {
     let store = match &config.table_name {
         Some(t) => format!("DynamoDB table {t}"),
         None => format!("embedded store in {}", config.data_dir),
+    };
+    let store = match &config.spool_queue_url {
+        Some(q) => format!("{store}; spool: SQS queue {q}"),
+        None => format!("{store}; spool: {}/spool.db", config.data_dir),
     };
     let sweep = match config.sweep_interval_secs {
         0 => "no periodic sweep (SWEEP_INTERVAL_SECS=0; run `wxim sweep`)".to_owned(),

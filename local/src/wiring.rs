@@ -1,5 +1,6 @@
 //! Builds the same `App` the Lambda functions use, from the same variables (plus a `.env` file),
-//! with the embedded store unless `TABLE_NAME` points at DynamoDB.
+//! with the embedded store unless `TABLE_NAME` points at DynamoDB, and a spool for what the
+//! store cannot take: the SQS queue of `SPOOL_QUEUE_URL`, else `spool.db` in `WXIM_DATA_DIR`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +8,8 @@ use std::sync::Arc;
 use common::App;
 use common::clock::{Clock, SystemClock};
 use common::config::Config;
-use common::store::{DynamoStore, EmbeddedStore, Store};
+use common::store::spool::{EmbeddedSpool, SqsSpool};
+use common::store::{DynamoStore, EmbeddedStore, Spool, Store};
 
 /// Loads `.env` from the working directory when present; variables already set win.
 pub fn load_dotenv() {
@@ -34,13 +36,29 @@ pub async fn store(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Sto
     }
 }
 
+pub fn spool_path(config: &Config) -> PathBuf {
+    PathBuf::from(&config.data_dir).join("spool.db")
+}
+
+/// The spool: a file of its own, not the store's, so that it holds when the store does not.
+pub fn spool(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn Spool>, String> {
+    if let Some(url) = &config.spool_queue_url {
+        return Ok(Arc::new(SqsSpool::lazy(url.clone())));
+    }
+    let path = spool_path(config);
+    EmbeddedSpool::open(&path, clock)
+        .map(|s| Arc::new(s) as Arc<dyn Spool>)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+}
+
 pub async fn app(config: Config) -> Result<App, String> {
     app_with_clock(config, Arc::new(SystemClock)).await
 }
 
 pub async fn app_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<App, String> {
     let store = store(&config, clock.clone()).await?;
-    Ok(App::new(config, store, clock))
+    let spool = spool(&config, clock.clone())?;
+    Ok(App::new(config, store, clock).with_spool(spool))
 }
 
 /// The system clock moved ahead by a number of seconds (`wxim sweep --advance`: what a sweep

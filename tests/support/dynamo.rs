@@ -89,3 +89,25 @@ pub async fn fresh_store(clock: Arc<dyn Clock>) -> DynamoStore {
         .expect("create tables on the test server");
     store
 }
+
+/// An SQS client of the test server (moto serves SQS on the same port as DynamoDB).
+pub fn sqs_client() -> aws_sdk_sqs::Client {
+    let conf = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
+        .endpoint_url(endpoint())
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+/// A fresh spool queue (with its dead-letter queue, as template.yaml declares them) on the test
+/// server's SQS, which the same moto process serves; and the dead-letter queue's URL.
+pub async fn fresh_spool() -> (common::store::spool::SqsSpool, String) {
+    let name = format!("wxim-test-spool-{}", super::random_suffix());
+    common::store::spool::SqsSpool::ensure(sqs_client(), &name)
+        .await
+        .expect("create the spool queues on the test server")
+}

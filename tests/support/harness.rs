@@ -16,6 +16,7 @@ use local::standin::StandIn;
 use serde_json::{Value, json};
 
 use crate::counting::{CountingStore, Counts};
+use crate::outage::{Outage, RecordingSpool};
 use crate::{Backend, config, store};
 
 pub const MP_OPENID: &str = "otFpruAK8D-E6EfStSYonYSBZ8_4";
@@ -33,6 +34,11 @@ pub struct World {
     seq: std::sync::atomic::AtomicU64,
     counter: Option<Arc<CountingStore>>,
     pub needles: NeedleRecorder,
+    /// With [`Options::spooled`]: the store's switchable outage and the spool.
+    pub outage: Option<Arc<Outage>>,
+    pub spool: Option<Arc<RecordingSpool>>,
+    /// The spool's dead-letter queue on moto's SQS (the Dynamo backend).
+    pub dead_letter_queue: Option<String>,
 }
 
 pub struct Options<'a> {
@@ -42,6 +48,9 @@ pub struct Options<'a> {
     pub at: Option<i64>,
     /// Count the store's requests (see [`World::counts`]).
     pub counted: bool,
+    /// A store that fails on demand ([`World::outage`]) and a spool (in memory on the embedded
+    /// backend, moto's SQS on the Dynamo one).
+    pub spooled: bool,
 }
 
 impl<'a> Options<'a> {
@@ -51,7 +60,13 @@ impl<'a> Options<'a> {
             overrides: vec![],
             at: None,
             counted: false,
+            spooled: false,
         }
+    }
+
+    pub fn spooled(mut self) -> Self {
+        self.spooled = true;
+        self
     }
     pub fn set(mut self, k: &'a str, v: &'a str) -> Self {
         self.overrides.push((k, v));
@@ -102,7 +117,27 @@ impl World {
         if let Some(c) = &counter {
             store = c.clone();
         }
-        let app = App::new(config(&overrides), store, clock);
+        let (mut outage, mut spool, mut dead_letter_queue) = (None, None, None);
+        if opts.spooled {
+            let o = Outage::new(store);
+            store = o.clone();
+            outage = Some(o);
+            let inner: Arc<dyn common::store::Spool> = match opts.backend {
+                Backend::Embedded => {
+                    Arc::new(common::store::spool::EmbeddedSpool::in_memory(clock.clone()).unwrap())
+                }
+                Backend::Dynamo => {
+                    let (s, dlq) = crate::dynamo::fresh_spool().await;
+                    dead_letter_queue = Some(dlq);
+                    Arc::new(s)
+                }
+            };
+            spool = Some(RecordingSpool::new(inner));
+        }
+        let mut app = App::new(config(&overrides), store, clock);
+        if let Some(s) = &spool {
+            app = app.with_spool(s.clone());
+        }
         World {
             needles: NeedleRecorder {
                 wechat: wechat.clone(),
@@ -114,6 +149,9 @@ impl World {
             clock: manual,
             seq: std::sync::atomic::AtomicU64::new(1),
             counter,
+            outage,
+            spool,
+            dead_letter_queue,
         }
     }
 

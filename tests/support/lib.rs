@@ -4,6 +4,7 @@
 pub mod counting;
 pub mod dynamo;
 pub mod harness;
+pub mod outage;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -61,6 +61,11 @@ pub async fn perform(app: &App, item: &OutboxItem) -> Result<Delivery, StoreErro
             text,
         } => customer_service(app, item, openid, agent, text).await,
         Job::Typing { openid, .. } => typing(app, item, openid).await,
+        Job::LateReply {
+            app: kind,
+            openid,
+            text,
+        } => late_reply(app, item, *kind, openid, text).await,
         Job::Import { .. } | Job::Delete { .. } | Job::Forward { .. } | Job::AgentNotice { .. } => {
             im_job(app, item).await
         }
@@ -440,6 +445,44 @@ async fn typing(app: &App, item: &OutboxItem, openid: &str) -> Result<Delivery, 
             end(app, item, Status::Sent, None, Results::default()).await
         }
         Err(e) => quiet(Status::Failed, e.reason()).await,
+    }
+}
+
+/// A passive reply that could not be given when its push arrived (the store was down and the
+/// push was spooled), sent as a customer-service message once the push is applied. Nobody waits
+/// on it in IM, so nobody is told of a failure: it is recorded on the item. At most once, like
+/// every message that reaches someone: a send that may have reached WeChat is not retried.
+async fn late_reply(
+    app: &App,
+    item: &OutboxItem,
+    kind: AppKind,
+    openid: &str,
+    text: &str,
+) -> Result<Delivery, StoreError> {
+    let body =
+        serde_json::json!({ "touser": openid, "msgtype": "text", "text": { "content": text } });
+    let api = &app.wechat;
+    let body_ref = &body;
+    let result = app
+        .wechat_call(kind, |token| async move {
+            api.send_custom(&token, body_ref).await
+        })
+        .await;
+    let e = match result {
+        Ok(()) => {
+            obs::metric("LateRepliesSent", &[("App", kind.as_str())], 1.0);
+            return end(app, item, Status::Sent, None, Results::default()).await;
+        }
+        Err(e) => e,
+    };
+    let reason = e.reason();
+    if e.may_have_been_delivered() {
+        let reason = format!("maybe_sent: {reason}");
+        return end(app, item, Status::Failed, Some(&reason), Results::default()).await;
+    }
+    match e.class() {
+        ErrorClass::Retryable { after_secs } => retry_or_fail(app, item, &reason, after_secs).await,
+        _ => end(app, item, Status::Failed, Some(&reason), Results::default()).await,
     }
 }
 

@@ -10,6 +10,7 @@ use crate::flows::bridge;
 pub use crate::flows::plan::{Decision, Plan};
 use crate::obs;
 use crate::protocol::wechat::message::{Event, Message, MessageKind};
+use crate::records::outbox::{self, Job};
 use crate::records::{dedupe, subscription};
 use crate::store::{StoreError, Txn, TxnError};
 
@@ -25,10 +26,31 @@ pub struct Ingested {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct DedupeMarker;
 
+/// How the push's passive reply, if it has one, reaches the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// In the answer to WeChat's request (a first delivery).
+    Passive,
+    /// WeChat was answered long ago (the push was spooled while the store was down): the reply
+    /// is queued as a customer-service message, in the same transaction as the push's effect.
+    Late,
+}
+
 /// Decides and applies one verified push from `kind`'s push URL.
 pub async fn ingest(app: &App, kind: AppKind, msg: &Message) -> Result<Ingested, StoreError> {
+    ingest_as(app, kind, msg, Answer::Passive).await
+}
+
+/// [`ingest`], with the reply given as `answer` says.
+pub async fn ingest_as(
+    app: &App,
+    kind: AppKind,
+    msg: &Message,
+    answer: Answer,
+) -> Result<Ingested, StoreError> {
     let key = dedupe::delivery_key(msg);
     let plan = plan(kind, msg, &key, app).await?;
+    let mut reply = None;
     if plan.writes.is_empty() && plan.reply.is_none() {
         return Ok(Ingested {
             decision: plan.decision,
@@ -36,6 +58,15 @@ pub async fn ingest(app: &App, kind: AppKind, msg: &Message) -> Result<Ingested,
         });
     }
     let now = app.now();
+    // A late reply is not recorded on the marker: a WeChat retry that still arrives is answered
+    // without it, so the user never gets the reply twice.
+    let late = match (answer, plan.reply) {
+        (Answer::Late, Some(text)) => Some(text),
+        (_, passive) => {
+            reply = passive;
+            None
+        }
+    };
     let mut txn = Txn::new();
     txn.named(
         DedupeMarker,
@@ -44,14 +75,23 @@ pub async fn ingest(app: &App, kind: AppKind, msg: &Message) -> Result<Ingested,
             &key,
             now,
             app.config.dedupe_ttl_secs,
-            plan.reply.as_deref(),
+            reply.as_deref(),
         ),
     );
     txn.extend(plan.writes);
+    if let Some(text) = late {
+        let job = Job::LateReply {
+            app: kind,
+            openid: msg.from_user.clone(),
+            text,
+        };
+        let id = outbox::id_for(&["late_reply", kind.as_str(), &key]);
+        txn.extend(outbox::enqueue(&id, &job, app.queueing()).writes());
+    }
     match txn.commit(&*app.store).await {
         Ok(()) => Ok(Ingested {
             decision: plan.decision,
-            reply: plan.reply,
+            reply,
         }),
         Err(TxnError::Condition(Some(DedupeMarker))) => {
             obs::metric("DedupeHits", &[("Source", "wechat")], 1.0);

@@ -1,10 +1,13 @@
-//! The notify-dispatch function's two kinds of invocation: a batch of the outbox table's DynamoDB
-//! Stream (answered with a partial-batch response, so that only what must be retried comes
-//! back), and the scheduled sweep of deferred work (EventBridge). Both are typed with
-//! `aws_lambda_events`; the work is [`crate::flows::dispatch`] and [`crate::flows::sweep`].
+//! The notify-dispatch function's three kinds of invocation: a batch of the outbox table's
+//! DynamoDB Stream (answered with a partial-batch response, so that only what must be retried
+//! comes back), a batch of the spool's SQS queue (webhooks the store could not take, replayed
+//! through their handlers; partial-batch response too), and the scheduled sweep of deferred work
+//! (EventBridge). All are typed with `aws_lambda_events`; the work is [`crate::flows::dispatch`],
+//! [`super::spool`] and [`crate::flows::sweep`].
 
 use aws_lambda_events::event::dynamodb;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -18,6 +21,8 @@ use crate::records::outbox;
 #[derive(Debug)]
 pub enum Invocation {
     Stream(dynamodb::Event),
+    /// The spool's queue (the SQS event source).
+    Spool(SqsEvent),
     /// EventBridge's scheduled event, or the input the template's schedule sends
     /// (`{"action":"sweep"}`).
     Sweep,
@@ -31,6 +36,16 @@ struct SweepInput {
 
 impl Invocation {
     pub fn parse(event: &Value) -> Invocation {
+        let source = event["Records"][0]["eventSource"].as_str();
+        if source == Some("aws:sqs") {
+            return match SqsEvent::deserialize(event) {
+                Ok(e) => Invocation::Spool(e),
+                Err(e) => {
+                    warn!(decision = "ignored", reason = "malformed_sqs_event", "{e}");
+                    Invocation::Unknown
+                }
+            };
+        }
         if event.get("Records").is_some() {
             return match dynamodb::Event::deserialize(event) {
                 Ok(e) => Invocation::Stream(e),
@@ -104,6 +119,7 @@ pub async fn handle(event: &Value, app: &App, request_id: &str) -> Value {
     async {
         match Invocation::parse(event) {
             Invocation::Stream(e) => stream(&e, app).await,
+            Invocation::Spool(e) => spooled(&e, app).await,
             Invocation::Sweep => match sweep::sweep(app).await {
                 Ok(report) => report.to_json(),
                 // The next scheduled run starts where this one stopped.
@@ -137,4 +153,37 @@ async fn stream(event: &dynamodb::Event, app: &App) -> Value {
         .filter(|r| retry.iter().any(|x| x.id == r.id))
         .collect();
     batch_response(&failed)
+}
+
+/// Handles one batch of the spool's queue: each message replayed through its handler. Lambda
+/// deletes what is not reported failed; a message the store still cannot take is reported
+/// failed and hidden for its backoff (`ChangeMessageVisibility`), and the queue's redrive policy
+/// moves it to the dead-letter queue after its last receive.
+async fn spooled(event: &SqsEvent, app: &App) -> Value {
+    let mut resp = SqsBatchResponse::default();
+    for m in &event.records {
+        let (Some(id), Some(body)) = (&m.message_id, &m.body) else {
+            continue;
+        };
+        let outcome = super::spool::replay(app, body).await;
+        if !matches!(outcome, super::spool::Replayed::Retry(_)) {
+            continue;
+        }
+        if let (Some(spool), Some(handle)) = (&app.spool, &m.receipt_handle) {
+            let received = crate::store::spool::Received {
+                handle: handle.clone(),
+                body: String::new(),
+                receive_count: m
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1),
+            };
+            super::spool::settle(app, &**spool, &received, &outcome).await;
+        }
+        let mut f = BatchItemFailure::default();
+        f.item_identifier = id.clone();
+        resp.batch_item_failures.push(f);
+    }
+    serde_json::to_value(resp).unwrap_or_else(|_| json!({ "batchItemFailures": [] }))
 }

@@ -54,7 +54,14 @@ fn refuse(before: bool, status: u16, code: &str, message: &str) -> Response {
     Response::error(status, code, message)
 }
 
+/// A verified callback the store cannot take is spooled and answered OK (see [`super::spool`]):
+/// IM never retries an after-event callback.
 pub async fn callback(req: &Request, app: &App) -> Response {
+    callback_as(req, app, super::Arrival::Live).await
+}
+
+/// [`callback`] for a callback as it arrived (live, or replayed from the spool).
+pub async fn callback_as(req: &Request, app: &App, arrival: super::Arrival) -> Response {
     super::traced(&req.request_id, "im-callback", async {
         if let Err(r) = super::require(req, "POST", "use POST") {
             return r;
@@ -71,7 +78,7 @@ pub async fn callback(req: &Request, app: &App) -> Response {
         if req.body.len() > MAX_BODY_BYTES {
             return refuse(before, 413, "body_too_large", "request body exceeds 64 KiB");
         }
-        if let Err(e) = callback::authenticate(im, req, app.now()) {
+        if let Err(e) = callback::authenticate(im, req, arrival.checked_at(app)) {
             return refuse(before, 401, e.code(), &e.to_string());
         }
         let cb = match callback::parse(req.query("CallbackCommand"), &req.body) {
@@ -91,8 +98,16 @@ pub async fn callback(req: &Request, app: &App) -> Response {
                 let command = "C2C.CallbackBeforeSendMsg";
                 match flows::callback::before_send(app, &m).await {
                     Ok(d) => log_decision(command, &d),
-                    // Never block delivery: the message goes through whatever happened here.
-                    Err(e) => warn!(command, decision = "allowed_despite_error", reason = %e),
+                    // Never block delivery: the message goes through whatever happened here
+                    // (spooled when it can be; a replay that fails is tried again).
+                    Err(e) => {
+                        warn!(command, decision = "allowed_despite_error", reason = %e);
+                        let r = super::unstored(app, req, arrival, "im-callback", &e, ok(), RETRY)
+                            .await;
+                        if matches!(arrival, super::Arrival::Replay { .. }) {
+                            return r;
+                        }
+                    }
                 }
                 return ok();
             }
@@ -118,7 +133,7 @@ pub async fn callback(req: &Request, app: &App) -> Response {
                 log_decision(command, &d);
                 ok()
             }
-            Err(e) => super::store_failure(&e, RETRY),
+            Err(e) => super::unstored(app, req, arrival, "im-callback", &e, ok(), RETRY).await,
         }
     })
     .await

@@ -75,21 +75,36 @@ pub async fn verify(req: &Request, app: &App) -> Response {
     .await
 }
 
-/// Message push: verify, decrypt, then the flow (dedupe, apply), then the reply.
+/// Message push: verify, decrypt, then the flow (dedupe, apply), then the reply. A verified push
+/// the store cannot take is spooled and answered `success` (see [`super::spool`]).
 pub async fn event(req: &Request, app: &App) -> Response {
+    event_as(req, app, super::Arrival::Live).await
+}
+
+/// [`event`] for a push as it arrived (live, or replayed from the spool).
+pub async fn event_as(req: &Request, app: &App, arrival: super::Arrival) -> Response {
     super::traced(&req.request_id, "wechat-event", async {
         let wapp = match opening(req, app, "POST", "use POST for message push") {
             Ok(a) => a,
             Err(r) => return r,
         };
-        let inbound = match push::open(wapp, req, app.now(), app.config.push_window_secs) {
+        let checked_at = arrival.checked_at(app);
+        let inbound = match push::open(wapp, req, checked_at, app.config.push_window_secs) {
             Ok(i) => i,
             Err(e) => return refuse(&e, wapp.kind),
         };
         let msg = &inbound.message;
-        let done = match flows::push::ingest(app, wapp.kind, msg).await {
+        let answer = match arrival {
+            super::Arrival::Live => flows::push::Answer::Passive,
+            super::Arrival::Replay { .. } => flows::push::Answer::Late,
+        };
+        let done = match flows::push::ingest_as(app, wapp.kind, msg, answer).await {
             Ok(d) => d,
-            Err(e) => return super::store_failure(&e, RETRY),
+            Err(e) => {
+                let accepted = Response::text(200, "success");
+                return super::unstored(app, req, arrival, "wechat-event", &e, accepted, RETRY)
+                    .await;
+            }
         };
         info!(
             app = wapp.kind.as_str(),

@@ -38,10 +38,13 @@ pub enum Kind {
     AgentNotice,
     /// An agent's typing indicator, shown to the follower as WeChat's typing state.
     Typing,
+    /// A passive reply that could not be given (the push was spooled while the store was
+    /// down), sent later as a customer-service message.
+    LateReply,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Notify,
         Kind::Send,
         Kind::Forward,
@@ -50,6 +53,7 @@ impl Kind {
         Kind::CustomerService,
         Kind::AgentNotice,
         Kind::Typing,
+        Kind::LateReply,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Kind {
             Kind::CustomerService => "kf",
             Kind::AgentNotice => "agent_notice",
             Kind::Typing => "kf_typing",
+            Kind::LateReply => "late_reply",
         }
     }
 
@@ -194,6 +199,12 @@ pub enum Job {
         openid: String,
         agent: String,
     },
+    /// A passive reply given late, as a customer-service message from `app` to `openid`.
+    LateReply {
+        app: AppKind,
+        openid: String,
+        text: String,
+    },
     /// A stored item this version cannot read (an unknown kind, a missing attribute): ended
     /// failed by the dispatcher with this reason, never retried.
     Unreadable(String),
@@ -210,6 +221,7 @@ impl Job {
             Job::CustomerService { .. } => Kind::CustomerService,
             Job::AgentNotice { .. } => Kind::AgentNotice,
             Job::Typing { .. } => Kind::Typing,
+            Job::LateReply { .. } => Kind::LateReply,
             Job::Unreadable(_) => return None,
         })
     }
@@ -262,6 +274,11 @@ impl Job {
                 a.push(("openid", Attr::from(openid.as_str())));
                 a.push(("agent", Attr::from(agent.as_str())));
             }
+            Job::LateReply { app, openid, text } => {
+                a.push(("app", Attr::from(app.as_str())));
+                a.push(("openid", Attr::from(openid.as_str())));
+                a.push(("text", Attr::from(text.as_str())));
+            }
             Job::Unreadable(_) => {}
         }
         a
@@ -306,6 +323,11 @@ impl Job {
             Kind::Typing => Job::Typing {
                 openid: read::s(i, "openid")?,
                 agent: read::opt_s(i, "agent").unwrap_or_default(),
+            },
+            Kind::LateReply => Job::LateReply {
+                app: read::app(i, "app")?,
+                openid: read::s(i, "openid")?,
+                text: read::opt_s(i, "text").unwrap_or_default(),
             },
         })
     }
@@ -764,6 +786,11 @@ mod tests {
             Job::Typing {
                 openid: "o1".into(),
                 agent: "a".into(),
+            },
+            Job::LateReply {
+                app: AppKind::Oa,
+                openid: "o1".into(),
+                text: "welcome".into(),
             },
         ];
         for job in jobs {

@@ -10,6 +10,7 @@
 mod dynamo;
 #[cfg(feature = "embedded")]
 mod embedded;
+pub mod spool;
 mod txn;
 
 use std::collections::BTreeMap;
@@ -17,9 +18,10 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-pub use dynamo::DynamoStore;
+pub use dynamo::{DynamoStore, sdk_http_client};
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
+pub use spool::{Spool, SpoolError};
 pub use txn::{Txn, TxnError};
 
 /// Attribute read by DynamoDB's TTL and by every read path here.

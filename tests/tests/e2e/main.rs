@@ -13,6 +13,7 @@ mod scale;
 mod secrets;
 mod seen;
 mod serve;
+mod spool;
 mod store_conformance;
 mod wechat_push;
 mod wechat_vectors;

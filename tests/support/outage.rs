@@ -32,7 +32,8 @@ impl Failure {
 #[derive(Debug)]
 pub struct Outage {
     inner: Arc<dyn Store>,
-    failing: Mutex<Option<Failure>>,
+    /// The failure, and how many requests still succeed before it starts.
+    failing: Mutex<Option<(usize, Failure)>>,
 }
 
 impl Outage {
@@ -45,12 +46,22 @@ impl Outage {
 
     /// Starts (`Some`) or ends (`None`) the outage.
     pub fn set(&self, f: Option<Failure>) {
-        *self.failing.lock().unwrap() = f;
+        *self.failing.lock().unwrap() = f.map(|f| (0, f));
+    }
+
+    /// The outage starts after `ok` more requests have succeeded: a failure between two writes
+    /// of one event.
+    pub fn set_after(&self, ok: usize, f: Failure) {
+        *self.failing.lock().unwrap() = Some((ok, f));
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        match *self.failing.lock().unwrap() {
-            Some(f) => Err(f.error()),
+        match &mut *self.failing.lock().unwrap() {
+            Some((0, f)) => Err(f.error()),
+            Some((ok, _)) => {
+                *ok -= 1;
+                Ok(())
+            }
             None => Ok(()),
         }
     }

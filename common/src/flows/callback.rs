@@ -55,14 +55,9 @@ pub async fn state_change(
     sc: &StateChange,
     platform: Option<&str>,
 ) -> Result<Decision, StoreError> {
-    let applied = presence::record(&*app.store, sc, platform, app.now()).await?;
-    if !applied {
+    let reset = (sc.action == "Login").then(|| notify_window::login_reset(&sc.user, app.now()));
+    if !presence::record(&*app.store, sc, platform, app.now(), reset).await? {
         return Ok(Decision::PresenceStaleIgnored);
-    }
-    if sc.action == "Login" {
-        app.store
-            .write(notify_window::login_reset(&sc.user, app.now()))
-            .await?;
     }
     Ok(Decision::PresenceRecorded)
 }

@@ -96,16 +96,28 @@ pub fn change_writes(sc: &StateChange, platform: Option<&str>, now: i64) -> Vec<
 }
 
 /// Applies a state change; returns false when it was older than what is stored.
+///
+/// `with_applied` is written in one transaction with this platform's own (conditional) write:
+/// what the change implies (a Login's reset of the notification window) happens exactly when
+/// the change is applied. Written apart, a failure between the two would leave the presence
+/// recorded and the reset lost, and a retry or a replay from the spool would then see the
+/// change as already applied and skip the reset for good.
 pub async fn record(
     store: &dyn Store,
     sc: &StateChange,
     platform: Option<&str>,
     now: i64,
+    with_applied: Option<Write>,
 ) -> Result<bool, StoreError> {
     let mut applied = false;
+    let mut with_applied = with_applied;
     for (i, w) in change_writes(sc, platform, now).into_iter().enumerate() {
-        match store.write(w).await {
-            Ok(_) => applied |= i == 0,
+        let result = match with_applied.take().filter(|_| i == 0) {
+            Some(extra) => store.transact(vec![w, extra]).await,
+            None => store.write(w).await.map(|_| ()),
+        };
+        match result {
+            Ok(()) => applied |= i == 0,
             Err(StoreError::ConditionFailed { .. }) => {}
             Err(e) => return Err(e),
         }

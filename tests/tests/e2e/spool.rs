@@ -209,6 +209,42 @@ async fn every_webhook_taken_during_a_store_outage_is_applied_once_after_it() {
 }
 
 #[tokio::test]
+async fn a_login_whose_store_fails_mid_way_still_resets_the_window_when_replayed() {
+    for b in BACKENDS {
+        // The store fails from the Login's first request on, or from its second: were the
+        // presence and the window's reset two writes, the second case would record the
+        // presence, lose the reset, and the replay would find the Login already applied.
+        for ok in [0, 1] {
+            let w = World::new(Options::new(b).spooled()).await;
+            let t = w.now();
+            let outage = w.outage.clone().unwrap();
+            outage.set_after(ok, Failure::Unreachable);
+            let r = w
+                .im_only(
+                    "State.StateChange",
+                    json!({"CallbackCommand": "State.StateChange", "EventTime": t * 1000,
+                           "Info": {"Action": "Login", "To_Account": CUSTOMER, "Reason": "Register"}}),
+                )
+                .await;
+            assert_eq!((r.status, r.body_str()), (200, OK), "{b:?} {ok}");
+            outage.set(None);
+            let drained = routes::drain_spool(&w.app).await.unwrap();
+            assert_eq!(drained.applied, usize::from(ok == 0), "{b:?} {ok}");
+            let window = w
+                .state_item(&keys::notify_state(CUSTOMER), keys::ONE)
+                .await
+                .expect("the Login reset the notification window");
+            assert_eq!(window.n("reset_at"), Some(t), "{b:?} {ok}");
+            assert_eq!(
+                presence::of(&*w.app.store, CUSTOMER, t, 600).await.unwrap(),
+                Presence::Online,
+                "{b:?} {ok}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn when_the_spool_fails_too_the_answer_is_503_and_nothing_is_applied() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).spooled()).await;

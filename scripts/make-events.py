@@ -283,8 +283,18 @@ def build():
          "(the stand-in, like most editions, answers 71000, so it is kept and marked inactive).")
     case("wechat-event/oa-safe-xml-scan.json",
          sign(wechat_event("POST", "oa", oa_event("SCAN", [("EventKey", "campaign42"), ("Ticket", "gQH47joAAAAAAAAAASxodHRw")])), "safe", "200102"),
-         {"function": "wechat-event", "status": 200, "body": "success", "nothing_stored": True},
-         "An existing follower scans a QR code: accepted, nothing to do.")
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [conv | {"allowance_by": "scan", "allowance_left": 3, "allowance_until": TS + 60}],
+          "outbox": []},
+         "An existing follower scans a parametric QR code: nothing is forwarded, but WeChat now allows 3 "
+         "customer-service replies within 1 minute, recorded on the conversation (replacing the allowance in force).")
+    case("wechat-event/oa-safe-xml-menu-click.json",
+         sign(wechat_event("POST", "oa", oa_event("CLICK", [("EventKey", "V1001_CONTACT_US")])), "safe", "200103"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [conv | {"allowance_by": "menu", "allowance_left": 3, "allowance_until": TS + 60}],
+          "outbox": []},
+         "A follower clicks a menu item (CLICK; scancode_push and scancode_waitmsg count the same): WeChat "
+         "allows 3 customer-service replies within 1 minute, recorded on the conversation.")
     oa = [
         ("oa-safe-xml-text.json", oa_msg("text", [("Content", "你好 hello")], 24000000000000001), "safe",
          "A follower's text message."),
@@ -460,6 +470,19 @@ def build_im():
          "An agent answers with a photo: WeChat's customer-service message carries text, so the follower "
          "receives a summary with the original image's URL (\"[图片] https://…/label-original.jpg\"). "
          "Setup: the follower wrote first (oa-safe-xml-text.json).")
+    case("im-callback/c2c-agent-reply-oa-allowance-expired.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 7, "欢迎关注！有什么可以帮您？")),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-subscribe.json"}, {"advance": 61}],
+          "outbox": [{"kind": "im_import", "status": "sent"},
+                     {"kind": "kf", "status": "skipped", "reason": "undeliverable: allowance_expired; no_fallback_credit"},
+                     {"kind": "agent_notice", "status": "sent"}],
+          "custom_sends": 0, "sends": 0, "im_sends": 1},
+         "An agent answers a new follower 61 s after the follow: the follow opened 3 replies for 1 minute, so "
+         "the reply is not sent to WeChat (which would refuse it with 45015); the follower has no credit for "
+         "the fallback notification, and agent_alice is told in IM what happened and that 5 replies within "
+         "48 hours open when the follower next writes. Setup: the follow (oa-safe-xml-subscribe.json), then "
+         "61 seconds.")
     case("im-callback/c2c-agent-reply-oa-unfollowed.json",
          im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 6, "还有其他问题吗？")),
          {"function": "im-callback", "status": 200, "body": IM_OK,

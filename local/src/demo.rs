@@ -482,18 +482,14 @@ pub async fn run_oa() -> Result<(), String> {
     )
     .await?;
 
-    d.title("Two days later agent_alice follows up: outside the 48-hour window (WeChat answers 45015), so the subscribe notification goes instead");
+    d.title("Two days later agent_alice follows up: outside the 48-hour window (WeChat answers 45015), so the subscribe notification goes instead and she is told");
     wechat.script(
         "/cgi-bin/message/custom/send",
         vec![crate::standin::Scripted::Json(json!({"errcode": 45015, "errmsg": "response out of time limit or subscription is canceled"}))],
     );
     d.agent_says("agent_alice", 2, "包裹已签收，请确认。").await;
 
-    d.title("Once more, with no notification credit left: undeliverable, recorded, and agent_alice is told in IM");
-    wechat.script(
-        "/cgi-bin/message/custom/send",
-        vec![crate::standin::Scripted::Json(json!({"errcode": 45015, "errmsg": "response out of time limit or subscription is canceled"}))],
-    );
+    d.title("Once more: the conversation now records WeChat's allowance as closed, so nothing goes to WeChat; no notification credit is left either: recorded, and agent_alice is told in IM");
     d.agent_says("agent_alice", 3, "还有其他问题吗？").await;
 
     d.title("The follower unfollows: conversation ended, IM account deleted where the edition allows (here 71000: kept, inactive)");

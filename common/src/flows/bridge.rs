@@ -6,9 +6,10 @@ use crate::app::App;
 use crate::flows::plan::{Decision, Plan};
 use crate::obs;
 use crate::protocol::im::callback::C2cMessage;
+use crate::protocol::wechat::allowance::{Opening, describe_secs};
 use crate::protocol::wechat::message::{Message, MessageKind};
 use crate::records::binding;
-use crate::records::conversation::{self, Conversation, Status as ConvStatus, Touch};
+use crate::records::conversation::{self, Allowance, Conversation, Status as ConvStatus, Touch};
 use crate::records::outbox::{self, Enqueue, Job, Status};
 use crate::store::{StoreError, Txn, TxnError, Write};
 
@@ -110,15 +111,33 @@ fn import(app: &App, delivery: &str, openid: &str) -> [Write; 2] {
     )
 }
 
+/// The reply allowance `msg` opens (see [`Conversation::opening`]).
+fn opening(
+    app: &App,
+    conv: Option<&Conversation>,
+    by: Opening,
+    msg: &Message,
+) -> Option<(Opening, i64)> {
+    conv.cloned()
+        .unwrap_or_default()
+        .opening(by, msg.create_time, app.now())
+}
+
 /// The writes of a follow or an unfollow: the conversation, the follower's binding both ways,
 /// and the IM account job (import or deletion) when IM is configured.
-fn follower_writes(app: &App, openid: &str, touch: Touch, im_job: [Write; 2]) -> Vec<Write> {
+fn follower_writes(
+    app: &App,
+    openid: &str,
+    touch: Touch,
+    opens: Option<(Opening, i64)>,
+    im_job: [Write; 2],
+) -> Vec<Write> {
     let now = app.now();
     let status = match touch {
         Touch::Unfollowed => ConvStatus::Ended,
         _ => ConvStatus::Active,
     };
-    let mut writes = vec![conversation::touch(openid, touch, now)];
+    let mut writes = vec![conversation::touch(openid, touch, opens, now)];
     writes.extend(binding::follower_writes(openid, status.as_str(), now));
     if app.config.im.is_some() {
         writes.extend(im_job);
@@ -131,8 +150,15 @@ pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan,
     let openid = msg.from_user.as_str();
     let conv = conversation::get(&*app.store, openid).await?;
     assign_agent(app, openid, conv.as_ref()).await?;
+    let opens = opening(app, conv.as_ref(), Opening::OaFollow, msg);
     Ok(Plan {
-        writes: follower_writes(app, openid, Touch::Followed, import(app, delivery, openid)),
+        writes: follower_writes(
+            app,
+            openid,
+            Touch::Followed,
+            opens,
+            import(app, delivery, openid),
+        ),
         reply: Some(app.config.oa_bridge.welcome_text.clone()),
         decision: Decision::FollowerWelcomed,
     })
@@ -150,7 +176,7 @@ pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Pla
         },
     );
     Ok(Plan {
-        writes: follower_writes(app, openid, Touch::Unfollowed, delete),
+        writes: follower_writes(app, openid, Touch::Unfollowed, None, delete),
         reply: None,
         decision: Decision::FollowerLeft,
     })
@@ -176,9 +202,11 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
             .as_ref()
             .and_then(|c| c.last_user_msg_at)
             .is_none_or(|t| now - t >= window);
+    let opens = opening(app, conv.as_ref(), Opening::OaMessage, msg);
     let mut writes = vec![conversation::touch(
         openid,
         Touch::Wrote { greeted: greet },
+        opens,
         now,
     )];
     // No status means no push of theirs was ever recorded (the assignment alone may have been):
@@ -220,6 +248,21 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
         writes,
         reply: greet.then(|| app.config.oa_bridge.connecting_text.clone()),
         decision,
+    })
+}
+
+/// A follower's menu click (`click`, `scancode_push`, `scancode_waitmsg`) or parametric QR scan
+/// (`SCAN`): nothing is forwarded, but WeChat opens a reply allowance (3 for 1 minute), which
+/// replaces the one in force.
+pub async fn on_action(app: &App, msg: &Message, by: Opening) -> Result<Plan, StoreError> {
+    let openid = msg.from_user.as_str();
+    let conv = conversation::get(&*app.store, openid).await?;
+    Ok(match opening(app, conv.as_ref(), by, msg) {
+        Some((by, at)) => Plan::writes(
+            vec![conversation::opened(openid, by, at, app.now())],
+            Decision::AllowanceOpened,
+        ),
+        None => Plan::nothing(Decision::IgnoredEvent),
     })
 }
 
@@ -381,6 +424,104 @@ pub enum Fallback {
     InvalidData(String),
     /// WeChat refused the subscribe message (its errcode or transport failure).
     Failed(String),
+    /// An earlier reply of the same closed allowance already had its fallback: one notification
+    /// per closed allowance, not one per reply.
+    AlreadySent,
+}
+
+/// How the bridge knows that WeChat's reply allowance had no room for a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// WeChat refused the reply: 45015 (expired, or the follower unfollowed) or 45047 (used up).
+    /// `window` is the opening time of the allowance it was refused in (0 when none was known).
+    Refused { errcode: i64, window: i64 },
+    /// The stored allowance was used up or expired: the reply was not sent to WeChat at all.
+    Known(Allowance),
+}
+
+impl Closed {
+    /// The allowance this refers to (its opening time): one fallback each.
+    pub fn window(&self) -> i64 {
+        match self {
+            Closed::Refused { window, .. } => *window,
+            Closed::Known(a) => a.at,
+        }
+    }
+
+    /// How it is recorded on the reply: the errcode, or why the bridge did not send it.
+    pub fn code(&self) -> String {
+        match self {
+            Closed::Refused { errcode, .. } => errcode.to_string(),
+            Closed::Known(a) if a.left < 1 => "allowance_used_up".into(),
+            Closed::Known(_) => "allowance_expired".into(),
+        }
+    }
+
+    fn explain(&self, app: &App) -> String {
+        match self {
+            Closed::Refused { errcode: 45047, .. } => "WeChat's limit on customer-service messages since they last wrote is used up (errcode 45047)".to_owned(),
+            Closed::Refused { errcode: 45015, .. } => "WeChat no longer accepts customer-service messages to them (errcode 45015: more than 48 hours since they last wrote, or they unfollowed)".to_owned(),
+            Closed::Refused { errcode, .. } => {
+                format!("WeChat's customer-service window is closed (errcode {errcode})")
+            }
+            Closed::Known(a) => {
+                let opened = match a.by {
+                    Some(by) => format!(
+                        "{} at {} opened {} for {}",
+                        by.describe(),
+                        local_time(app, a.at),
+                        replies(by.replies()),
+                        describe_secs(by.valid_secs())
+                    ),
+                    None => "WeChat refused an earlier reply".to_owned(),
+                };
+                let state = if a.left < 1 {
+                    "none of them is left".to_owned()
+                } else {
+                    format!(
+                        "that allowance ended at {} with {} unused",
+                        local_time(app, a.until),
+                        replies(a.left)
+                    )
+                };
+                format!(
+                    "WeChat allows no customer-service message to them now ({opened}, and {state})"
+                )
+            }
+        }
+    }
+}
+
+fn replies(n: i64) -> String {
+    if n == 1 {
+        "1 reply".into()
+    } else {
+        format!("{n} replies")
+    }
+}
+
+/// When the agent can answer again: WeChat's rule for the app's next user message.
+fn next_window() -> String {
+    let by = Opening::OaMessage;
+    format!(
+        "When they next write, WeChat allows {} within {}.",
+        replies(by.replies()),
+        describe_secs(by.valid_secs())
+    )
+}
+
+/// A time in the notifications' time zone (`NOTIFY_TIMEZONE`), else UTC.
+pub fn local_time(app: &App, secs: i64) -> String {
+    match &app.config.notify {
+        Some(n) => n.format_time(secs),
+        None => jiff::Timestamp::from_second(secs)
+            .map(|t| {
+                t.to_zoned(jiff::tz::TimeZone::UTC)
+                    .strftime("%Y年%-m月%-d日 %H:%M UTC")
+                    .to_string()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// Why an agent's reply did not reach the follower: recorded on the job and told to the agent,
@@ -391,10 +532,8 @@ pub enum NotSent {
     Unfollowed,
     /// The follower has no active conversation with the official account.
     NotActive,
-    /// WeChat's window is closed (45015: 48 hours since the follower last wrote, or they
-    /// unfollowed; 45047: the window's message count is used up) and the fallback could not
-    /// stand in.
-    WindowClosed { errcode: i64, fallback: Fallback },
+    /// WeChat's allowance is closed (see [`Closed`]) and the fallback could not stand in.
+    WindowClosed { closed: Closed, fallback: Fallback },
     /// WeChat refused the message for another reason (its errcode, or the transport failure).
     Refused { reason: String },
     /// WeChat could not be reached within the attempt limit.
@@ -406,10 +545,16 @@ pub enum NotSent {
 }
 
 impl NotSent {
-    /// Skipped when the bridge did not try (the follower is gone), failed when WeChat said no.
+    /// Skipped when the bridge did not try (the follower is gone, or the allowance is known to
+    /// be closed), failed when WeChat said no.
     pub fn status(&self) -> Status {
         match self {
-            NotSent::Unfollowed | NotSent::NotActive => Status::Skipped,
+            NotSent::Unfollowed
+            | NotSent::NotActive
+            | NotSent::WindowClosed {
+                closed: Closed::Known(_),
+                ..
+            } => Status::Skipped,
             _ => Status::Failed,
         }
     }
@@ -419,14 +564,15 @@ impl NotSent {
         match self {
             NotSent::Unfollowed => "follower_unfollowed".into(),
             NotSent::NotActive => "conversation_not_active".into(),
-            NotSent::WindowClosed { errcode, fallback } => {
+            NotSent::WindowClosed { closed, fallback } => {
                 let f = match fallback {
                     Fallback::NotConfigured => "no_fallback_template".into(),
                     Fallback::NoCredit => "no_fallback_credit".into(),
                     Fallback::InvalidData(e) => format!("fallback_data_invalid: {e}"),
                     Fallback::Failed(r) => format!("fallback_failed: {r}"),
+                    Fallback::AlreadySent => "fallback_already_sent".into(),
                 };
-                format!("undeliverable: {errcode}; {f}")
+                format!("undeliverable: {}; {f}", closed.code())
             }
             NotSent::Refused { reason } => format!("undeliverable: {reason}"),
             NotSent::RetriesExhausted { reason, .. } => {
@@ -446,6 +592,7 @@ impl NotSent {
                 Fallback::NoCredit => "window_closed_no_credit",
                 Fallback::InvalidData(_) => "window_closed_fallback_invalid",
                 Fallback::Failed(_) => "window_closed_fallback_failed",
+                Fallback::AlreadySent => "window_closed_fallback_already_sent",
             },
             NotSent::Refused { .. } => "refused",
             NotSent::RetriesExhausted { .. } => "retries_exhausted",
@@ -453,7 +600,7 @@ impl NotSent {
         }
     }
 
-    fn explain(&self) -> String {
+    fn explain(&self, app: &App) -> String {
         match self {
             NotSent::Unfollowed => {
                 "the follower has left (they unfollowed the official account)".into()
@@ -461,12 +608,7 @@ impl NotSent {
             NotSent::NotActive => {
                 "the follower has no active conversation with the official account".into()
             }
-            NotSent::WindowClosed { errcode, fallback } => {
-                let window = match errcode {
-                    45047 => "WeChat's limit on customer-service messages since they last wrote is used up (errcode 45047)".to_owned(),
-                    45015 => "WeChat no longer accepts customer-service messages to them (errcode 45015: more than 48 hours since they last wrote, or they unfollowed)".to_owned(),
-                    other => format!("WeChat's customer-service window is closed (errcode {other})"),
-                };
+            NotSent::WindowClosed { closed, fallback } => {
                 let fallback = match fallback {
                     Fallback::NotConfigured => {
                         "no subscribe-message fallback is configured".to_owned()
@@ -484,8 +626,9 @@ impl NotSent {
                             wechat_reason(r)
                         )
                     }
+                    Fallback::AlreadySent => "they were already sent a subscribe notification for an earlier reply since WeChat's allowance closed, and get no second one".to_owned(),
                 };
-                format!("{window}, and {fallback}")
+                format!("{}, and {fallback}. {}", closed.explain(app), next_window())
             }
             NotSent::Refused { reason } => match reason.as_str() {
                 "43004" => "they do not follow the official account (errcode 43004)".into(),
@@ -533,9 +676,52 @@ pub fn reply_notice(
         _ if why.status() == Status::Skipped => "was not sent",
         _ => "was not delivered",
     };
+    let explain = why.explain(app);
+    let stop = if explain.ends_with('.') { "" } else { "." };
     let text = format!(
-        "Your reply to follower {openid} {verb}: {}. It will not be resent automatically.",
-        why.explain()
+        "Your reply to follower {openid} {verb}: {explain}{stop} It will not be resent automatically."
+    );
+    agent_notice(app, reply_id, agent, &text)
+}
+
+/// The IM notice telling an agent that their reply could not be a customer-service message and
+/// the follower was sent the subscribe-message fallback instead.
+pub fn fallback_notice(
+    app: &App,
+    reply_id: &str,
+    agent: &str,
+    openid: &str,
+    closed: &Closed,
+) -> Enqueue {
+    let text = format!(
+        "Your reply to follower {openid} was not delivered as a message: {}. They were sent a subscribe notification that a reply is waiting instead. {}",
+        closed.explain(app),
+        next_window()
+    );
+    agent_notice(app, reply_id, agent, &text)
+}
+
+/// The IM notice telling an agent that the reply just delivered used the last one WeChat
+/// allows until the follower acts again.
+pub fn last_reply_notice(
+    app: &App,
+    reply_id: &str,
+    agent: &str,
+    openid: &str,
+    a: &Allowance,
+) -> Enqueue {
+    let by = a.by.map_or(String::new(), |by| {
+        format!(
+            " ({} at {} opened {} for {})",
+            by.describe(),
+            local_time(app, a.at),
+            replies(by.replies()),
+            describe_secs(by.valid_secs())
+        )
+    });
+    let text = format!(
+        "Your reply to follower {openid} was delivered, and it was the last one WeChat allows for now{by}. Further replies are not sent to WeChat; they go to the subscribe-message fallback where the follower has a credit. {}",
+        next_window()
     );
     agent_notice(app, reply_id, agent, &text)
 }

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::config::AppKind;
-use crate::flows::bridge::{self, Fallback, NotForwarded, NotSent};
+use crate::flows::bridge::{self, Closed, Fallback, NotForwarded, NotSent};
 use crate::flows::outcome::{self, end, out_of_attempts, release, retry_or_fail};
 use crate::flows::send::{self, SendOutcome};
 use crate::obs;
@@ -83,7 +83,17 @@ async fn admin_send(app: &App, item: &OutboxItem, s: &AdminSend) -> Result<Deliv
     );
     match send::send(app, s.app, &s.openid, &s.template_id, &body).await? {
         SendOutcome::Sent { msgid } => {
-            subscribe_sent(app, item, s.app, &s.openid, &s.template_id, &msgid, None).await
+            subscribe_sent(
+                app,
+                item,
+                s.app,
+                &s.openid,
+                &s.template_id,
+                &msgid,
+                None,
+                vec![],
+            )
+            .await
         }
         SendOutcome::NoCredit => {
             end(
@@ -117,15 +127,17 @@ async fn subscribe_sent(
     template_id: &str,
     msgid: &str,
     reason: Option<&str>,
+    also: Vec<crate::store::Write>,
 ) -> Result<Delivery, StoreError> {
     let now = app.now();
-    let mut ws = vec![outbox::finish(
+    let mut ws = also;
+    ws.push(outbox::finish(
         &item.id,
         Status::Sent,
         reason,
         Results::msgid(msgid),
         now,
-    )];
+    ));
     if !msgid.is_empty() {
         ws.push(delivery::sent(
             kind,
@@ -313,9 +325,11 @@ async fn delete_account(
     }
 }
 
-/// An agent's reply to an official-account follower. Outside the 48-hour window (45015) or over
-/// its message count (45047) it falls back to a subscribe message when the follower has a
-/// credit; whatever stops it is recorded on the job and told to the agent in IM.
+/// An agent's reply to an official-account follower. It spends one reply of WeChat's allowance
+/// before it is sent (a conditional decrement); when the allowance is used up or expired it is
+/// not sent to WeChat, which would only refuse it, but goes to the subscribe-message fallback.
+/// WeChat's own refusals (45015/45047) correct the stored allowance and fall back the same way;
+/// whatever stops a reply is recorded on the job and told to the agent in IM.
 async fn customer_service(
     app: &App,
     item: &OutboxItem,
@@ -325,11 +339,43 @@ async fn customer_service(
 ) -> Result<Delivery, StoreError> {
     // Queued while the follower was there; if they have left since, WeChat would only refuse
     // it, and a fallback notification would go to someone who left.
-    match follower_status(app, openid).await? {
+    let conv = conversation::get(&*app.store, openid).await?;
+    match conv.as_ref().and_then(|c| c.status) {
         Some(ConvStatus::Active) => {}
         Some(ConvStatus::Ended) => return not_sent(app, item, NotSent::Unfollowed).await,
         None => return not_sent(app, item, NotSent::NotActive).await,
     }
+    let now = app.now();
+    // An allowance nobody recorded (a conversation from before it was tracked): WeChat decides.
+    let seen = conv.and_then(|c| c.allowance);
+    let spent = match seen {
+        None => None,
+        Some(mut current) => {
+            let mut after = None;
+            // Twice: a concurrent reply may take the last one between the read and the spend,
+            // or a new action of the follower's open a new allowance.
+            for _ in 0..2 {
+                if !current.open(now) {
+                    return closed(app, item, openid, agent, text, Closed::Known(current)).await;
+                }
+                after = conversation::spend(&*app.store, openid, now).await?;
+                if after.is_some() {
+                    break;
+                }
+                current = conversation::get(&*app.store, openid)
+                    .await?
+                    .and_then(|c| c.allowance)
+                    .unwrap_or(conversation::Allowance { left: 0, ..current });
+            }
+            match after {
+                Some(a) => Some(a),
+                None => {
+                    let c = Closed::Known(conversation::Allowance { left: 0, ..current });
+                    return closed(app, item, openid, agent, text, c).await;
+                }
+            }
+        }
+    };
     let body =
         serde_json::json!({ "touser": openid, "msgtype": "text", "text": { "content": text } });
     let api = &app.wechat;
@@ -344,12 +390,16 @@ async fn customer_service(
             obs::metric("CustomerServiceSent", &[], 1.0);
             let now = app.now();
             // The exchange the typing state needs (45080 without one in the last 30 s).
-            app.store
-                .transact(vec![
-                    outbox::finish(&item.id, Status::Sent, None, Results::default(), now),
-                    conversation::replied(openid, now),
-                ])
-                .await?;
+            let mut ws = vec![
+                outbox::finish(&item.id, Status::Sent, None, Results::default(), now),
+                conversation::replied(openid, now),
+            ];
+            if let Some(a) = spent.filter(|a| a.left < 1)
+                && !agent.is_empty()
+            {
+                ws.extend(bridge::last_reply_notice(app, &item.id, agent, openid, &a).writes());
+            }
+            app.store.transact(ws).await?;
             info!(outbox_id = %item.id, kind = item.kind_str(), decision = "sent");
             return Ok(Delivery::Done);
         }
@@ -357,7 +407,13 @@ async fn customer_service(
     };
     let reason = e.reason();
     if e.may_have_been_delivered() {
+        // WeChat may have counted it: the reply stays spent.
         return not_sent(app, item, NotSent::MaybeSent { reason }).await;
+    }
+    let window_closed = matches!(e.errcode(), Some(45015 | 45047));
+    if let Some(a) = spent.filter(|_| !window_closed) {
+        // WeChat did not take it, so it did not count it either.
+        give_back(app, openid, &a).await?;
     }
     if let ErrorClass::Retryable { after_secs } = e.class() {
         if out_of_attempts(app, item) {
@@ -367,8 +423,35 @@ async fn customer_service(
         return release(app, item, &reason, after_secs).await;
     }
     match e.errcode() {
-        Some(errcode @ (45015 | 45047)) => fallback(app, item, openid, agent, text, errcode).await,
+        Some(errcode @ (45015 | 45047)) => {
+            // What WeChat says wins over what was counted here.
+            if let Err(e) = app
+                .store
+                .write(conversation::refused(
+                    openid,
+                    seen.as_ref(),
+                    errcode,
+                    app.now(),
+                ))
+                .await
+                && !e.is_condition_failed()
+            {
+                return Err(e);
+            }
+            let window = seen.map_or(0, |a| a.at);
+            let c = Closed::Refused { errcode, window };
+            closed(app, item, openid, agent, text, c).await
+        }
         _ => not_sent(app, item, NotSent::Refused { reason }).await,
+    }
+}
+
+/// Returns a spent reply to the allowance it came from (a newer allowance is left alone).
+async fn give_back(app: &App, openid: &str, a: &conversation::Allowance) -> Result<(), StoreError> {
+    match app.store.write(conversation::give_back(openid, a)).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_condition_failed() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -413,24 +496,26 @@ pub async fn maybe_sent(
     not_sent(app, item, NotSent::MaybeSent { reason }).await
 }
 
-/// The subscribe-message fallback for a reply WeChat's window refused.
-async fn fallback(
+/// The subscribe-message fallback for a reply WeChat's allowance has no room for: one per closed
+/// allowance (the first reply that finds it closed takes it), sent where the follower has a
+/// credit; the agent is told either way.
+async fn closed(
     app: &App,
     item: &OutboxItem,
     openid: &str,
     agent: &str,
     text: &str,
-    errcode: i64,
+    closed: Closed,
 ) -> Result<Delivery, StoreError> {
-    let closed = |fallback| NotSent::WindowClosed { errcode, fallback };
+    let fb = |fallback| NotSent::WindowClosed { closed, fallback };
     let b = &app.config.oa_bridge;
     let Some(template_id) = &b.fallback_template_id else {
-        return not_sent(app, item, closed(Fallback::NotConfigured)).await;
+        return not_sent(app, item, fb(Fallback::NotConfigured)).await;
     };
     if crate::records::subscription::credits(&*app.store, AppKind::Oa, openid, template_id).await?
         < 1
     {
-        return not_sent(app, item, closed(Fallback::NoCredit)).await;
+        return not_sent(app, item, fb(Fallback::NoCredit)).await;
     }
     let time = app
         .config
@@ -447,9 +532,24 @@ async fn fallback(
     let data = match render::render(&b.fallback_data, &vars) {
         Ok(d) => d,
         Err(e) => {
-            return not_sent(app, item, closed(Fallback::InvalidData(e.to_string()))).await;
+            return not_sent(app, item, fb(Fallback::InvalidData(e.to_string()))).await;
         }
     };
+    match app
+        .store
+        .write(conversation::take_fallback(
+            openid,
+            closed.window(),
+            &item.id,
+        ))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.is_condition_failed() => {
+            return not_sent(app, item, fb(Fallback::AlreadySent)).await;
+        }
+        Err(e) => return Err(e),
+    }
     let body = send::body(
         openid,
         template_id,
@@ -460,7 +560,14 @@ async fn fallback(
     );
     match send::send(app, AppKind::Oa, openid, template_id, &body).await? {
         SendOutcome::Sent { msgid } => {
-            let reason = format!("fallback_subscribe after {errcode}");
+            let reason = format!("fallback_subscribe after {}", closed.code());
+            let told = if agent.is_empty() {
+                vec![]
+            } else {
+                bridge::fallback_notice(app, &item.id, agent, openid, &closed)
+                    .writes()
+                    .into()
+            };
             subscribe_sent(
                 app,
                 item,
@@ -469,14 +576,15 @@ async fn fallback(
                 template_id,
                 &msgid,
                 Some(&reason),
+                told,
             )
             .await
         }
         // Spent by another send since the check above.
-        SendOutcome::NoCredit => not_sent(app, item, closed(Fallback::NoCredit)).await,
+        SendOutcome::NoCredit => not_sent(app, item, fb(Fallback::NoCredit)).await,
         // A send WeChat may have taken is not retried; the agent hears it may not have arrived.
         SendOutcome::Failed { reason } | SendOutcome::MaybeSent { reason } => {
-            not_sent(app, item, closed(Fallback::Failed(reason))).await
+            not_sent(app, item, fb(Fallback::Failed(reason))).await
         }
         // The daily quota: the reply waits for its reset; nothing has ended, so no notice yet.
         SendOutcome::Parked { reason, until } => {
@@ -485,7 +593,7 @@ async fn fallback(
         SendOutcome::Retry { reason, after_secs } => {
             if out_of_attempts(app, item) {
                 let r = format!("retries_exhausted: {reason}");
-                return not_sent(app, item, closed(Fallback::Failed(r))).await;
+                return not_sent(app, item, fb(Fallback::Failed(r))).await;
             }
             release(app, item, &reason, after_secs).await
         }

@@ -13,6 +13,8 @@ pub enum Decision {
     FollowerLeft,
     ForwardedToAgent,
     KeptNoAgentConfigured,
+    /// A menu click or QR scan opened a reply allowance, and did nothing else.
+    AllowanceOpened,
     IgnoredEvent,
     IgnoredUnknown,
     Accepted,
@@ -30,6 +32,7 @@ impl Decision {
             Decision::FollowerLeft => "follower_left",
             Decision::ForwardedToAgent => "forwarded_to_agent",
             Decision::KeptNoAgentConfigured => "kept_no_agent_configured",
+            Decision::AllowanceOpened => "allowance_opened",
             Decision::IgnoredEvent => "ignored_event",
             Decision::IgnoredUnknown => "ignored_unknown",
             Decision::Accepted => "accepted",

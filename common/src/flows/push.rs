@@ -9,6 +9,7 @@ use crate::config::AppKind;
 use crate::flows::bridge;
 pub use crate::flows::plan::{Decision, Plan};
 use crate::obs;
+use crate::protocol::wechat::allowance::Opening;
 use crate::protocol::wechat::message::{Event, Message, MessageKind};
 use crate::records::{dedupe, subscription};
 use crate::store::{StoreError, Txn, TxnError};
@@ -108,6 +109,14 @@ async fn plan(
         }
         MessageKind::Event(Event::Unsubscribe) if app_kind == AppKind::Oa => {
             bridge::on_unfollow(app, msg, delivery).await?
+        }
+        MessageKind::Event(Event::Scan { .. }) if app_kind == AppKind::Oa => {
+            bridge::on_action(app, msg, Opening::OaScan).await?
+        }
+        MessageKind::Event(Event::Other { event })
+            if app_kind == AppKind::Oa && Opening::oa_menu_event(event) =>
+        {
+            bridge::on_action(app, msg, Opening::OaMenu).await?
         }
         MessageKind::Event(_) => Plan::nothing(Decision::IgnoredEvent),
         _ if app_kind == AppKind::Oa => bridge::on_user_message(app, msg, delivery).await?,

@@ -6,6 +6,7 @@ mod bind;
 mod deferred;
 mod docs;
 mod im_callback;
+mod kf_allowance;
 mod notify;
 mod oa;
 mod sample_events;

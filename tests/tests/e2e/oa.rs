@@ -11,21 +11,21 @@ use serde_json::json;
 use wxim_tests::harness::{OA_GH, Options, World};
 use wxim_tests::{BACKENDS, Backend};
 
-const T0: i64 = 1_700_000_000;
-const CUSTOM: &str = "/cgi-bin/message/custom/send";
-const BIZSEND: &str = "/cgi-bin/message/subscribe/bizsend";
-const SENDMSG: &str = "/v4/openim/sendmsg";
+pub(super) const T0: i64 = 1_700_000_000;
+pub(super) const CUSTOM: &str = "/cgi-bin/message/custom/send";
+pub(super) const BIZSEND: &str = "/cgi-bin/message/subscribe/bizsend";
+pub(super) const SENDMSG: &str = "/v4/openim/sendmsg";
 const WELCOME: &str = "Welcome! Send us a message and one of our agents will answer you here.";
 const CONNECTING: &str = "Connecting you to an agent, please wait a moment.";
 
-fn xml(from: &str, ts: i64, inner: &str) -> String {
+pub(super) fn xml(from: &str, ts: i64, inner: &str) -> String {
     format!(
         "<xml><ToUserName><![CDATA[{OA_GH}]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName><CreateTime>{ts}</CreateTime>{inner}</xml>"
     )
 }
 
 /// A follower's event (`subscribe`, `unsubscribe`) pushed in safe mode; its passive reply.
-async fn push_event(w: &World, who: &str, name: &str) -> String {
+pub(super) async fn push_event(w: &World, who: &str, name: &str) -> String {
     let r = w
         .push(AppKind::Oa, &event(who, w.now(), name), Delivery::Safe)
         .await;
@@ -33,11 +33,11 @@ async fn push_event(w: &World, who: &str, name: &str) -> String {
     reply(w, r.body_str())
 }
 
-async fn follow(w: &World, who: &str) -> String {
+pub(super) async fn follow(w: &World, who: &str) -> String {
     push_event(w, who, "subscribe").await
 }
 
-async fn say(w: &World, who: &str, msg_id: u64, text: &str) -> String {
+pub(super) async fn say(w: &World, who: &str, msg_id: u64, text: &str) -> String {
     let r = w
         .push(
             AppKind::Oa,
@@ -50,7 +50,7 @@ async fn say(w: &World, who: &str, msg_id: u64, text: &str) -> String {
 }
 
 /// The passive reply's text, decrypted ("success" when there is none).
-fn reply(w: &World, body: &str) -> String {
+pub(super) fn reply(w: &World, body: &str) -> String {
     let Ok(env) = parse_envelope(body.as_bytes()) else {
         return body.to_owned();
     };
@@ -65,7 +65,12 @@ fn reply(w: &World, body: &str) -> String {
     }
 }
 
-async fn agent_replies(w: &World, agent: &str, to: &str, text: &str) -> serde_json::Value {
+pub(super) async fn agent_replies(
+    w: &World,
+    agent: &str,
+    to: &str,
+    text: &str,
+) -> serde_json::Value {
     let m = {
         let mut m = w.c2c(agent, to, text);
         m["From_Account"] = json!(agent);
@@ -90,7 +95,7 @@ async fn agent_sends(
     m
 }
 
-fn custom_texts(w: &World) -> Vec<String> {
+pub(super) fn custom_texts(w: &World) -> Vec<String> {
     w.wechat
         .requests(CUSTOM)
         .iter()
@@ -99,7 +104,7 @@ fn custom_texts(w: &World) -> Vec<String> {
 }
 
 /// The IM notices the admin account sent: (recipient, text).
-fn notices(w: &World) -> Vec<(String, String)> {
+pub(super) fn notices(w: &World) -> Vec<(String, String)> {
     w.im.requests(SENDMSG)
         .iter()
         .filter(|r| r.body.get("From_Account").is_none())
@@ -115,7 +120,7 @@ fn notices(w: &World) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn conv(w: &World, openid: &str) -> common::store::Item {
+pub(super) async fn conv(w: &World, openid: &str) -> common::store::Item {
     w.state_item(&keys::conversation(openid), keys::ONE)
         .await
         .unwrap()
@@ -398,7 +403,15 @@ async fn outside_the_window_the_reply_falls_back_to_a_subscribe_message_with_a_c
     .await
     .unwrap();
     assert_eq!(credits, 0);
-    assert_eq!(w.im.delivered(), 0, "nothing to tell the agent");
+    // The agent hears that the reply went as a notification, not as a message.
+    let told = notices(&w);
+    assert_eq!(told.len(), 1);
+    assert!(
+        told[0].0 == "agent_alice"
+            && told[0].1.contains("errcode 45015")
+            && told[0].1.contains("sent a subscribe notification"),
+        "{told:?}"
+    );
 }
 
 #[tokio::test]
@@ -789,7 +802,7 @@ async fn a_retried_follow_does_not_move_the_cursor() {
 
 const DELETE: &str = "/v4/im_open_login_svc/account_delete";
 
-fn event(who: &str, ts: i64, name: &str) -> String {
+pub(super) fn event(who: &str, ts: i64, name: &str) -> String {
     xml(
         who,
         ts,

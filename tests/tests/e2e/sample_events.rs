@@ -90,6 +90,8 @@ async fn run_setup(w: &World, exp: &Value) {
             common::records::binding::bind(&*w.app.store, u, AppKind::Mp, o, None, w.now())
                 .await
                 .unwrap();
+        } else if let Some(secs) = step["advance"].as_i64() {
+            w.advance(secs);
         } else if let Some(f) = step["invoke"].as_str() {
             invoke(function_of(f), &read(f), &w.app).await.unwrap();
         } else if let Some(f) = step["handler"].as_str() {

@@ -1,6 +1,7 @@
 //! WeChat: push signatures and crypto, the message model, passive replies, subscribe-message
 //! template rules, and the API client.
 
+pub mod allowance;
 pub mod api;
 pub mod app;
 pub mod crypto;

@@ -483,6 +483,20 @@ def build_im():
          "the fallback notification, and agent_alice is told in IM what happened and that 5 replies within "
          "48 hours open when the follower next writes. Setup: the follow (oa-safe-xml-subscribe.json), then "
          "61 seconds.")
+    case("im-callback/c2c-agent-reply-oa-burst.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 8, "您的订单今天下午发货。")),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "config": {"KF_MERGE_SECS": "3"},
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"},
+                    {"handler": "im-callback/c2c-agent-reply-oa.json"}],
+          "advance_after": 3,
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}, {"kind": "kf", "status": "sent"}],
+          "custom_sends": 1,
+          "custom_texts": ["您好，请问有什么可以帮您？\n您的订单今天下午发货。"]},
+         "An agent's burst (KF_MERGE_SECS=3): agent_alice answers in two IM messages in quick succession "
+         "(c2c-agent-reply-oa.json, then this one); both are held for the rest of the burst, and 3 s later "
+         "go as one customer-service message, spending one of the follower's 5 replies. Setup: the "
+         "follower wrote (oa-safe-xml-text.json), the first reply's callback (handler only).")
     case("im-callback/c2c-agent-reply-oa-unfollowed.json",
          im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 6, "还有其他问题吗？")),
          {"function": "im-callback", "status": 200, "body": IM_OK,

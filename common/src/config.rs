@@ -100,6 +100,9 @@ pub struct OaBridgeConfig {
     pub welcome_text: String,
     pub connecting_text: String,
     pub conversation_window_secs: i64,
+    /// Agent replies to one follower arriving within this many seconds go as one
+    /// customer-service message (0 = each on its own).
+    pub merge_secs: i64,
     /// Subscribe-message fallback when a customer-service message cannot be delivered.
     pub fallback_template_id: Option<String>,
     pub fallback_data: Vec<(String, String)>,
@@ -439,6 +442,9 @@ impl Config {
                 0,
                 7 * 86_400,
             )?,
+            // At most 15 s: the dispatcher waits out a burst inside one invocation (its longest
+            // pause is 20 s).
+            merge_secs: env.int("KF_MERGE_SECS", 3, 0, 15)?,
             fallback_template_id,
             fallback_data,
             fallback_page: env.opt("OA_FALLBACK_PAGE"),

@@ -8,9 +8,9 @@ use crate::obs;
 use crate::protocol::im::callback::C2cMessage;
 use crate::protocol::wechat::allowance::{Opening, describe_secs};
 use crate::protocol::wechat::message::{Message, MessageKind};
-use crate::records::binding;
 use crate::records::conversation::{self, Allowance, Conversation, Status as ConvStatus, Touch};
 use crate::records::outbox::{self, Enqueue, Job, Status};
+use crate::records::{binding, kf_burst};
 use crate::store::{StoreError, Txn, TxnError, Write};
 
 /// The text an agent sees for a follower's message: the text itself, or a readable summary with
@@ -352,8 +352,26 @@ pub async fn on_im_message(
             Err(e) => Err(e),
         };
     }
-    let job = outbox::enqueue(&id, &reply, q);
-    match app.store.transact(job.writes().into()).await {
+    // Held for the rest of the agent's burst (see `KF_MERGE_SECS`): the first of the burst's
+    // replies to be dispatched takes the others into one customer-service message.
+    let merge = app.config.oa_bridge.merge_secs;
+    let ws: Vec<Write> = if merge > 0 {
+        let mut ws: Vec<Write> = outbox::enqueue_held(&id, &reply, q, q.now + merge)
+            .writes()
+            .into();
+        ws.push(kf_burst::entry(
+            &msg.to,
+            &id,
+            &msg.from,
+            msg.msg_time,
+            msg.msg_seq,
+            q.now,
+        ));
+        ws
+    } else {
+        outbox::enqueue(&id, &reply, q).writes().into()
+    };
+    match app.store.transact(ws).await {
         Ok(_) => {
             obs::metric("AgentRepliesQueued", &[], 1.0);
             Ok(Some(ReplyDecision::AgentReplyQueued))

@@ -75,10 +75,11 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
         if done[i] {
             continue;
         }
-        // Group every notification for the same recipient in this batch with this one.
-        let group: Vec<usize> = match claimed[i].recipient() {
+        // Group every notification for the same recipient in this batch with this one, and
+        // every reply of one agent to one follower (a burst).
+        let group: Vec<usize> = match claimed[i].merge_key() {
             Some(r) => (i..claimed.len())
-                .filter(|&j| !done[j] && claimed[j].recipient() == Some(r))
+                .filter(|&j| !done[j] && claimed[j].merge_key().as_ref() == Some(&r))
                 .collect(),
             None => vec![i],
         };
@@ -184,6 +185,16 @@ async fn refused(app: &App, id: &str, now: i64) -> Option<Retry> {
     let base = backoff_ms(app, item.attempts.max(1), 0);
     if item.status == Status::Queued {
         if let Some(until) = item.parked_at(now) {
+            // Held for a few seconds (an agent's reply waiting for the rest of its burst): the
+            // stream's redelivery after the pause claims it; anything longer is the sweep's.
+            if (until - now) * 1000 <= MAX_PAUSE_MS as i64 {
+                info!(outbox_id = %id, decision = "held", until);
+                return Some(Retry {
+                    id: id.to_owned(),
+                    pause_ms: (until - now) as u64 * 1000,
+                    not_before: until,
+                });
+            }
             info!(outbox_id = %id, decision = "deferred", until, "parked; the sweep re-drives it");
             return None;
         }
@@ -239,6 +250,7 @@ async fn perform(app: &App, items: &[OutboxItem]) -> Result<Delivery, StoreError
             )
             .await
         }
+        Job::CustomerService { .. } => crate::flows::jobs::replies(app, items).await,
         _ => crate::flows::jobs::perform(app, first).await,
     }
 }

@@ -22,8 +22,8 @@ use crate::protocol::im::rest::{Deletion, ImApi, ImError, ImErrorClass};
 use crate::protocol::wechat::api::ErrorClass;
 use crate::protocol::wechat::render;
 use crate::records::conversation::{self, Status as ConvStatus};
-use crate::records::delivery;
 use crate::records::outbox::{self, AdminSend, Delivery, Job, OutboxItem, Results, Status};
+use crate::records::{delivery, kf_burst};
 use crate::store::StoreError;
 
 /// A stable 32-bit `MsgRandom` for an IM send, derived from the job id: a job retried after a
@@ -55,11 +55,7 @@ async fn im_failure(app: &App, item: &OutboxItem, e: &ImError) -> Result<Deliver
 pub async fn perform(app: &App, item: &OutboxItem) -> Result<Delivery, StoreError> {
     match &item.job {
         Job::Send(s) => admin_send(app, item, s).await,
-        Job::CustomerService {
-            openid,
-            agent,
-            text,
-        } => customer_service(app, item, openid, agent, text).await,
+        Job::CustomerService { .. } => replies(app, std::slice::from_ref(item)).await,
         Job::Typing { openid, .. } => typing(app, item, openid).await,
         Job::Import { .. } | Job::Delete { .. } | Job::Forward { .. } | Job::AgentNotice { .. } => {
             im_job(app, item).await
@@ -86,9 +82,7 @@ async fn admin_send(app: &App, item: &OutboxItem, s: &AdminSend) -> Result<Deliv
             subscribe_sent(
                 app,
                 item,
-                s.app,
-                &s.openid,
-                &s.template_id,
+                (s.app, &s.openid, &s.template_id),
                 &msgid,
                 None,
                 vec![],
@@ -122,9 +116,7 @@ async fn admin_send(app: &App, item: &OutboxItem, s: &AdminSend) -> Result<Deliv
 async fn subscribe_sent(
     app: &App,
     item: &OutboxItem,
-    kind: AppKind,
-    openid: &str,
-    template_id: &str,
+    (kind, openid, template_id): (AppKind, &str, &str),
     msgid: &str,
     reason: Option<&str>,
     also: Vec<crate::store::Write>,
@@ -323,6 +315,123 @@ async fn delete_account(
         Ok(Deletion::NotAllowed) => skipped("kept_inactive_71000").await,
         Err(e) => im_failure(app, item, &e).await,
     }
+}
+
+/// WeChat's limit on a customer-service text (2048 bytes, as the official account's doc gives
+/// it): a burst is merged only up to it, and the replies beyond go in the next message.
+const MERGED_TEXT_MAX_BYTES: usize = 2048;
+
+/// An agent's reply, with the other replies of its burst still waiting (see `KF_MERGE_SECS`):
+/// taken into this one's send, in the order the agent wrote them, as one customer-service
+/// message that spends one reply of WeChat's allowance. Each merged reply then ends as this one
+/// did, naming it (`merged_into`); the agent hears of a failure once, for the burst.
+///
+/// `claimed` are replies of one agent to one follower that this dispatcher holds already (one
+/// stream batch can carry several of a burst); the first speaks for them all.
+pub async fn replies(app: &App, claimed: &[OutboxItem]) -> Result<Delivery, StoreError> {
+    let Some(item) = claimed.first() else {
+        return Ok(Delivery::Done);
+    };
+    let Job::CustomerService {
+        openid,
+        agent,
+        text,
+    } = &item.job
+    else {
+        return Err(StoreError::Invalid("not a customer-service reply".into()));
+    };
+    let text_of = |i: &OutboxItem| match &i.job {
+        Job::CustomerService { text, .. } => text.clone(),
+        _ => String::new(),
+    };
+    let now = app.now();
+    let waiting = if app.config.oa_bridge.merge_secs > 0 {
+        kf_burst::waiting(&*app.store, openid).await?
+    } else {
+        vec![]
+    };
+    let order = |i: &OutboxItem| {
+        waiting
+            .iter()
+            .find(|e| e.id == i.id)
+            .map_or((i.created_at, 0), |e| e.order)
+    };
+    let mut parts: Vec<((i64, u64), String)> = vec![(order(item), text.clone())];
+    let mut taken: Vec<OutboxItem> = vec![];
+    let mut bytes = text.len();
+    for c in &claimed[1..] {
+        bytes += 1 + text_of(c).len();
+        parts.push((order(c), text_of(c)));
+        taken.push(c.clone());
+    }
+    let held: Vec<&str> = claimed.iter().map(|c| c.id.as_str()).collect();
+    for e in waiting
+        .iter()
+        .filter(|e| !held.contains(&e.id.as_str()) && &e.agent == agent)
+    {
+        // Peeked first so that a reply too long to fit is left queued for its own send.
+        let Some(peek) = outbox::read(&*app.store, &e.id).await? else {
+            continue;
+        };
+        let Job::CustomerService { text: t, .. } = &peek.job else {
+            continue;
+        };
+        if peek.status != Status::Queued || bytes + 1 + t.len() > MERGED_TEXT_MAX_BYTES {
+            continue;
+        }
+        if let Some(part) = outbox::take_for_merge(&*app.store, &e.id, now).await? {
+            bytes += 1 + t.len();
+            parts.push((e.order, t.clone()));
+            taken.push(part);
+        }
+    }
+    if taken.is_empty() {
+        return customer_service(app, item, openid, agent, text).await;
+    }
+    parts.sort_by_key(|p| p.0);
+    let merged: Vec<&str> = parts.iter().map(|p| p.1.as_str()).collect();
+    let delivery = customer_service(app, item, openid, agent, &merged.join("\n")).await?;
+    obs::metric("AgentRepliesMerged", &[], taken.len() as f64);
+    follow(app, item, &taken).await?;
+    Ok(delivery)
+}
+
+/// The replies merged into `head` end as it did (or go back to the queue with it).
+async fn follow(app: &App, head: &OutboxItem, taken: &[OutboxItem]) -> Result<(), StoreError> {
+    let Some(h) = outbox::read(&*app.store, &head.id).await? else {
+        return Ok(());
+    };
+    let now = app.now();
+    let error = h.last_error.clone().unwrap_or_default();
+    let ws: Vec<_> = taken
+        .iter()
+        .filter_map(|p| match h.status {
+            Status::Sent | Status::Skipped | Status::Failed => Some(outbox::finish(
+                &p.id,
+                h.status,
+                h.reason.as_deref(),
+                Results {
+                    merged_into: Some(head.id.clone()),
+                    ..Results::default()
+                },
+                now,
+            )),
+            Status::Queued => Some(match h.not_before {
+                Some(until) => outbox::park(&p.id, &error, until, now),
+                None => outbox::release(&p.id, &error, now),
+            }),
+            // The head's own end was not recorded (the store failed): the merged replies' claims
+            // go stale like its own, and are reported as possibly sent.
+            Status::Sending => None,
+        })
+        .collect();
+    if !ws.is_empty() {
+        app.store.transact(ws).await?;
+    }
+    for p in taken {
+        info!(outbox_id = %p.id, kind = p.kind_str(), decision = h.status.as_str(), merged_into = %head.id);
+    }
+    Ok(())
 }
 
 /// An agent's reply to an official-account follower. It spends one reply of WeChat's allowance
@@ -571,9 +680,7 @@ async fn closed(
             subscribe_sent(
                 app,
                 item,
-                AppKind::Oa,
-                openid,
-                template_id,
+                (AppKind::Oa, openid, template_id),
                 &msgid,
                 Some(&reason),
                 told,

@@ -57,6 +57,11 @@ pub fn conversation(openid: &str) -> String {
     format!("conv#oa#{openid}")
 }
 
+/// The agent replies to a follower waiting to be merged into one customer-service message.
+pub fn kf_burst(openid: &str) -> String {
+    format!("kfq#oa#{openid}")
+}
+
 /// Round-robin counter that spreads new conversations across agents.
 pub const AGENT_CURSOR: &str = "agents#cursor";
 

@@ -376,6 +376,16 @@ impl OutboxItem {
         }
     }
 
+    /// What the dispatcher sends together when a batch holds several: a recipient's
+    /// notifications, or one agent's replies to one follower (a burst).
+    pub fn merge_key(&self) -> Option<String> {
+        match &self.job {
+            Job::Notify(n) => Some(format!("notify|{}", n.recipient)),
+            Job::CustomerService { openid, agent, .. } => Some(format!("kf|{openid}|{agent}")),
+            _ => None,
+        }
+    }
+
     /// Parked until a time still ahead of `now`.
     pub fn parked_at(&self, now: i64) -> Option<i64> {
         self.not_before.filter(|t| *t > now)
@@ -431,7 +441,11 @@ fn new_item(id: &str, job: &Job, now: i64, retention_secs: i64) -> Item {
 
 /// A new job (the put is conditional, so a retried webhook queues it once), with its watch.
 pub fn enqueue(id: &str, job: &Job, q: Queueing) -> Enqueue {
-    let item = new_item(id, job, q.now, q.retention_secs);
+    queue(id, job, q, None)
+}
+
+fn queue(id: &str, job: &Job, q: Queueing, not_before: Option<i64>) -> Enqueue {
+    let item = new_item(id, job, q.now, q.retention_secs).with_opt(NOT_BEFORE, not_before);
     Enqueue {
         id: id.to_owned(),
         item: Write::put(Table::Outbox, item).when(Cond::NotExists),
@@ -441,6 +455,40 @@ pub fn enqueue(id: &str, job: &Job, q: Queueing) -> Enqueue {
             due::Why::Watch,
             q.retention_secs,
         ),
+    }
+}
+
+/// A new job held until `not_before` (an agent's reply waiting for the rest of its burst), with
+/// its watch. No claim succeeds before then, except [`take_for_merge`]'s.
+pub fn enqueue_held(id: &str, job: &Job, q: Queueing, not_before: i64) -> Enqueue {
+    queue(id, job, q, Some(not_before))
+}
+
+/// Takes a queued job into another's send (a reply merged into its burst's message), whether or
+/// not it is still held; `None` when it is not queued (sent already, or claimed by another
+/// dispatcher, which then sends it itself).
+pub async fn take_for_merge(
+    store: &dyn Store,
+    id: &str,
+    now: i64,
+) -> Result<Option<OutboxItem>, StoreError> {
+    let w = Write::update(
+        Table::Outbox,
+        &keys::outbox(id),
+        keys::ONE,
+        vec![
+            Update::set(STATUS, Status::Sending.as_str()),
+            Update::set(CLAIMED_AT, now),
+            Update::set(UPDATED_AT, now),
+            Update::add(ATTEMPTS, 1),
+        ],
+    )
+    .when(Cond::eq(STATUS, Status::Queued.as_str()));
+    match store.write(w).await {
+        Ok(Some(item)) => Ok(Some(OutboxItem::from_item(&item)?)),
+        Ok(None) => Ok(None),
+        Err(StoreError::ConditionFailed { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -7,6 +7,7 @@ mod deferred;
 mod docs;
 mod im_callback;
 mod kf_allowance;
+mod kf_burst;
 mod notify;
 mod oa;
 mod sample_events;

@@ -431,6 +431,13 @@ impl Demo {
     }
 
     async fn agent_says(&self, agent: &str, seq: u64, text: &str) -> Response {
+        let r = self.agent_writes(agent, seq, text).await;
+        self.burst_ends().await;
+        r
+    }
+
+    /// An agent's message, held with the rest of its burst (`KF_MERGE_SECS`).
+    async fn agent_writes(&self, agent: &str, seq: u64, text: &str) -> Response {
         let now = self.app.now();
         let mut body = c2c(seq, text, now);
         body["From_Account"] = json!(agent);
@@ -441,10 +448,20 @@ impl Demo {
         )
         .await
     }
+
+    /// Waits out the agent's burst, then dispatches it (what the stream's redelivery does).
+    async fn burst_ends(&self) {
+        let secs = self.app.config.oa_bridge.merge_secs;
+        if secs > 0 {
+            println!("   (held for the rest of the burst: {secs} s)");
+            tokio::time::sleep(std::time::Duration::from_secs(secs as u64 + 1)).await;
+            crate::routes::stream(&self.app).await;
+        }
+    }
 }
 
 pub async fn run_oa() -> Result<(), String> {
-    let (mut d, wechat, im, dir) = setup("demo-oa", &[]).await?;
+    let (mut d, wechat, im, dir) = setup("demo-oa", &[("KF_MERGE_SECS", "1")]).await?;
     wechat.print_requests(true);
     im.print_requests(true);
     println!("wxim demo oa: official-account followers talk to human agents who sit in IM");
@@ -474,6 +491,12 @@ pub async fn run_oa() -> Result<(), String> {
     d.title("agent_alice answers in her IM client: delivered as a customer-service message");
     d.agent_says("agent_alice", 1, "您好！您的订单今天下午发货。")
         .await;
+
+    d.title("She adds three short messages in quick succession (KF_MERGE_SECS=1 here): one customer-service message, one of the follower's 5 replies");
+    d.agent_writes("agent_alice", 11, "快递单号 SF1234567890。")
+        .await;
+    d.agent_writes("agent_alice", 12, "预计明天送达。").await;
+    d.agent_says("agent_alice", 13, "有问题随时找我。").await;
 
     d.title("The follower had also accepted the reply-waiting notification (订阅通知) once");
     d.oa_push(

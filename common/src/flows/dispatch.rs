@@ -361,4 +361,31 @@ mod tests {
         assert_eq!(retry.len(), 1);
         assert_eq!(b.item(&id).await.status, Status::Queued);
     }
+
+    #[tokio::test]
+    async fn a_held_reply_comes_back_when_its_burst_is_over_and_a_parked_item_does_not() {
+        let b = bench(&[("KF_MERGE_SECS", "3")]);
+        let job = Job::CustomerService {
+            openid: "oH".into(),
+            agent: "agent_alice".into(),
+            text: "hi".into(),
+        };
+        let now = b.app.now();
+        b.commit(outbox::enqueue_held("held", &job, b.app.queueing(), now + 3).writes())
+            .await;
+        let retry = run(&b.app, &["held".to_owned()]).await;
+        assert_eq!(
+            retry,
+            vec![Retry {
+                id: "held".into(),
+                pause_ms: 3000,
+                not_before: now + 3
+            }]
+        );
+        assert_eq!(b.item("held").await.status, Status::Queued);
+        // Held for longer than an invocation may wait (WeChat's daily quota): the sweep's.
+        b.commit(outbox::enqueue_held("parked", &job, b.app.queueing(), now + 3600).writes())
+            .await;
+        assert!(run(&b.app, &["parked".to_owned()]).await.is_empty());
+    }
 }

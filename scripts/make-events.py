@@ -254,6 +254,32 @@ def build():
     case("wechat-event/mp-safe-json-miniprogrampage.json", sign(wechat_event("POST", "mp", body), "safe", "100008"),
          {"function": "wechat-event", "status": 200, "body": "success"},
          "A mini-program card sent in the customer-service chat: accepted.")
+    mp_kf = {"IM_AGENT_ACCOUNTS_MP": "agent_bob"}
+    mp_conv = {"pk": f"conv#mp#{MP_USER}", "sk": "-"}
+    body = json.dumps({"ToUserName": MP_GH, "FromUserName": MP_USER, "CreateTime": TS,
+                       "MsgType": "event", "Event": "user_enter_tempsession",
+                       "SessionFrom": "order:42"}, separators=(",", ":"))
+    case("wechat-event/mp-safe-json-enter-session.json", sign(wechat_event("POST", "mp", body), "safe", "100010"),
+         {"function": "wechat-event", "status": 200, "body": "success", "config": mp_kf,
+          "items": [mp_conv | {"status": "active", "agent": "agent_bob", "openid": MP_USER,
+                               "allowance_by": "mp_session", "allowance_left": 2, "allowance_until": TS + 60,
+                               "session_from": "order:42"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}]},
+         "With IM_AGENT_ACCOUNTS_MP=agent_bob: a mini-program user taps <button open-type=\"contact\" "
+         "session-from=\"order:42\">. The conversation starts (agent_bob assigned; the unbound user's IM "
+         "account, their openid, imported), WeChat's allowance of 2 replies within 1 minute is recorded, and "
+         "SessionFrom is kept for the agent until the user's first message.")
+    body = json.dumps({"ToUserName": MP_GH, "FromUserName": MP_USER, "CreateTime": TS, "MsgType": "text",
+                       "Content": "我的订单还没到", "MsgId": 24000000000000011}, separators=(",", ":"))
+    case("wechat-event/mp-safe-json-kf-text.json", sign(wechat_event("POST", "mp", body), "safe", "100011"),
+         {"function": "wechat-event", "status": 200, "body": "success", "config": mp_kf,
+          "setup": [{"invoke": "wechat-event/mp-safe-json-enter-session.json"}],
+          "items": [mp_conv | {"allowance_by": "mp_message", "allowance_left": 5, "allowance_until": TS + 172800}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"}],
+          "im_sends": 1},
+         "The user's first message in the session: forwarded to agent_bob in IM from the user's IM account, "
+         "as \"[SessionFrom: order:42] 我的订单还没到\"; WeChat now allows 5 replies within 48 hours. "
+         "Setup: the user entered the session (mp-safe-json-enter-session.json).")
     body = json.dumps({"ToUserName": "gh_97417a04a28d", "FromUserName": MP_USER, "CreateTime": TS + 8,
                        "MsgType": "event", "Event": "debug_demo", "debug_str": "hello world"}, separators=(",", ":"))
     case("wechat-event/mp-plain-json-unknown-event.json", sign(wechat_event("POST", "mp", body), "plain", "100009"),
@@ -497,6 +523,17 @@ def build_im():
          "(c2c-agent-reply-oa.json, then this one); both are held for the rest of the burst, and 3 s later "
          "go as one customer-service message, spending one of the follower's 5 replies. Setup: the "
          "follower wrote (oa-safe-xml-text.json), the first reply's callback (handler only).")
+    case("im-callback/c2c-agent-reply-mp.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_bob", MP_USER, 9, "已经发货了，单号 SF100")),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "config": {"IM_AGENT_ACCOUNTS_MP": "agent_bob"},
+          "setup": [{"invoke": "wechat-event/mp-safe-json-enter-session.json"},
+                    {"invoke": "wechat-event/mp-safe-json-kf-text.json"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}],
+          "custom_sends": 1, "custom_texts": ["已经发货了，单号 SF100"]},
+         "agent_bob answers the mini-program user in IM: delivered with the mini program's access token as a "
+         "customer-service message, spending one of the 5 replies. Setup: the user entered the session and "
+         "wrote (mp-safe-json-enter-session.json, mp-safe-json-kf-text.json).")
     case("im-callback/c2c-agent-reply-oa-unfollowed.json",
          im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 6, "还有其他问题吗？")),
          {"function": "im-callback", "status": 200, "body": IM_OK,

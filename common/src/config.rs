@@ -318,21 +318,27 @@ impl Config {
         let admin_user = env
             .opt("IM_ADMIN_USER")
             .unwrap_or_else(|| "administrator".into());
-        let agents: Vec<String> = env
-            .opt("IM_AGENT_ACCOUNTS")
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if agents.iter().any(|a| a.len() > 32) {
-            return Err(ConfigError::new(
-                "IM_AGENT_ACCOUNTS",
-                "IM user ids are at most 32 bytes",
-            ));
-        }
+        let list = |var: &str| -> Result<Option<Vec<String>>, ConfigError> {
+            let Some(v) = env.opt(var) else {
+                return Ok(None);
+            };
+            let agents: Vec<String> = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if agents.iter().any(|a| a.len() > 32) {
+                return Err(ConfigError::new(var, "IM user ids are at most 32 bytes"));
+            }
+            Ok(Some(agents))
+        };
+        // `IM_AGENT_ACCOUNTS` is the official account's, from before the mini program had
+        // customer service; `IM_AGENT_ACCOUNTS_OA` takes its place when set.
+        let agents = match list("IM_AGENT_ACCOUNTS_OA")? {
+            Some(a) => a,
+            None => list("IM_AGENT_ACCOUNTS")?.unwrap_or_default(),
+        };
+        let agents_mp = list("IM_AGENT_ACCOUNTS_MP")?.unwrap_or_default();
         Ok(Some(ImConfig {
             sdkappid,
             secret_key,
@@ -341,6 +347,7 @@ impl Config {
             callback_token: env.opt("IM_CALLBACK_TOKEN").map(Secret::new),
             callback_window_secs: env.int("IM_CALLBACK_WINDOW_SECS", 300, 1, 86_400)?,
             agents,
+            agents_mp,
         }))
     }
 

@@ -229,7 +229,7 @@ pub(crate) async fn setup(
 }
 
 pub async fn run() -> Result<(), String> {
-    let (mut d, wechat, _im, dir) = setup("demo", &[]).await?;
+    let (mut d, wechat, im, dir) = setup("demo", &[("IM_AGENT_ACCOUNTS_MP", "agent_bob")]).await?;
     println!("wxim demo: WeChat and Tencent IM joined, end to end, on the embedded store");
     println!("  store: {}/wxim.db (removed at the end)", dir.display());
     println!(
@@ -237,7 +237,7 @@ pub async fn run() -> Result<(), String> {
     );
     println!(
         "  WeChat API stand-in {}, IM REST stand-in {}",
-        wechat.base, _im.base
+        wechat.base, im.base
     );
     let now = d.app.now();
 
@@ -371,6 +371,41 @@ pub async fn run() -> Result<(), String> {
         "   (the due#… items below: in AWS the sweep runs every minute on a schedule; locally `wxim serve` runs it, or `wxim sweep` once)"
     );
     println!("   {}", d.ledger_line().await);
+
+    d.title("The same user taps the mini program's contact button (<button open-type=\"contact\" session-from=\"order:42\">): user_enter_tempsession; agent_bob (IM_AGENT_ACCOUNTS_MP) gets the conversation");
+    let t = d.app.now();
+    let enter = json!({"ToUserName": "gh_123456789abc", "FromUserName": USER_OPENID, "CreateTime": t,
+        "MsgType": "event", "Event": "user_enter_tempsession", "SessionFrom": "order:42"});
+    let req = d.push(&enter.to_string(), Delivery::Safe, t)?;
+    d.send(Function::WechatEvent, req).await;
+    println!("   WeChat now allows 2 customer-service replies within 1 minute");
+
+    d.title("They write in the customer-service chat: forwarded to agent_bob from their bound IM account, customer_lin, with the SessionFrom");
+    let text = json!({"ToUserName": "gh_123456789abc", "FromUserName": USER_OPENID, "CreateTime": t + 1,
+        "MsgType": "text", "Content": "我的订单还没到", "MsgId": 24000000000000201u64});
+    let req = d.push(&text.to_string(), Delivery::Safe, t + 1)?;
+    d.send(Function::WechatEvent, req).await;
+    for r in im.requests("/v4/openim/sendmsg").iter().rev().take(1) {
+        println!(
+            "   IM sendmsg {} → {}: {}",
+            r.body["From_Account"].as_str().unwrap_or(""),
+            r.body["To_Account"].as_str().unwrap_or(""),
+            r.body["MsgBody"][0]["MsgContent"]["Text"]
+        );
+    }
+
+    d.title("agent_bob answers in IM: a customer-service message with the mini program's access token (one of the 5 replies their message opened)");
+    let mut body = c2c(40, "已经发货了，单号 SF100", d.app.now());
+    body["From_Account"] = json!("agent_bob");
+    body["To_Account"] = json!(CUSTOMER);
+    d.send(
+        Function::ImCallback,
+        d.im_callback("C2C.CallbackAfterSendMsg", body),
+    )
+    .await;
+    for r in wechat.requests("/cgi-bin/message/custom/send") {
+        println!("   custom/send {}", r.body);
+    }
 
     println!("\nStored items (what `wxim state dump` prints):");
     for t in Table::ALL {

@@ -299,7 +299,12 @@ impl StandIn {
         let Some(im) = &config.im else {
             return Ok(None);
         };
-        let mut accounts: Vec<&str> = im.agents.iter().map(String::as_str).collect();
+        let mut accounts: Vec<&str> = im
+            .agents
+            .iter()
+            .chain(&im.agents_mp)
+            .map(String::as_str)
+            .collect();
         accounts.extend_from_slice(users);
         StandIn::im(
             port,

@@ -3,12 +3,15 @@
 //! same transaction as the push's dedupe marker, so WeChat's and IM's retries never repeat one.
 
 use crate::app::App;
+use crate::config::AppKind;
 use crate::flows::plan::{Decision, Plan};
 use crate::obs;
 use crate::protocol::im::callback::C2cMessage;
 use crate::protocol::wechat::allowance::{Opening, describe_secs};
 use crate::protocol::wechat::message::{Message, MessageKind};
-use crate::records::conversation::{self, Allowance, Conversation, Status as ConvStatus, Touch};
+use crate::records::conversation::{
+    self, Allowance, Chat, Conversation, Status as ConvStatus, Touch,
+};
 use crate::records::outbox::{self, Enqueue, Job, Status};
 use crate::records::{binding, kf_burst};
 use crate::store::{StoreError, Txn, TxnError, Write};
@@ -40,11 +43,42 @@ pub fn summary(kind: &MessageKind) -> Option<String> {
     })
 }
 
-pub fn is_agent(app: &App, user: &str) -> bool {
-    app.config
-        .im
-        .as_ref()
-        .is_some_and(|im| im.agents.iter().any(|a| a == user))
+/// Whether `user` is one of `kind`'s agents.
+pub fn is_agent(app: &App, kind: AppKind, user: &str) -> bool {
+    agents(app, kind).iter().any(|a| a == user)
+}
+
+fn agents(app: &App, kind: AppKind) -> &[String] {
+    app.config.im.as_ref().map_or(&[], |im| im.agents_of(kind))
+}
+
+/// Whether `kind`'s users are bridged to agents: the official account always (without agents its
+/// followers' messages are kept and nobody is promised an agent), the mini program when it has
+/// agents of its own (`IM_AGENT_ACCOUNTS_MP`).
+pub fn bridged(app: &App, kind: AppKind) -> bool {
+    match kind {
+        AppKind::Oa => true,
+        AppKind::Mp => !agents(app, kind).is_empty(),
+    }
+}
+
+/// The IM account that speaks for a user: an official-account follower's openid; a mini-program
+/// user's bound IM user when `/bind` bound one, else their openid, imported like a follower's.
+pub async fn speaker(app: &App, kind: AppKind, openid: &str) -> Result<String, StoreError> {
+    Ok(match kind {
+        AppKind::Oa => openid.to_owned(),
+        AppKind::Mp => binding::by_openid(&*app.store, kind, openid)
+            .await?
+            .unwrap_or_else(|| openid.to_owned()),
+    })
+}
+
+/// How a user is named to an agent.
+pub fn who(kind: AppKind, openid: &str) -> String {
+    match kind {
+        AppKind::Oa => format!("follower {openid}"),
+        AppKind::Mp => format!("mini-program user {openid}"),
+    }
 }
 
 /// How many times an assignment is tried against concurrent writers before the push fails (503,
@@ -58,13 +92,13 @@ const ASSIGN_ATTEMPTS: usize = 6;
 /// assignment that took moves it, never a duplicate delivery.
 async fn assign_agent(
     app: &App,
-    openid: &str,
+    chat: Chat<'_>,
     conv: Option<&Conversation>,
 ) -> Result<Option<String>, StoreError> {
-    let agents = match &app.config.im {
-        Some(im) if !im.agents.is_empty() => &im.agents,
-        _ => return Ok(None),
-    };
+    let agents = agents(app, chat.app);
+    if agents.is_empty() {
+        return Ok(None);
+    }
     let mut held: Option<String> = conv.and_then(|c| c.agent.clone());
     for attempt in 0..ASSIGN_ATTEMPTS {
         if let Some(a) = &held
@@ -72,19 +106,19 @@ async fn assign_agent(
         {
             return Ok(Some(a.clone()));
         }
-        let cursor = conversation::agent_cursor(&*app.store).await?;
+        let cursor = conversation::agent_cursor(&*app.store, chat.app).await?;
         let pick = &agents[cursor.unwrap_or(0).rem_euclid(agents.len() as i64) as usize];
         // Holding the cursor to the value read spreads simultaneous new followers evenly; after
         // a few collisions a plain increment guarantees progress at the cost of evenness.
         let held_cursor = (attempt < ASSIGN_ATTEMPTS / 2).then_some(cursor);
         let ws = vec![
-            conversation::assign(openid, pick, held.as_deref(), app.now()),
-            conversation::advance_cursor(held_cursor),
+            conversation::assign(chat, pick, held.as_deref(), app.now()),
+            conversation::advance_cursor(chat.app, held_cursor),
         ];
         match app.store.transact(ws).await {
             Ok(()) => return Ok(Some(pick.clone())),
             Err(StoreError::ConditionFailed { .. }) => {
-                held = conversation::get(&*app.store, openid)
+                held = conversation::get(&*app.store, chat)
                     .await?
                     .and_then(|c| c.agent);
             }
@@ -128,7 +162,7 @@ fn opening(
 fn follower_writes(
     app: &App,
     openid: &str,
-    touch: Touch,
+    touch: Touch<'_>,
     opens: Option<(Opening, i64)>,
     im_job: [Write; 2],
 ) -> Vec<Write> {
@@ -137,7 +171,7 @@ fn follower_writes(
         Touch::Unfollowed => ConvStatus::Ended,
         _ => ConvStatus::Active,
     };
-    let mut writes = vec![conversation::touch(openid, touch, opens, now)];
+    let mut writes = vec![conversation::touch(Chat::oa(openid), touch, opens, now)];
     writes.extend(binding::follower_writes(openid, status.as_str(), now));
     if app.config.im.is_some() {
         writes.extend(im_job);
@@ -148,8 +182,8 @@ fn follower_writes(
 /// `subscribe` (follow): import into IM, assign an agent, welcome as the passive reply.
 pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let openid = msg.from_user.as_str();
-    let conv = conversation::get(&*app.store, openid).await?;
-    assign_agent(app, openid, conv.as_ref()).await?;
+    let conv = conversation::get(&*app.store, Chat::oa(openid)).await?;
+    assign_agent(app, Chat::oa(openid), conv.as_ref()).await?;
     let opens = opening(app, conv.as_ref(), Opening::OaFollow, msg);
     Ok(Plan {
         writes: follower_writes(
@@ -182,47 +216,73 @@ pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Pla
     })
 }
 
-/// A follower's message: forwarded to their agent from their own IM account; the passive reply
-/// says "connecting you" once per conversation window, not on every message. With no agent
-/// configured it is kept (an ended job) and answered with nothing.
-pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
+/// A user's message (an official-account follower's, or a mini-program user's in the
+/// customer-service session): forwarded to their agent from the IM account that speaks for them.
+/// An official-account follower is answered "connecting you" (the passive reply) once per
+/// conversation window; the mini program has no passive text reply, so its users are not. The
+/// mini program's `SessionFrom`, kept since the user entered the session, goes with the first
+/// message. With no agent configured it is kept (an ended job) and answered with nothing.
+pub async fn on_user_message(
+    app: &App,
+    kind: AppKind,
+    msg: &Message,
+    delivery: &str,
+) -> Result<Plan, StoreError> {
     let Some(text) = summary(&msg.kind) else {
         return Ok(Plan::nothing(Decision::IgnoredUnknown));
     };
     let openid = msg.from_user.as_str();
+    let im_user = speaker(app, kind, openid).await?;
+    let chat = Chat {
+        app: kind,
+        im_user: &im_user,
+        openid: Some(openid),
+    };
     let now = app.now();
-    let conv = conversation::get(&*app.store, openid).await?;
-    let agent = assign_agent(app, openid, conv.as_ref()).await?;
+    let conv = conversation::get(&*app.store, chat).await?;
+    let agent = assign_agent(app, chat, conv.as_ref()).await?;
     // A conversation window lasts while the follower keeps writing: "connecting you" opens a
     // new one only after they have been quiet for the whole window, however long the current
     // conversation has been going on.
     let window = app.config.oa_bridge.conversation_window_secs;
-    let greet = agent.is_some()
+    let greet = kind == AppKind::Oa
+        && agent.is_some()
         && conv
             .as_ref()
             .and_then(|c| c.last_user_msg_at)
             .is_none_or(|t| now - t >= window);
-    let opens = opening(app, conv.as_ref(), Opening::OaMessage, msg);
+    let by = match kind {
+        AppKind::Oa => Opening::OaMessage,
+        AppKind::Mp => Opening::MpMessage,
+    };
+    let opens = opening(app, conv.as_ref(), by, msg);
+    let text = match conv.as_ref().and_then(|c| c.session_from.as_deref()) {
+        Some(from) => format!("[SessionFrom: {from}] {text}"),
+        None => text,
+    };
     let mut writes = vec![conversation::touch(
-        openid,
+        chat,
         Touch::Wrote { greeted: greet },
         opens,
         now,
     )];
     // No status means no push of theirs was ever recorded (the assignment alone may have been):
-    // a follower from before the bridge existed, who must be made to exist in IM.
+    // a follower from before the bridge existed, or a new mini-program user, who must be made to
+    // exist in IM (a bound mini-program user exists already).
     if conv.as_ref().and_then(|c| c.status).is_none() {
-        writes.extend(binding::follower_writes(
-            openid,
-            ConvStatus::Active.as_str(),
-            now,
-        ));
-        if app.config.im.is_some() {
+        if kind == AppKind::Oa {
+            writes.extend(binding::follower_writes(
+                openid,
+                ConvStatus::Active.as_str(),
+                now,
+            ));
+        }
+        if app.config.im.is_some() && im_user == openid {
             writes.extend(import(app, delivery, openid));
         }
     }
     let forward = Job::Forward {
-        from: openid.to_owned(),
+        from: im_user.clone(),
         to: agent.clone(),
         text,
     };
@@ -251,15 +311,50 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
     })
 }
 
+/// A mini-program user entered the customer-service session (`user_enter_tempsession`, from
+/// `<button open-type="contact">`): the conversation starts (an agent assigned, the IM account
+/// imported for an unbound user), WeChat opens its allowance (2 replies for 1 minute), and the
+/// page's `SessionFrom` is kept for the agent until the user's first message.
+pub async fn on_enter_session(
+    app: &App,
+    msg: &Message,
+    session_from: Option<&str>,
+    delivery: &str,
+) -> Result<Plan, StoreError> {
+    let openid = msg.from_user.as_str();
+    let im_user = speaker(app, AppKind::Mp, openid).await?;
+    let chat = Chat {
+        app: AppKind::Mp,
+        im_user: &im_user,
+        openid: Some(openid),
+    };
+    let conv = conversation::get(&*app.store, chat).await?;
+    assign_agent(app, chat, conv.as_ref()).await?;
+    let opens = opening(app, conv.as_ref(), Opening::MpSession, msg);
+    let mut writes = vec![conversation::touch(
+        chat,
+        Touch::EnteredSession { session_from },
+        opens,
+        app.now(),
+    )];
+    if conv.as_ref().and_then(|c| c.status).is_none()
+        && app.config.im.is_some()
+        && im_user == openid
+    {
+        writes.extend(import(app, delivery, openid));
+    }
+    Ok(Plan::writes(writes, Decision::SessionEntered))
+}
+
 /// A follower's menu click (`click`, `scancode_push`, `scancode_waitmsg`) or parametric QR scan
 /// (`SCAN`): nothing is forwarded, but WeChat opens a reply allowance (3 for 1 minute), which
 /// replaces the one in force.
 pub async fn on_action(app: &App, msg: &Message, by: Opening) -> Result<Plan, StoreError> {
     let openid = msg.from_user.as_str();
-    let conv = conversation::get(&*app.store, openid).await?;
+    let conv = conversation::get(&*app.store, Chat::oa(openid)).await?;
     Ok(match opening(app, conv.as_ref(), by, msg) {
         Some((by, at)) => Plan::writes(
-            vec![conversation::opened(openid, by, at, app.now())],
+            vec![conversation::opened(Chat::oa(openid), by, at, app.now())],
             Decision::AllowanceOpened,
         ),
         None => Plan::nothing(Decision::IgnoredEvent),
@@ -308,21 +403,37 @@ pub async fn on_im_message(
     app: &App,
     msg: &C2cMessage,
 ) -> Result<Option<ReplyDecision>, StoreError> {
-    if !is_agent(app, &msg.from) || app.config.oa.is_none() {
-        return Ok(None);
+    // The official account's conversations first: a follower's IM account is their openid,
+    // which never names a mini-program user's.
+    let mut found = None;
+    for kind in [AppKind::Oa, AppKind::Mp] {
+        if app.config.app(kind).is_none() || !is_agent(app, kind, &msg.from) {
+            continue;
+        }
+        if let Some(c) = conversation::get(&*app.store, Chat::of(kind, &msg.to)).await? {
+            found = Some((kind, c));
+            break;
+        }
     }
-    let Some(conv) = conversation::get(&*app.store, &msg.to).await? else {
+    let Some((kind, conv)) = found else {
         return Ok(None);
     };
     if msg.send_result.is_some_and(|r| r != 0) {
         return Ok(Some(ReplyDecision::AgentMessageNotDeliveredInIm));
     }
     if msg.online_only {
+        if kind == AppKind::Mp {
+            obs::metric("OnlineOnlyNotForwarded", &[], 1.0);
+            return Ok(Some(ReplyDecision::OnlineOnlyNotForwarded));
+        }
         return on_online_only(app, msg, &conv).await.map(Some);
     }
     let id = outbox::id_for(&["kf", &msg.idempotency_key()]);
+    let openid = conv.openid.clone().unwrap_or_else(|| msg.to.clone());
     let reply = Job::CustomerService {
-        openid: msg.to.clone(),
+        app: kind,
+        im_user: msg.to.clone(),
+        openid: openid.clone(),
         agent: msg.from.clone(),
         text: msg.text_summary(),
     };
@@ -338,7 +449,7 @@ pub async fn on_im_message(
             ),
         };
         let mut ws = vec![outbox::ended(&id, &reply, why.status(), &why.reason(), q)];
-        ws.extend(reply_notice(app, &id, &msg.from, &msg.to, &why).writes());
+        ws.extend(reply_notice(app, &id, &msg.from, &who(kind, &openid), &why).writes());
         return match app.store.transact(ws).await {
             Ok(()) => {
                 obs::metric(
@@ -360,6 +471,7 @@ pub async fn on_im_message(
             .writes()
             .into();
         ws.push(kf_burst::entry(
+            kind,
             &msg.to,
             &id,
             &msg.from,
@@ -413,7 +525,7 @@ async fn on_online_only(
         Job,
     }
     let mut txn = Txn::new();
-    txn.named(Guard::Typing, conversation::typing(&msg.to, now));
+    txn.named(Guard::Typing, conversation::typing(Chat::oa(&msg.to), now));
     let job = Job::Typing {
         openid: msg.to.clone(),
         agent: msg.from.clone(),
@@ -682,13 +794,7 @@ fn wechat_reason(r: &str) -> String {
 /// The IM notice, from the admin account, telling an agent that their reply did not reach the
 /// follower and why. Its id follows from the reply's, so the same outcome recorded twice (a
 /// retried callback, a re-run job) queues one notice.
-pub fn reply_notice(
-    app: &App,
-    reply_id: &str,
-    agent: &str,
-    openid: &str,
-    why: &NotSent,
-) -> Enqueue {
+pub fn reply_notice(app: &App, reply_id: &str, agent: &str, who: &str, why: &NotSent) -> Enqueue {
     let verb = match why {
         NotSent::MaybeSent { .. } => "may not have been delivered",
         _ if why.status() == Status::Skipped => "was not sent",
@@ -696,9 +802,8 @@ pub fn reply_notice(
     };
     let explain = why.explain(app);
     let stop = if explain.ends_with('.') { "" } else { "." };
-    let text = format!(
-        "Your reply to follower {openid} {verb}: {explain}{stop} It will not be resent automatically."
-    );
+    let text =
+        format!("Your reply to {who} {verb}: {explain}{stop} It will not be resent automatically.");
     agent_notice(app, reply_id, agent, &text)
 }
 
@@ -708,11 +813,11 @@ pub fn fallback_notice(
     app: &App,
     reply_id: &str,
     agent: &str,
-    openid: &str,
+    who: &str,
     closed: &Closed,
 ) -> Enqueue {
     let text = format!(
-        "Your reply to follower {openid} was not delivered as a message: {}. They were sent a subscribe notification that a reply is waiting instead. {}",
+        "Your reply to {who} was not delivered as a message: {}. They were sent a subscribe notification that a reply is waiting instead. {}",
         closed.explain(app),
         next_window()
     );
@@ -725,7 +830,7 @@ pub fn last_reply_notice(
     app: &App,
     reply_id: &str,
     agent: &str,
-    openid: &str,
+    who: &str,
     a: &Allowance,
 ) -> Enqueue {
     let by = a.by.map_or(String::new(), |by| {
@@ -738,7 +843,7 @@ pub fn last_reply_notice(
         )
     });
     let text = format!(
-        "Your reply to follower {openid} was delivered, and it was the last one WeChat allows for now{by}. Further replies are not sent to WeChat; they go to the subscribe-message fallback where the follower has a credit. {}",
+        "Your reply to {who} was delivered, and it was the last one WeChat allows for now{by}. Further replies are not sent to WeChat; they go to the subscribe-message fallback where one is configured and they have a credit. {}",
         next_window()
     );
     agent_notice(app, reply_id, agent, &text)
@@ -844,13 +949,18 @@ mod tests {
         let b = bench(&[]);
         let mut agents = vec![];
         for (n, f) in ["oA", "oB", "oA"].iter().enumerate() {
-            let plan = on_user_message(&b.app, &oa_text(f, "hi", n as u64), &format!("d{n}"))
-                .await
-                .unwrap();
+            let plan = on_user_message(
+                &b.app,
+                AppKind::Oa,
+                &oa_text(f, "hi", n as u64),
+                &format!("d{n}"),
+            )
+            .await
+            .unwrap();
             assert_eq!(plan.decision, Decision::ForwardedToAgent);
             b.commit(plan.writes).await;
             agents.push(
-                conversation::get(&*b.app.store, f)
+                conversation::get(&*b.app.store, Chat::oa(f))
                     .await
                     .unwrap()
                     .unwrap()
@@ -864,7 +974,7 @@ mod tests {
     #[tokio::test]
     async fn without_agents_the_message_is_kept_and_nothing_promised() {
         let b = bench(&[("IM_AGENT_ACCOUNTS", "")]);
-        let plan = on_user_message(&b.app, &oa_text("oC", "hello", 1), "d1")
+        let plan = on_user_message(&b.app, AppKind::Oa, &oa_text("oC", "hello", 1), "d1")
             .await
             .unwrap();
         assert_eq!(plan.decision, Decision::KeptNoAgentConfigured);
@@ -918,7 +1028,7 @@ mod tests {
     const TYPING: &str = r#"{"businessID":"user_typing_status","typingStatus":1,"version":1,"userAction":14,"actionParam":"EIMAMSG_InputStatus_Ing"}"#;
 
     async fn follower_wrote(b: &crate::flows::testing::Bench, f: &str, n: u64) {
-        let plan = on_user_message(&b.app, &oa_text(f, "hi", n), &format!("w{n}"))
+        let plan = on_user_message(&b.app, AppKind::Oa, &oa_text(f, "hi", n), &format!("w{n}"))
             .await
             .unwrap();
         b.commit(plan.writes).await;
@@ -928,7 +1038,7 @@ mod tests {
     async fn an_agent_typing_becomes_wechat_typing_within_its_rules_and_never_a_message() {
         let b = bench(&[]);
         follower_wrote(&b, "oT", 1).await;
-        let agent = conversation::get(&*b.app.store, "oT")
+        let agent = conversation::get(&*b.app.store, Chat::oa("oT"))
             .await
             .unwrap()
             .unwrap()

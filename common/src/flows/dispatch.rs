@@ -366,6 +366,8 @@ mod tests {
     async fn a_held_reply_comes_back_when_its_burst_is_over_and_a_parked_item_does_not() {
         let b = bench(&[("KF_MERGE_SECS", "3")]);
         let job = Job::CustomerService {
+            app: crate::config::AppKind::Oa,
+            im_user: "oH".into(),
             openid: "oH".into(),
             agent: "agent_alice".into(),
             text: "hi".into(),

@@ -21,7 +21,7 @@ use crate::obs;
 use crate::protocol::im::rest::{Deletion, ImApi, ImError, ImErrorClass};
 use crate::protocol::wechat::api::ErrorClass;
 use crate::protocol::wechat::render;
-use crate::records::conversation::{self, Status as ConvStatus};
+use crate::records::conversation::{self, Chat, Status as ConvStatus};
 use crate::records::outbox::{self, AdminSend, Delivery, Job, OutboxItem, Results, Status};
 use crate::records::{delivery, kf_burst};
 use crate::store::StoreError;
@@ -252,7 +252,7 @@ async fn forward_failure(
 
 /// The status of an official-account follower's conversation, if any.
 async fn follower_status(app: &App, openid: &str) -> Result<Option<ConvStatus>, StoreError> {
-    Ok(conversation::get(&*app.store, openid)
+    Ok(conversation::get(&*app.store, Chat::oa(openid))
         .await?
         .and_then(|c| c.status))
 }
@@ -317,6 +317,43 @@ async fn delete_account(
     }
 }
 
+/// Who a customer-service reply is for, and from.
+#[derive(Debug, Clone, Copy)]
+struct Reply<'a> {
+    kind: AppKind,
+    im_user: &'a str,
+    openid: &'a str,
+    agent: &'a str,
+}
+
+impl<'a> Reply<'a> {
+    fn of(job: &'a Job) -> Option<Reply<'a>> {
+        match job {
+            Job::CustomerService {
+                app,
+                im_user,
+                openid,
+                agent,
+                ..
+            } => Some(Reply {
+                kind: *app,
+                im_user,
+                openid,
+                agent,
+            }),
+            _ => None,
+        }
+    }
+
+    fn chat(&self) -> Chat<'a> {
+        Chat::of(self.kind, self.im_user)
+    }
+
+    fn who(&self) -> String {
+        bridge::who(self.kind, self.openid)
+    }
+}
+
 /// WeChat's limit on a customer-service text (2048 bytes, as the official account's doc gives
 /// it): a burst is merged only up to it, and the replies beyond go in the next message.
 const MERGED_TEXT_MAX_BYTES: usize = 2048;
@@ -332,21 +369,17 @@ pub async fn replies(app: &App, claimed: &[OutboxItem]) -> Result<Delivery, Stor
     let Some(item) = claimed.first() else {
         return Ok(Delivery::Done);
     };
-    let Job::CustomerService {
-        openid,
-        agent,
-        text,
-    } = &item.job
-    else {
+    let (Some(r), Job::CustomerService { text, .. }) = (Reply::of(&item.job), &item.job) else {
         return Err(StoreError::Invalid("not a customer-service reply".into()));
     };
+    let agent = r.agent;
     let text_of = |i: &OutboxItem| match &i.job {
         Job::CustomerService { text, .. } => text.clone(),
         _ => String::new(),
     };
     let now = app.now();
     let waiting = if app.config.oa_bridge.merge_secs > 0 {
-        kf_burst::waiting(&*app.store, openid).await?
+        kf_burst::waiting(&*app.store, r.kind, r.im_user).await?
     } else {
         vec![]
     };
@@ -367,7 +400,7 @@ pub async fn replies(app: &App, claimed: &[OutboxItem]) -> Result<Delivery, Stor
     let held: Vec<&str> = claimed.iter().map(|c| c.id.as_str()).collect();
     for e in waiting
         .iter()
-        .filter(|e| !held.contains(&e.id.as_str()) && &e.agent == agent)
+        .filter(|e| !held.contains(&e.id.as_str()) && e.agent == agent)
     {
         // Peeked first so that a reply too long to fit is left queued for its own send.
         let Some(peek) = outbox::read(&*app.store, &e.id).await? else {
@@ -386,11 +419,11 @@ pub async fn replies(app: &App, claimed: &[OutboxItem]) -> Result<Delivery, Stor
         }
     }
     if taken.is_empty() {
-        return customer_service(app, item, openid, agent, text).await;
+        return customer_service(app, item, r, text).await;
     }
     parts.sort_by_key(|p| p.0);
     let merged: Vec<&str> = parts.iter().map(|p| p.1.as_str()).collect();
-    let delivery = customer_service(app, item, openid, agent, &merged.join("\n")).await?;
+    let delivery = customer_service(app, item, r, &merged.join("\n")).await?;
     obs::metric("AgentRepliesMerged", &[], taken.len() as f64);
     follow(app, item, &taken).await?;
     Ok(delivery)
@@ -442,13 +475,13 @@ async fn follow(app: &App, head: &OutboxItem, taken: &[OutboxItem]) -> Result<()
 async fn customer_service(
     app: &App,
     item: &OutboxItem,
-    openid: &str,
-    agent: &str,
+    r: Reply<'_>,
     text: &str,
 ) -> Result<Delivery, StoreError> {
+    let (openid, agent) = (r.openid, r.agent);
     // Queued while the follower was there; if they have left since, WeChat would only refuse
     // it, and a fallback notification would go to someone who left.
-    let conv = conversation::get(&*app.store, openid).await?;
+    let conv = conversation::get(&*app.store, r.chat()).await?;
     match conv.as_ref().and_then(|c| c.status) {
         Some(ConvStatus::Active) => {}
         Some(ConvStatus::Ended) => return not_sent(app, item, NotSent::Unfollowed).await,
@@ -465,13 +498,13 @@ async fn customer_service(
             // or a new action of the follower's open a new allowance.
             for _ in 0..2 {
                 if !current.open(now) {
-                    return closed(app, item, openid, agent, text, Closed::Known(current)).await;
+                    return closed(app, item, r, text, Closed::Known(current)).await;
                 }
-                after = conversation::spend(&*app.store, openid, now).await?;
+                after = conversation::spend(&*app.store, r.chat(), now).await?;
                 if after.is_some() {
                     break;
                 }
-                current = conversation::get(&*app.store, openid)
+                current = conversation::get(&*app.store, r.chat())
                     .await?
                     .and_then(|c| c.allowance)
                     .unwrap_or(conversation::Allowance { left: 0, ..current });
@@ -480,7 +513,7 @@ async fn customer_service(
                 Some(a) => Some(a),
                 None => {
                     let c = Closed::Known(conversation::Allowance { left: 0, ..current });
-                    return closed(app, item, openid, agent, text, c).await;
+                    return closed(app, item, r, text, c).await;
                 }
             }
         }
@@ -490,7 +523,7 @@ async fn customer_service(
     let api = &app.wechat;
     let body_ref = &body;
     let result = app
-        .wechat_call(AppKind::Oa, |token| async move {
+        .wechat_call(r.kind, |token| async move {
             api.send_custom(&token, body_ref).await
         })
         .await;
@@ -501,12 +534,12 @@ async fn customer_service(
             // The exchange the typing state needs (45080 without one in the last 30 s).
             let mut ws = vec![
                 outbox::finish(&item.id, Status::Sent, None, Results::default(), now),
-                conversation::replied(openid, now),
+                conversation::replied(r.chat(), now),
             ];
             if let Some(a) = spent.filter(|a| a.left < 1)
                 && !agent.is_empty()
             {
-                ws.extend(bridge::last_reply_notice(app, &item.id, agent, openid, &a).writes());
+                ws.extend(bridge::last_reply_notice(app, &item.id, agent, &r.who(), &a).writes());
             }
             app.store.transact(ws).await?;
             info!(outbox_id = %item.id, kind = item.kind_str(), decision = "sent");
@@ -522,7 +555,7 @@ async fn customer_service(
     let window_closed = matches!(e.errcode(), Some(45015 | 45047));
     if let Some(a) = spent.filter(|_| !window_closed) {
         // WeChat did not take it, so it did not count it either.
-        give_back(app, openid, &a).await?;
+        give_back(app, r.chat(), &a).await?;
     }
     if let ErrorClass::Retryable { after_secs } = e.class() {
         if out_of_attempts(app, item) {
@@ -537,7 +570,7 @@ async fn customer_service(
             if let Err(e) = app
                 .store
                 .write(conversation::refused(
-                    openid,
+                    r.chat(),
                     seen.as_ref(),
                     errcode,
                     app.now(),
@@ -549,15 +582,19 @@ async fn customer_service(
             }
             let window = seen.map_or(0, |a| a.at);
             let c = Closed::Refused { errcode, window };
-            closed(app, item, openid, agent, text, c).await
+            closed(app, item, r, text, c).await
         }
         _ => not_sent(app, item, NotSent::Refused { reason }).await,
     }
 }
 
 /// Returns a spent reply to the allowance it came from (a newer allowance is left alone).
-async fn give_back(app: &App, openid: &str, a: &conversation::Allowance) -> Result<(), StoreError> {
-    match app.store.write(conversation::give_back(openid, a)).await {
+async fn give_back(
+    app: &App,
+    chat: Chat<'_>,
+    a: &conversation::Allowance,
+) -> Result<(), StoreError> {
+    match app.store.write(conversation::give_back(chat, a)).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_condition_failed() => Ok(()),
         Err(e) => Err(e),
@@ -611,14 +648,20 @@ pub async fn maybe_sent(
 async fn closed(
     app: &App,
     item: &OutboxItem,
-    openid: &str,
-    agent: &str,
+    r: Reply<'_>,
     text: &str,
     closed: Closed,
 ) -> Result<Delivery, StoreError> {
+    let (openid, agent) = (r.openid, r.agent);
     let fb = |fallback| NotSent::WindowClosed { closed, fallback };
     let b = &app.config.oa_bridge;
-    let Some(template_id) = &b.fallback_template_id else {
+    // The fallback is the official account's subscribe notification (订阅通知); the mini
+    // program has none configured here.
+    let Some(template_id) = b
+        .fallback_template_id
+        .as_ref()
+        .filter(|_| r.kind == AppKind::Oa)
+    else {
         return not_sent(app, item, fb(Fallback::NotConfigured)).await;
     };
     if crate::records::subscription::credits(&*app.store, AppKind::Oa, openid, template_id).await?
@@ -647,7 +690,7 @@ async fn closed(
     match app
         .store
         .write(conversation::take_fallback(
-            openid,
+            r.chat(),
             closed.window(),
             &item.id,
         ))
@@ -673,7 +716,7 @@ async fn closed(
             let told = if agent.is_empty() {
                 vec![]
             } else {
-                bridge::fallback_notice(app, &item.id, agent, openid, &closed)
+                bridge::fallback_notice(app, &item.id, agent, &r.who(), &closed)
                     .writes()
                     .into()
             };
@@ -728,10 +771,10 @@ async fn not_sent(app: &App, item: &OutboxItem, why: NotSent) -> Result<Delivery
         Results::default(),
         app.now(),
     )];
-    if let Job::CustomerService { openid, agent, .. } = &item.job
-        && !agent.is_empty()
+    if let Some(r) = Reply::of(&item.job)
+        && !r.agent.is_empty()
     {
-        ws.extend(bridge::reply_notice(app, &item.id, agent, openid, &why).writes());
+        ws.extend(bridge::reply_notice(app, &item.id, r.agent, &r.who(), &why).writes());
     }
     app.store.transact(ws).await?;
     obs::metric(
@@ -752,6 +795,8 @@ mod tests {
     async fn a_reply_to_a_follower_without_a_conversation_is_skipped_and_the_agent_told() {
         let b = bench(&[]);
         let job = Job::CustomerService {
+            app: AppKind::Oa,
+            im_user: "oZ".into(),
             openid: "oZ".into(),
             agent: "agent_bob".into(),
             text: "hello".into(),
@@ -778,6 +823,8 @@ mod tests {
     async fn a_retaken_reply_is_reported_to_its_agent_as_uncertain() {
         let b = bench(&[]);
         let job = Job::CustomerService {
+            app: AppKind::Oa,
+            im_user: "oZ".into(),
             openid: "oZ".into(),
             agent: "agent_bob".into(),
             text: "hello".into(),

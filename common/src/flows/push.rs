@@ -118,8 +118,15 @@ async fn plan(
         {
             bridge::on_action(app, msg, Opening::OaMenu).await?
         }
+        MessageKind::Event(Event::UserEnterTempSession { session_from })
+            if app_kind == AppKind::Mp && bridge::bridged(app, app_kind) =>
+        {
+            bridge::on_enter_session(app, msg, session_from.as_deref(), delivery).await?
+        }
         MessageKind::Event(_) => Plan::nothing(Decision::IgnoredEvent),
-        _ if app_kind == AppKind::Oa => bridge::on_user_message(app, msg, delivery).await?,
+        _ if bridge::bridged(app, app_kind) => {
+            bridge::on_user_message(app, app_kind, msg, delivery).await?
+        }
         MessageKind::Unknown { .. } => Plan::nothing(Decision::IgnoredUnknown),
         _ => Plan::nothing(Decision::Accepted),
     })

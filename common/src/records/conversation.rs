@@ -1,13 +1,17 @@
-//! An official-account follower's conversation with the agents, `conv#oa#<openid>`: whether it is
+//! A user's customer-service conversation with the agents, `conv#<app>#<IM account>` (an
+//! official-account follower's IM account is their openid, `conv#oa#<openid>`): whether it is
 //! on (`status`), which agent has it, and when the follower last wrote (the "connecting you"
 //! window), and the reply allowance WeChat grants ([`Allowance`]). Beside it, the round-robin
 //! cursor that spreads new conversations across agents.
 
+use crate::config::AppKind;
 use crate::protocol::wechat::allowance::Opening;
 use crate::records::keys;
 use crate::store::{Cond, Item, Store, StoreError, Table, Update, Write};
 
 const OPENID: &str = "openid";
+const IM_USER: &str = "im_user";
+const SESSION_FROM: &str = "session_from";
 const STATUS: &str = "status";
 const AGENT: &str = "agent";
 const ASSIGNED_AT: &str = "assigned_at";
@@ -62,6 +66,48 @@ pub const TYPING_EXCHANGE_SECS: i64 = 30;
 /// The typing state lasts this long; asking again within it is refused (45081).
 pub const TYPING_SECS: i64 = 15;
 
+/// Which conversation: the app, and the IM account that speaks for the user in it (the openid
+/// of an official-account follower).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chat<'a> {
+    pub app: AppKind,
+    pub im_user: &'a str,
+    /// The user's openid, where the caller knows it (a push): recorded on the conversation, so
+    /// that an agent's reply, which knows only the IM account, finds where to send it.
+    pub openid: Option<&'a str>,
+}
+
+impl<'a> Chat<'a> {
+    pub fn oa(openid: &'a str) -> Chat<'a> {
+        Chat {
+            app: AppKind::Oa,
+            im_user: openid,
+            openid: Some(openid),
+        }
+    }
+
+    /// A conversation known by its IM account alone (an agent's reply).
+    pub fn of(app: AppKind, im_user: &'a str) -> Chat<'a> {
+        Chat {
+            app,
+            im_user,
+            openid: (app == AppKind::Oa).then_some(im_user),
+        }
+    }
+
+    fn ids(&self) -> Vec<Update> {
+        let mut u = vec![Update::set(IM_USER, self.im_user)];
+        if let Some(o) = self.openid {
+            u.push(Update::set(OPENID, o));
+        }
+        u
+    }
+
+    fn key(&self) -> String {
+        keys::conversation_of(self.app, self.im_user)
+    }
+}
+
 /// How long WeChat may take to deliver a push: three tries, 5 s apart (its timeout), and the
 /// last one's own 5 s.
 pub const DELIVERY_SLACK_SECS: i64 = 20;
@@ -106,6 +152,10 @@ pub struct Conversation {
     pub allowance: Option<Allowance>,
     /// The `at` of the allowance whose exhaustion already had its subscribe-message fallback.
     pub fallback_for: Option<i64>,
+    /// Where replies go: the user's openid (an official-account follower's is their IM id).
+    pub openid: Option<String>,
+    /// The mini program's `SessionFrom` of the session entered, until the user's first message.
+    pub session_from: Option<String>,
 }
 
 impl Conversation {
@@ -118,6 +168,8 @@ impl Conversation {
             typing_at: i.n(TYPING_AT),
             allowance: Allowance::from_item(i),
             fallback_for: i.n(FALLBACK_FOR),
+            openid: i.s(OPENID).map(str::to_owned),
+            session_from: i.s(SESSION_FROM).map(str::to_owned),
         }
     }
 
@@ -139,9 +191,9 @@ impl Conversation {
     }
 }
 
-pub async fn get(store: &dyn Store, openid: &str) -> Result<Option<Conversation>, StoreError> {
+pub async fn get(store: &dyn Store, c: Chat<'_>) -> Result<Option<Conversation>, StoreError> {
     Ok(store
-        .get(Table::State, &keys::conversation(openid), keys::ONE)
+        .get(Table::State, &c.key(), keys::ONE)
         .await?
         .as_ref()
         .map(Conversation::from_item))
@@ -149,13 +201,16 @@ pub async fn get(store: &dyn Store, openid: &str) -> Result<Option<Conversation>
 
 /// What a push changes on the conversation (never the agent: only [`assign`] sets it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Touch {
+pub enum Touch<'a> {
     /// A follow: active again, the end forgotten.
     Followed,
     /// An unfollow.
     Unfollowed,
     /// A message from the follower; `greeted` when it was answered "connecting you".
     Wrote { greeted: bool },
+    /// A mini-program user entered the customer-service session (`user_enter_tempsession`),
+    /// from the page's `session-from` (kept for the agent until their first message).
+    EnteredSession { session_from: Option<&'a str> },
 }
 
 /// The updates that open an allowance (see [`Conversation::opening`]).
@@ -170,17 +225,17 @@ fn open_updates(by: Opening, at: i64) -> Vec<Update> {
 
 /// `opens` is the allowance the push opens, if any (written in the same update: one item, one
 /// write per transaction).
-pub fn touch(openid: &str, what: Touch, opens: Option<(Opening, i64)>, now: i64) -> Write {
+pub fn touch(c: Chat<'_>, what: Touch<'_>, opens: Option<(Opening, i64)>, now: i64) -> Write {
     let status = match what {
         Touch::Unfollowed => Status::Ended,
         _ => Status::Active,
     };
-    let mut u = vec![
-        Update::set(OPENID, openid),
+    let mut u = c.ids();
+    u.extend([
         Update::set(STATUS, status.as_str()),
         Update::set(UPDATED_AT, now),
         Update::set_if_absent(CREATED_AT, now),
-    ];
+    ]);
     match what {
         Touch::Followed => {
             u.push(Update::set(FOLLOWED_AT, now));
@@ -192,23 +247,29 @@ pub fn touch(openid: &str, what: Touch, opens: Option<(Opening, i64)>, now: i64)
             if greeted {
                 u.push(Update::set(CONNECTING_SENT_AT, now));
             }
+            // Passed to the agent with this first message of the session.
+            u.push(Update::remove(SESSION_FROM));
         }
+        Touch::EnteredSession { session_from } => match session_from {
+            Some(f) => u.push(Update::set(SESSION_FROM, f)),
+            None => u.push(Update::remove(SESSION_FROM)),
+        },
     }
     if let Some((by, at)) = opens {
         u.extend(open_updates(by, at));
     }
-    Write::update(Table::State, &keys::conversation(openid), keys::ONE, u)
+    Write::update(Table::State, &c.key(), keys::ONE, u)
 }
 
 /// An action that opens an allowance and changes nothing else (a menu click, a QR scan).
-pub fn opened(openid: &str, by: Opening, at: i64, now: i64) -> Write {
-    let mut u = vec![
-        Update::set(OPENID, openid),
+pub fn opened(c: Chat<'_>, by: Opening, at: i64, now: i64) -> Write {
+    let mut u = c.ids();
+    u.extend([
         Update::set(UPDATED_AT, now),
         Update::set_if_absent(CREATED_AT, now),
-    ];
+    ]);
     u.extend(open_updates(by, at));
-    Write::update(Table::State, &keys::conversation(openid), keys::ONE, u)
+    Write::update(Table::State, &c.key(), keys::ONE, u)
 }
 
 /// Spends one reply of the allowance in force, only if it is still open at `now` (so replies
@@ -216,12 +277,12 @@ pub fn opened(openid: &str, by: Opening, at: i64, now: i64) -> Write {
 /// it was closed.
 pub async fn spend(
     store: &dyn Store,
-    openid: &str,
+    c: Chat<'_>,
     now: i64,
 ) -> Result<Option<Allowance>, StoreError> {
     let w = Write::update(
         Table::State,
-        &keys::conversation(openid),
+        &c.key(),
         keys::ONE,
         vec![Update::add(ALLOWANCE_LEFT, -1)],
     )
@@ -238,11 +299,11 @@ pub async fn spend(
 
 /// Gives back a reply spent on a send WeChat certainly did not take, only to the allowance it was
 /// spent from (opened at `at`) and never above its limit.
-pub fn give_back(openid: &str, a: &Allowance) -> Write {
+pub fn give_back(c: Chat<'_>, a: &Allowance) -> Write {
     let limit = a.by.map_or(0, Opening::replies);
     Write::update(
         Table::State,
-        &keys::conversation(openid),
+        &c.key(),
         keys::ONE,
         vec![Update::add(ALLOWANCE_LEFT, 1)],
     )
@@ -255,7 +316,7 @@ pub fn give_back(openid: &str, a: &Allowance) -> Write {
 /// What WeChat's refusal says about the allowance the reply was sent in (`seen`, as read before
 /// the send; `None` when none was known): 45047, its count is used up; 45015, it has expired.
 /// Only that allowance is corrected, never one a newer action opened since.
-pub fn refused(openid: &str, seen: Option<&Allowance>, errcode: i64, now: i64) -> Write {
+pub fn refused(c: Chat<'_>, seen: Option<&Allowance>, errcode: i64, now: i64) -> Write {
     let mut u = vec![Update::set(ALLOWANCE_LEFT, 0)];
     if errcode == 45015 {
         u.push(Update::set(ALLOWANCE_UNTIL, now));
@@ -271,17 +332,16 @@ pub fn refused(openid: &str, seen: Option<&Allowance>, errcode: i64, now: i64) -
             Cond::lacks(ALLOWANCE_AT)
         }
     };
-    Write::update(Table::State, &keys::conversation(openid), keys::ONE, u)
-        .when(Cond::And(vec![Cond::Exists, when]))
+    Write::update(Table::State, &c.key(), keys::ONE, u).when(Cond::And(vec![Cond::Exists, when]))
 }
 
 /// Takes the one subscribe-message fallback of the allowance opened at `at` for the reply `by`
 /// (which keeps it when it runs again after a retryable failure): the replies that find it
 /// closed after that tell their agent, but notify the follower no more.
-pub fn take_fallback(openid: &str, at: i64, by: &str) -> Write {
+pub fn take_fallback(c: Chat<'_>, at: i64, by: &str) -> Write {
     Write::update(
         Table::State,
-        &keys::conversation(openid),
+        &c.key(),
         keys::ONE,
         vec![Update::set(FALLBACK_FOR, at), Update::set(FALLBACK_BY, by)],
     )
@@ -293,18 +353,16 @@ pub fn take_fallback(openid: &str, at: i64, by: &str) -> Write {
 
 /// Gives the conversation to `agent`, only if it still has the agent `held` (none, or one that
 /// is no longer listed): racing deliveries for a new follower agree on one agent.
-pub fn assign(openid: &str, agent: &str, held: Option<&str>, now: i64) -> Write {
-    Write::update(
-        Table::State,
-        &keys::conversation(openid),
-        keys::ONE,
-        vec![
+pub fn assign(c: Chat<'_>, agent: &str, held: Option<&str>, now: i64) -> Write {
+    Write::update(Table::State, &c.key(), keys::ONE, {
+        let mut u = c.ids();
+        u.extend([
             Update::set(AGENT, agent),
-            Update::set(OPENID, openid),
             Update::set(ASSIGNED_AT, now),
             Update::set_if_absent(CREATED_AT, now),
-        ],
-    )
+        ]);
+        u
+    })
     .when(match held {
         None => Cond::lacks(AGENT),
         Some(old) => Cond::eq(AGENT, old),
@@ -312,18 +370,18 @@ pub fn assign(openid: &str, agent: &str, held: Option<&str>, now: i64) -> Write 
 }
 
 /// The round-robin cursor's value (`None` before the first assignment).
-pub async fn agent_cursor(store: &dyn Store) -> Result<Option<i64>, StoreError> {
+pub async fn agent_cursor(store: &dyn Store, app: AppKind) -> Result<Option<i64>, StoreError> {
     Ok(store
-        .get(Table::State, keys::AGENT_CURSOR, keys::ONE)
+        .get(Table::State, &keys::agent_cursor(app), keys::ONE)
         .await?
         .and_then(|c| c.n(NEXT)))
 }
 
 /// Moves the cursor on by one; when `from` is given, only if it still reads that value.
-pub fn advance_cursor(from: Option<Option<i64>>) -> Write {
+pub fn advance_cursor(app: AppKind, from: Option<Option<i64>>) -> Write {
     let w = Write::update(
         Table::State,
-        keys::AGENT_CURSOR,
+        &keys::agent_cursor(app),
         keys::ONE,
         vec![Update::add(NEXT, 1)],
     );
@@ -336,10 +394,10 @@ pub fn advance_cursor(from: Option<Option<i64>>) -> Write {
 
 /// Records that a customer-service message reached WeChat (the typing state needs a recent
 /// exchange).
-pub fn replied(openid: &str, now: i64) -> Write {
+pub fn replied(c: Chat<'_>, now: i64) -> Write {
     Write::update(
         Table::State,
-        &keys::conversation(openid),
+        &c.key(),
         keys::ONE,
         vec![
             Update::set(LAST_REPLY_AT, now),
@@ -352,11 +410,11 @@ pub fn replied(openid: &str, now: i64) -> Write {
 /// Takes the typing state for the follower at `now`, only if WeChat would grant it: a message
 /// was exchanged within [`TYPING_EXCHANGE_SECS`] and none was asked for within [`TYPING_SECS`]
 /// (so concurrent typing callbacks ask WeChat once).
-pub fn typing(openid: &str, now: i64) -> Write {
+pub fn typing(c: Chat<'_>, now: i64) -> Write {
     let recent = now - TYPING_EXCHANGE_SECS;
     Write::update(
         Table::State,
-        &keys::conversation(openid),
+        &c.key(),
         keys::ONE,
         vec![Update::set(TYPING_AT, now)],
     )

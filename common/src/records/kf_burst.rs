@@ -1,9 +1,10 @@
-//! The agent replies to one follower that wait to be merged, `kfq#oa#<openid>`: one entry per
+//! The agent replies to one follower that wait to be merged, `kfq#<app>#<IM account>`: one entry per
 //! reply (sort key `<MsgTime>#<MsgSeq>#<outbox id>`, so a query reads them in the order the agent
 //! wrote them), put in the same transaction as the reply's outbox item. Entries are never
 //! updated: they expire after [`ENTRY_SECS`], and a reply already sent (merged or on its own)
 //! simply cannot be claimed again, so a stale entry merges nothing.
 
+use crate::config::AppKind;
 use crate::records::keys;
 use crate::store::{Item, Store, StoreError, TTL_ATTR, Table, Write};
 
@@ -29,18 +30,33 @@ fn sort_key(msg_time: i64, msg_seq: u64, id: &str) -> String {
 }
 
 /// The entry for the reply queued as outbox item `id`.
-pub fn entry(openid: &str, id: &str, agent: &str, msg_time: i64, msg_seq: u64, now: i64) -> Write {
-    let item = Item::new(keys::kf_burst(openid), sort_key(msg_time, msg_seq, id))
-        .with(ID, id)
-        .with(AGENT, agent)
-        .with(TTL_ATTR, now + ENTRY_SECS);
+pub fn entry(
+    app: AppKind,
+    im_user: &str,
+    id: &str,
+    agent: &str,
+    msg_time: i64,
+    msg_seq: u64,
+    now: i64,
+) -> Write {
+    let item = Item::new(
+        keys::kf_burst(app, im_user),
+        sort_key(msg_time, msg_seq, id),
+    )
+    .with(ID, id)
+    .with(AGENT, agent)
+    .with(TTL_ATTR, now + ENTRY_SECS);
     Write::put(Table::State, item)
 }
 
 /// The follower's waiting replies, in the order they were written.
-pub async fn waiting(store: &dyn Store, openid: &str) -> Result<Vec<Entry>, StoreError> {
+pub async fn waiting(
+    store: &dyn Store,
+    app: AppKind,
+    im_user: &str,
+) -> Result<Vec<Entry>, StoreError> {
     let items = store
-        .query(Table::State, &keys::kf_burst(openid), "")
+        .query(Table::State, &keys::kf_burst(app, im_user), "")
         .await?;
     Ok(items
         .iter()

@@ -177,8 +177,11 @@ pub enum Job {
     Delete {
         user_id: String,
     },
-    /// An agent's reply to a follower, as a customer-service message.
+    /// An agent's reply to a user, as `app`'s customer-service message: to `openid`, in the
+    /// conversation of the IM account `im_user` (an official-account follower's openid).
     CustomerService {
+        app: AppKind,
+        im_user: String,
         openid: String,
         agent: String,
         text: String,
@@ -245,10 +248,14 @@ impl Job {
             }
             Job::Delete { user_id } => a.push(("user_id", Attr::from(user_id.as_str()))),
             Job::CustomerService {
+                app,
+                im_user,
                 openid,
                 agent,
                 text,
             } => {
+                a.push(("app", Attr::from(app.as_str())));
+                a.push(("im_user", Attr::from(im_user.as_str())));
                 a.push(("openid", Attr::from(openid.as_str())));
                 a.push(("agent", Attr::from(agent.as_str())));
                 a.push(("text", Attr::from(text.as_str())));
@@ -294,6 +301,10 @@ impl Job {
                 user_id: read::s(i, "user_id")?,
             },
             Kind::CustomerService => Job::CustomerService {
+                // Replies queued before the mini program had customer service are the official
+                // account's, in the conversation of the openid.
+                app: read::app(i, "app").unwrap_or(AppKind::Oa),
+                im_user: read::opt_s(i, "im_user").map_or_else(|| read::s(i, "openid"), Ok)?,
                 openid: read::s(i, "openid")?,
                 agent: read::opt_s(i, "agent").unwrap_or_default(),
                 text: read::opt_s(i, "text").unwrap_or_default(),
@@ -381,7 +392,12 @@ impl OutboxItem {
     pub fn merge_key(&self) -> Option<String> {
         match &self.job {
             Job::Notify(n) => Some(format!("notify|{}", n.recipient)),
-            Job::CustomerService { openid, agent, .. } => Some(format!("kf|{openid}|{agent}")),
+            Job::CustomerService {
+                app,
+                im_user,
+                agent,
+                ..
+            } => Some(format!("kf|{app}|{im_user}|{agent}")),
             _ => None,
         }
     }
@@ -766,6 +782,8 @@ mod tests {
                 user_id: "o1".into(),
             },
             Job::CustomerService {
+                app: AppKind::Oa,
+                im_user: "o1".into(),
                 openid: "o1".into(),
                 agent: "a".into(),
                 text: "t".into(),

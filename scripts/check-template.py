@@ -140,6 +140,7 @@ ENVIRONMENT = {
     "IM_API_BASE": "ImApiBase",
     "IM_CALLBACK_TOKEN": "ImCallbackToken",
     "IM_AGENT_ACCOUNTS": "ImAgentAccounts",
+    "IM_AGENT_ACCOUNTS_MP": "ImAgentAccountsMp",
     "NOTIFY_APP": "NotifyApp",
     "NOTIFY_TEMPLATE_ID": "NotifyTemplateId",
     "NOTIFY_DATA": "NotifyData",
@@ -152,6 +153,7 @@ ENVIRONMENT = {
     "OA_FALLBACK_DATA": "OaFallbackData",
     "OA_CONVERSATION_WINDOW_SECS": "OaConversationWindowSecs",
     "OA_FALLBACK_PAGE": "OaFallbackPage",
+    "KF_MERGE_SECS": "KfMergeSecs",
 }
 
 OUTPUTS = {

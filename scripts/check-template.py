@@ -154,6 +154,7 @@ ENVIRONMENT = {
     "OA_CONVERSATION_WINDOW_SECS": "OaConversationWindowSecs",
     "OA_FALLBACK_PAGE": "OaFallbackPage",
     "KF_MERGE_SECS": "KfMergeSecs",
+    "IM_MEDIA_URL_HOSTS": "ImMediaUrlHosts",
 }
 
 OUTPUTS = {

@@ -325,7 +325,7 @@ def build():
         ("oa-safe-xml-text.json", oa_msg("text", [("Content", "你好 hello")], 24000000000000001), "safe",
          "A follower's text message."),
         ("oa-plain-xml-image.json", oa_msg("image", [("PicUrl", "https://mmbiz.example/pic.jpg"), ("MediaId", "media-image-1")], 24000000000000002), "plain",
-         "An image (plaintext mode)."),
+         "An image (plaintext mode): forwarded to the agent as an IM image element (TIMImageElem) built from its PicUrl."),
         ("oa-safe-xml-voice.json", oa_msg("voice", [("MediaId", "media-voice-1"), ("Format", "amr"), ("Recognition", "语音识别结果")], 24000000000000003), "safe",
          "A voice message with speech recognition."),
         ("oa-safe-xml-video.json", oa_msg("video", [("MediaId", "media-video-1"), ("ThumbMediaId", "media-thumb-1")], 24000000000000004), "safe",
@@ -491,10 +491,13 @@ def build_im():
          {"function": "im-callback", "status": 200, "body": IM_OK,
           "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"}],
           "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
-                     {"kind": "kf", "status": "sent"}], "custom_sends": 1,
+                     {"kind": "kf", "status": "sent", "reason": "image_sent_as_link: host_not_allowed"}],
+          "custom_sends": 1,
           "custom_texts": ["[图片] https://im.example.com/agent_alice/label-original.jpg"]},
-         "An agent answers with a photo: WeChat's customer-service message carries text, so the follower "
-         "receives a summary with the original image's URL (\"[图片] https://…/label-original.jpg\"). "
+         "An agent answers with a photo whose URL is not on IM's storage hosts (IM_MEDIA_URL_HOSTS: im.example.com "
+         "is not one), so it is not downloaded: the follower receives its summary with the original image's URL "
+         "(\"[图片] https://…/label-original.jpg\"; reason image_sent_as_link: host_not_allowed). A picture on "
+         "IM's storage is uploaded with media/upload and sent as a picture (tests/tests/e2e/kf_media.rs). "
          "Setup: the follower wrote first (oa-safe-xml-text.json).")
     case("im-callback/c2c-agent-reply-oa-allowance-expired.json",
          im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 7, "欢迎关注！有什么可以帮您？")),

@@ -94,6 +94,9 @@ impl NotifyConfig {
     }
 }
 
+/// Tencent Cloud's storage domains, where IM keeps the pictures its clients upload.
+const DEFAULT_MEDIA_HOSTS: &str = "myqcloud.com,qcloud.com,tencentcos.cn,tencent-cloud.com";
+
 /// The official-account customer-service bridge.
 #[derive(Debug, Clone)]
 pub struct OaBridgeConfig {
@@ -103,10 +106,31 @@ pub struct OaBridgeConfig {
     /// Agent replies to one follower arriving within this many seconds go as one
     /// customer-service message (0 = each on its own).
     pub merge_secs: i64,
+    /// Hosts (and their subdomains) an agent's picture may be downloaded from, to go to WeChat
+    /// as a picture: IM's image storage.
+    pub media_hosts: Vec<String>,
     /// Subscribe-message fallback when a customer-service message cannot be delivered.
     pub fallback_template_id: Option<String>,
     pub fallback_data: Vec<(String, String)>,
     pub fallback_page: Option<String>,
+}
+
+impl OaBridgeConfig {
+    /// Whether an agent's picture at `url` may be downloaded: a host of `IM_MEDIA_URL_HOSTS` or
+    /// a subdomain of one.
+    pub fn media_host_allowed(&self, url: &str) -> bool {
+        let Ok(u) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        let Some(host) = u.host_str().map(str::to_ascii_lowercase) else {
+            return false;
+        };
+        matches!(u.scheme(), "https" | "http")
+            && self
+                .media_hosts
+                .iter()
+                .any(|h| host == *h || host.ends_with(&format!(".{h}")))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -452,6 +476,13 @@ impl Config {
             // At most 15 s: the dispatcher waits out a burst inside one invocation (its longest
             // pause is 20 s).
             merge_secs: env.int("KF_MERGE_SECS", 3, 0, 15)?,
+            media_hosts: env
+                .opt("IM_MEDIA_URL_HOSTS")
+                .unwrap_or_else(|| DEFAULT_MEDIA_HOSTS.into())
+                .split(',')
+                .map(|h| h.trim().trim_start_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
             fallback_template_id,
             fallback_data,
             fallback_page: env.opt("OA_FALLBACK_PAGE"),

@@ -6,7 +6,7 @@ use crate::app::App;
 use crate::config::AppKind;
 use crate::flows::plan::{Decision, Plan};
 use crate::obs;
-use crate::protocol::im::callback::C2cMessage;
+use crate::protocol::im::callback::{C2cMessage, Element};
 use crate::protocol::wechat::allowance::{Opening, describe_secs};
 use crate::protocol::wechat::message::{Message, MessageKind};
 use crate::records::conversation::{
@@ -281,10 +281,15 @@ pub async fn on_user_message(
             writes.extend(import(app, delivery, openid));
         }
     }
+    let image_url = match &msg.kind {
+        MessageKind::Image { pic_url, .. } if !pic_url.is_empty() => Some(pic_url.clone()),
+        _ => None,
+    };
     let forward = Job::Forward {
         from: im_user.clone(),
         to: agent.clone(),
         text,
+        image_url,
     };
     let decision = match &agent {
         Some(_) => {
@@ -436,6 +441,11 @@ pub async fn on_im_message(
         openid: openid.clone(),
         agent: msg.from.clone(),
         text: msg.text_summary(),
+        // A picture on its own goes as a picture (see `jobs`), its summary if it cannot.
+        image_url: match msg.body.as_slice() {
+            [Element::Image { url: Some(u) }] => Some(u.clone()),
+            _ => None,
+        },
     };
     let q = app.queueing();
     if conv.status != Some(ConvStatus::Active) {

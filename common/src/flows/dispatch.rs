@@ -371,6 +371,7 @@ mod tests {
             openid: "oH".into(),
             agent: "agent_alice".into(),
             text: "hi".into(),
+            image_url: None,
         };
         let now = b.app.now();
         b.commit(outbox::enqueue_held("held", &job, b.app.queueing(), now + 3).writes())

@@ -20,7 +20,7 @@ use crate::flows::send::{self, SendOutcome};
 use crate::obs;
 use crate::protocol::im::rest::{Deletion, ImApi, ImError, ImErrorClass};
 use crate::protocol::wechat::api::ErrorClass;
-use crate::protocol::wechat::render;
+use crate::protocol::wechat::{media, render};
 use crate::records::conversation::{self, Chat, Status as ConvStatus};
 use crate::records::outbox::{self, AdminSend, Delivery, Job, OutboxItem, Results, Status};
 use crate::records::{delivery, kf_burst};
@@ -179,7 +179,12 @@ async fn im_job(app: &App, item: &OutboxItem) -> Result<Delivery, StoreError> {
             }
         }
         Job::Delete { user_id } => delete_account(app, item, user_id, im).await,
-        Job::Forward { from, to, text } => {
+        Job::Forward {
+            from,
+            to,
+            text,
+            image_url,
+        } => {
             let Some(to) = to else {
                 return end(
                     app,
@@ -190,7 +195,13 @@ async fn im_job(app: &App, item: &OutboxItem) -> Result<Delivery, StoreError> {
                 )
                 .await;
             };
-            let mut result = im.send_text(Some(from), to, text, random, clock).await;
+            let send = || async {
+                match image_url {
+                    Some(url) => im.send_image(Some(from), to, url, random, clock).await,
+                    None => im.send_text(Some(from), to, text, random, clock).await,
+                }
+            };
+            let mut result = send().await;
             if let Err(e) = &result
                 && e.class() == ImErrorClass::NeedsImport
             {
@@ -198,7 +209,7 @@ async fn im_job(app: &App, item: &OutboxItem) -> Result<Delivery, StoreError> {
                 if let Err(e) = im.account_import(from, None, clock).await {
                     return forward_failure(app, item, from, to, text, &e).await;
                 }
-                result = im.send_text(Some(from), to, text, random, clock).await;
+                result = send().await;
             }
             match result {
                 Ok(key) => end(app, item, Status::Sent, None, Results::msg_key(&key)).await,
@@ -345,6 +356,15 @@ impl<'a> Reply<'a> {
         }
     }
 
+    fn image(job: &Job) -> Option<&str> {
+        match job {
+            Job::CustomerService {
+                image_url: Some(u), ..
+            } => Some(u),
+            _ => None,
+        }
+    }
+
     fn chat(&self) -> Chat<'a> {
         Chat::of(self.kind, self.im_user)
     }
@@ -373,6 +393,9 @@ pub async fn replies(app: &App, claimed: &[OutboxItem]) -> Result<Delivery, Stor
         return Err(StoreError::Invalid("not a customer-service reply".into()));
     };
     let agent = r.agent;
+    if Reply::image(&item.job).is_some() {
+        return customer_service(app, item, r, text).await;
+    }
     let text_of = |i: &OutboxItem| match &i.job {
         Job::CustomerService { text, .. } => text.clone(),
         _ => String::new(),
@@ -406,7 +429,13 @@ pub async fn replies(app: &App, claimed: &[OutboxItem]) -> Result<Delivery, Stor
         let Some(peek) = outbox::read(&*app.store, &e.id).await? else {
             continue;
         };
-        let Job::CustomerService { text: t, .. } = &peek.job else {
+        // A picture goes as a message of its own.
+        let Job::CustomerService {
+            text: t,
+            image_url: None,
+            ..
+        } = &peek.job
+        else {
             continue;
         };
         if peek.status != Status::Queued || bytes + 1 + t.len() > MERGED_TEXT_MAX_BYTES {
@@ -518,8 +547,21 @@ async fn customer_service(
             }
         }
     };
-    let body =
-        serde_json::json!({ "touser": openid, "msgtype": "text", "text": { "content": text } });
+    // An agent's picture goes as a picture when it can; otherwise its summary (with the link).
+    let image = match Reply::image(&item.job) {
+        Some(url) => image_media(app, r.kind, url).await,
+        None => Err("not_an_image"),
+    };
+    let (body, degraded) = match image {
+        Ok(media_id) => (
+            serde_json::json!({ "touser": openid, "msgtype": "image", "image": { "media_id": media_id } }),
+            None,
+        ),
+        Err(why) => (
+            serde_json::json!({ "touser": openid, "msgtype": "text", "text": { "content": text } }),
+            Reply::image(&item.job).map(|_| format!("image_sent_as_link: {why}")),
+        ),
+    };
     let api = &app.wechat;
     let body_ref = &body;
     let result = app
@@ -533,7 +575,13 @@ async fn customer_service(
             let now = app.now();
             // The exchange the typing state needs (45080 without one in the last 30 s).
             let mut ws = vec![
-                outbox::finish(&item.id, Status::Sent, None, Results::default(), now),
+                outbox::finish(
+                    &item.id,
+                    Status::Sent,
+                    degraded.as_deref(),
+                    Results::default(),
+                    now,
+                ),
                 conversation::replied(r.chat(), now),
             ];
             if let Some(a) = spent.filter(|a| a.left < 1)
@@ -586,6 +634,37 @@ async fn customer_service(
         }
         _ => not_sent(app, item, NotSent::Refused { reason }).await,
     }
+}
+
+/// The `media_id` of an agent's picture for `kind`: downloaded only from a host of IM's image
+/// storage (`IM_MEDIA_URL_HOSTS`), at most WeChat's size limit, checked to be a PNG, JPEG or GIF
+/// served as an image, then uploaded as temporary media. Why not, as a short reason.
+async fn image_media(app: &App, kind: AppKind, url: &str) -> Result<String, &'static str> {
+    if !app.config.oa_bridge.media_host_allowed(url) {
+        return Err("host_not_allowed");
+    }
+    let max = media::max_image_bytes(kind);
+    let (bytes, content_type) = match app.wechat.fetch_media(url, max).await {
+        Ok(Some(got)) => got,
+        Ok(None) => return Err("too_large"),
+        Err(_) => return Err("download_failed"),
+    };
+    let format = media::check(kind, &bytes, content_type.as_deref()).map_err(|e| match e {
+        media::ImageRefused::Empty => "empty",
+        media::ImageRefused::TooLarge => "too_large",
+        media::ImageRefused::NotAnImage => "not_an_image",
+        media::ImageRefused::Unsupported => "unsupported_format",
+    })?;
+    let api = &app.wechat;
+    let bytes = &bytes;
+    app.wechat_call(kind, |token| async move {
+        api.upload_image(&token, bytes, format).await
+    })
+    .await
+    .map_err(|e| {
+        warn!(reason = %e.reason(), "image upload refused; the picture goes as a link");
+        "upload_failed"
+    })
 }
 
 /// Returns a spent reply to the allowance it came from (a newer allowance is left alone).
@@ -800,6 +879,7 @@ mod tests {
             openid: "oZ".into(),
             agent: "agent_bob".into(),
             text: "hello".into(),
+            image_url: None,
         };
         b.commit(outbox::enqueue("kf1", &job, b.app.queueing()).writes())
             .await;
@@ -828,6 +908,7 @@ mod tests {
             openid: "oZ".into(),
             agent: "agent_bob".into(),
             text: "hello".into(),
+            image_url: None,
         };
         b.commit(outbox::enqueue("kf2", &job, b.app.queueing()).writes())
             .await;

@@ -169,6 +169,8 @@ pub enum Job {
         from: String,
         to: Option<String>,
         text: String,
+        /// A user's image (its `PicUrl`): sent as an IM image element, `text` its summary.
+        image_url: Option<String>,
     },
     Import {
         user_id: String,
@@ -185,6 +187,9 @@ pub enum Job {
         openid: String,
         agent: String,
         text: String,
+        /// The agent's image (the URL of its original in IM): sent as an image message, `text`
+        /// its summary (sent instead when the image cannot go).
+        image_url: Option<String>,
     },
     /// A notice from the admin account to an agent.
     AgentNotice {
@@ -237,10 +242,16 @@ impl Job {
                 opt(&mut a, "miniprogram_state", &s.miniprogram_state);
                 opt(&mut a, "lang", &s.lang);
             }
-            Job::Forward { from, to, text } => {
+            Job::Forward {
+                from,
+                to,
+                text,
+                image_url,
+            } => {
                 a.push(("from", Attr::from(from.as_str())));
                 opt(&mut a, "to", to);
                 a.push(("text", Attr::from(text.as_str())));
+                opt(&mut a, "image_url", image_url);
             }
             Job::Import { user_id, nick } => {
                 a.push(("user_id", Attr::from(user_id.as_str())));
@@ -253,7 +264,9 @@ impl Job {
                 openid,
                 agent,
                 text,
+                image_url,
             } => {
+                opt(&mut a, "image_url", image_url);
                 a.push(("app", Attr::from(app.as_str())));
                 a.push(("im_user", Attr::from(im_user.as_str())));
                 a.push(("openid", Attr::from(openid.as_str())));
@@ -292,6 +305,7 @@ impl Job {
                 from: read::s(i, "from")?,
                 to: read::opt_s(i, "to"),
                 text: read::opt_s(i, "text").unwrap_or_default(),
+                image_url: read::opt_s(i, "image_url"),
             },
             Kind::Import => Job::Import {
                 user_id: read::s(i, "user_id")?,
@@ -308,6 +322,7 @@ impl Job {
                 openid: read::s(i, "openid")?,
                 agent: read::opt_s(i, "agent").unwrap_or_default(),
                 text: read::opt_s(i, "text").unwrap_or_default(),
+                image_url: read::opt_s(i, "image_url"),
             },
             Kind::AgentNotice => Job::AgentNotice {
                 to: read::s(i, "to")?,
@@ -392,6 +407,10 @@ impl OutboxItem {
     pub fn merge_key(&self) -> Option<String> {
         match &self.job {
             Job::Notify(n) => Some(format!("notify|{}", n.recipient)),
+            // An image goes as a message of its own.
+            Job::CustomerService {
+                image_url: Some(_), ..
+            } => None,
             Job::CustomerService {
                 app,
                 im_user,
@@ -773,6 +792,7 @@ mod tests {
                 from: "o1".into(),
                 to: Some("agent".into()),
                 text: "hi".into(),
+                image_url: Some("https://x.myqcloud.com/p.png".into()),
             },
             Job::Import {
                 user_id: "o1".into(),
@@ -787,6 +807,7 @@ mod tests {
                 openid: "o1".into(),
                 agent: "a".into(),
                 text: "t".into(),
+                image_url: None,
             },
             Job::AgentNotice {
                 to: "a".into(),

@@ -8,6 +8,7 @@ mod docs;
 mod im_callback;
 mod kf_allowance;
 mod kf_burst;
+mod kf_media;
 mod kf_mp;
 mod notify;
 mod oa;

@@ -271,7 +271,7 @@ async fn connecting_you_is_said_once_per_conversation_window() {
 }
 
 #[tokio::test]
-async fn non_text_messages_reach_the_agent_as_readable_summaries() {
+async fn non_text_messages_reach_the_agent_as_images_or_readable_summaries() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
     follow(&w, "oA").await;
     let kinds = [
@@ -289,16 +289,22 @@ async fn non_text_messages_reach_the_agent_as_readable_summaries() {
         w.im.requests(SENDMSG)
             .iter()
             .map(|r| {
-                r.body["MsgBody"][0]["MsgContent"]["Text"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
+                let e = &r.body["MsgBody"][0];
+                match e["MsgType"].as_str() {
+                    Some("TIMImageElem") => format!(
+                        "image {}",
+                        e["MsgContent"]["ImageInfoArray"][0]["URL"]
+                            .as_str()
+                            .unwrap()
+                    ),
+                    _ => e["MsgContent"]["Text"].as_str().unwrap().to_owned(),
+                }
             })
             .collect();
     assert_eq!(
         texts,
         [
-            "[图片] https://p/x.jpg (media_id m1)",
+            "image https://p/x.jpg",
             "[语音] 你好 (media_id m2)",
             "[视频] (media_id m3)",
             "[位置] 广州 (23.1, 113.3)",

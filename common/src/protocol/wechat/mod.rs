@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod crypto;
 pub mod keyword;
+pub mod media;
 pub mod message;
 pub mod push;
 pub mod render;

@@ -644,7 +644,8 @@ async fn image_media(app: &App, kind: AppKind, url: &str) -> Result<String, &'st
         return Err("host_not_allowed");
     }
     let max = media::max_image_bytes(kind);
-    let (bytes, content_type) = match app.wechat.fetch_media(url, max).await {
+    let allowed = |u: &str| app.config.oa_bridge.media_host_allowed(u);
+    let (bytes, content_type) = match app.wechat.fetch_media(url, max, allowed).await {
         Ok(Some(got)) => got,
         Ok(None) => return Err("too_large"),
         Err(_) => return Err("download_failed"),

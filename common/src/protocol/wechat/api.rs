@@ -276,13 +276,18 @@ impl WechatApi {
     }
 
     /// The bytes behind a media URL (an agent's image in IM), at most `max` of them, with the
-    /// content type they were served with. `Ok(None)` when there are more than `max`.
+    /// content type they were served with. `Ok(None)` when there are more than `max`. `allowed`
+    /// is asked about the URL finally answering (after redirects) before its body is read.
     pub async fn fetch_media(
         &self,
         url: &str,
         max: usize,
+        allowed: impl Fn(&str) -> bool,
     ) -> Result<Option<(Vec<u8>, Option<String>)>, ApiError> {
         let mut resp = self.http.get(url).send().await.map_err(transport)?;
+        if !allowed(resp.url().as_str()) {
+            return Err(ApiError::Protocol("redirected off the allowed hosts".into()));
+        }
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(ApiError::Http(status));

@@ -2,17 +2,21 @@
 //! A follower's IM user id is their openid. Every outbound call is an outbox job written in the
 //! same transaction as the push's dedupe marker, so WeChat's and IM's retries never repeat one.
 
+use tracing::warn;
+
 use crate::app::App;
 use crate::config::AppKind;
 use crate::flows::plan::{Decision, Plan};
 use crate::obs;
 use crate::protocol::im::callback::{C2cMessage, Element};
+use crate::protocol::im::rest::OnlineStatus;
 use crate::protocol::wechat::allowance::{Opening, describe_secs};
 use crate::protocol::wechat::message::{Message, MessageKind};
 use crate::records::conversation::{
     self, Allowance, Chat, Conversation, Status as ConvStatus, Touch,
 };
 use crate::records::outbox::{self, Enqueue, Job, Status};
+use crate::records::presence::{self, Presence};
 use crate::records::{binding, kf_burst};
 use crate::store::{StoreError, Txn, TxnError, Write};
 
@@ -100,14 +104,26 @@ async fn assign_agent(
         return Ok(None);
     }
     let mut held: Option<String> = conv.and_then(|c| c.agent.clone());
+    let mut online: Option<Vec<bool>> = None;
     for attempt in 0..ASSIGN_ATTEMPTS {
         if let Some(a) = &held
             && agents.iter().any(|x| x == a)
         {
             return Ok(Some(a.clone()));
         }
+        let online = match &online {
+            Some(o) => o,
+            None => online.insert(online_agents(app, agents).await?),
+        };
         let cursor = conversation::agent_cursor(&*app.store, chat.app).await?;
-        let pick = &agents[cursor.unwrap_or(0).rem_euclid(agents.len() as i64) as usize];
+        let n = agents.len();
+        let start = cursor.unwrap_or(0).rem_euclid(n as i64) as usize;
+        // The next agent in the round that is online, else the next agent in the round: the
+        // user's message is never left without one.
+        let pick = &agents[(0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| online[i])
+            .unwrap_or(start)];
         // Holding the cursor to the value read spreads simultaneous new followers evenly; after
         // a few collisions a plain increment guarantees progress at the cost of evenness.
         let held_cursor = (attempt < ASSIGN_ATTEMPTS / 2).then_some(cursor);
@@ -128,6 +144,44 @@ async fn assign_agent(
     Err(StoreError::Unavailable(
         "agent assignment kept colliding with concurrent writes".into(),
     ))
+}
+
+/// Which of `agents` are online in IM now: their presence from the state callbacks, and for
+/// those the callbacks cannot tell about (no record, or a Login older than
+/// `PRESENCE_STALE_SECS`: web and mini-program clients never report leaving), one
+/// `query_online_status` for all of them. When IM cannot be asked, they count as not online.
+async fn online_agents(app: &App, agents: &[String]) -> Result<Vec<bool>, StoreError> {
+    let now = app.now();
+    let mut known = Vec::with_capacity(agents.len());
+    for a in agents {
+        known.push(presence::of(&*app.store, a, now, app.config.presence_stale_secs).await?);
+    }
+    let unsure: Vec<&str> = agents
+        .iter()
+        .zip(&known)
+        .filter(|(_, p)| **p == Presence::Unknown)
+        .map(|(a, _)| a.as_str())
+        .collect();
+    let mut asked: Vec<(String, OnlineStatus)> = vec![];
+    if let (false, Some(im)) = (unsure.is_empty(), &app.im) {
+        match im.query_online_status(&unsure, &*app.clock).await {
+            Ok(list) => asked = list,
+            Err(e) => {
+                warn!(decision = "agents_presence_unknown", reason = %e.reason(), "query_online_status failed; assigning in turn");
+            }
+        }
+    }
+    Ok(agents
+        .iter()
+        .zip(known)
+        .map(|(a, p)| match p {
+            Presence::Online => true,
+            Presence::Offline => false,
+            Presence::Unknown => asked
+                .iter()
+                .any(|(u, st)| u == a && *st == OnlineStatus::Online),
+        })
+        .collect())
 }
 
 fn job(app: &App, id_parts: &[&str], job: Job) -> [Write; 2] {

@@ -6,6 +6,7 @@ mod bind;
 mod deferred;
 mod docs;
 mod im_callback;
+mod kf_agents;
 mod kf_allowance;
 mod kf_burst;
 mod kf_media;

@@ -286,7 +286,9 @@ impl WechatApi {
     ) -> Result<Option<(Vec<u8>, Option<String>)>, ApiError> {
         let mut resp = self.http.get(url).send().await.map_err(transport)?;
         if !allowed(resp.url().as_str()) {
-            return Err(ApiError::Protocol("redirected off the allowed hosts".into()));
+            return Err(ApiError::Protocol(
+                "redirected off the allowed hosts".into(),
+            ));
         }
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {

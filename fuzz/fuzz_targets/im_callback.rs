@@ -190,6 +190,16 @@ fuzz_target!(|data: &[u8]| {
                 let _ = (m.text_summary(), m.preview());
             }
             Callback::StateChange(s) => assert!(!s.user.is_empty() && !s.action.is_empty()),
+            Callback::C2cRecall(r) => {
+                assert!(!r.from.is_empty() && !r.to.is_empty() && !r.msg_key.is_empty());
+                assert!(r.idempotency_key().starts_with(&format!("{}|{}|", r.from, r.to)));
+            }
+            Callback::C2cRead(r) => assert!(!r.reader.is_empty() && !r.peer.is_empty()),
+            Callback::GroupAfterSend(g) => {
+                assert!(!g.group_id.is_empty() && !g.from.is_empty());
+                assert!(g.at_accounts.iter().all(|a| !a.is_empty()));
+                let _ = (g.preview(), g.idempotency_key());
+            }
             Callback::Other(_) => {}
         }
     }

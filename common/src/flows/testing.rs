@@ -128,6 +128,7 @@ pub fn c2c(from: &str, to: &str, text: &str, seq: u64) -> C2cMessage {
         unread: Some(1),
         body: vec![Element::Text(text.into())],
         cloud_custom_data: None,
+        push: Default::default(),
     }
 }
 

@@ -95,6 +95,10 @@ pub async fn callback(req: &Request, app: &App) -> Response {
                 }
                 return ok();
             }
+            Callback::C2cRecall(_) | Callback::C2cRead(_) | Callback::GroupAfterSend(_) => {
+                info!(command = ?req.query("CallbackCommand"), decision = "acknowledged_unhandled");
+                return ok();
+            }
             Callback::Other(command) => {
                 info!(command = %command, decision = "acknowledged_unhandled");
                 return ok();

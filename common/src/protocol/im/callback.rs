@@ -160,7 +160,33 @@ pub struct C2cMessage {
     pub send_result: Option<i64>,
     pub unread: Option<i64>,
     pub body: Vec<Element>,
+    /// The sender's own data for its app: carried, never shown to anyone.
     pub cloud_custom_data: Option<String>,
+    /// The sender's offline-push settings (`OfflinePushInfo`), when the message has them.
+    pub push: OfflinePush,
+}
+
+/// A message's `OfflinePushInfo`: what the sender asked offline pushes to do with it. Only the
+/// two fields that decide a notification are kept (reference, "Callback semantics").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OfflinePush {
+    /// `PushFlag` 1: the sender asked for no offline push.
+    pub no_push: bool,
+    /// `Desc`: the text an offline push shows instead of the message.
+    pub desc: Option<String>,
+}
+
+impl OfflinePush {
+    fn from_value(v: &Value) -> OfflinePush {
+        OfflinePush {
+            no_push: int(&v["PushFlag"]) == Some(1),
+            desc: v["Desc"]
+                .as_str()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        }
+    }
 }
 
 impl C2cMessage {
@@ -220,11 +246,92 @@ pub struct StateChange {
     pub kicked: Vec<String>,
 }
 
+/// `C2C.CallbackAfterMsgWithDraw`: `from` recalled its message `msg_key` to `to`
+/// (cloud.tencent.com/document/product/269/61697: `From_Account`, `To_Account`, `MsgKey`,
+/// `EventTime` in ms; the international page also lists `UnreadMsgNum`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recall {
+    pub from: String,
+    pub to: String,
+    pub msg_key: String,
+    /// Milliseconds, when IM sends it.
+    pub event_time_ms: Option<i64>,
+}
+
+impl Recall {
+    /// The key of the recalled message as [`C2cMessage::idempotency_key`] spells it, so the
+    /// recall finds whatever the message queued.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}|{}|{}", self.from, self.to, self.msg_key)
+    }
+}
+
+/// `C2C.CallbackAfterMsgReport` (a read report): `reader` has read every message of its
+/// conversation with `peer` sent up to `last_read_time` (cloud.tencent.com/document/product/
+/// 269/61696: `Report_Account`, `Peer_Account`, `LastReadTime` in seconds, `UnreadMsgNum`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadReport {
+    pub reader: String,
+    pub peer: String,
+    /// Seconds: messages of the conversation up to this time are read.
+    pub last_read_time: i64,
+    pub unread: Option<i64>,
+}
+
+/// `Group.CallbackAfterSendMsg` (cloud.tencent.com/document/product/269/2661): a message sent
+/// to a group. Who it @-mentions is `GroupAtInfo`, an array of `{"GroupAtAllFlag": 1}` (@all)
+/// or `{"GroupAtAllFlag": 0, "GroupAt_Account": "<UserID>"}`, in the order of the @ in the text;
+/// the text itself ("@brennan …" shows a nickname, not an id) is never read for mentions. The
+/// page lists no group name among the fields (`GroupId`, `Type`, `From_Account`,
+/// `Operator_Account`, `Random`, `MsgSeq`, `MsgId`, `MsgTime`, `OnlineOnlyFlag`, `MsgBody`,
+/// `CloudCustomData`, `TopicId`, `EventTime`, `GroupAtInfo`); a `GroupName` is read only in case
+/// IM sends one, and `OfflinePushInfo` likewise (neither is confirmed by the page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMessage {
+    pub group_id: String,
+    pub group_type: String,
+    pub group_name: Option<String>,
+    pub topic_id: Option<String>,
+    pub from: String,
+    /// Per group, strictly increasing: with the group id, what identifies the message.
+    pub msg_seq: u64,
+    pub random: u64,
+    pub msg_time: i64,
+    pub online_only: bool,
+    pub body: Vec<Element>,
+    pub cloud_custom_data: Option<String>,
+    pub push: OfflinePush,
+    /// `GroupAtInfo` has an entry with `GroupAtAllFlag` 1.
+    pub at_all: bool,
+    /// The UserIDs `GroupAtInfo` names, in order, without repeats.
+    pub at_accounts: Vec<String>,
+}
+
+impl GroupMessage {
+    pub fn preview(&self) -> String {
+        self.body
+            .iter()
+            .map(Element::preview)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// What identifies the message across retries (IM's C2C MsgKey has no group counterpart:
+    /// the group and its sequence number do).
+    pub fn idempotency_key(&self) -> String {
+        let topic = self.topic_id.as_deref().unwrap_or("");
+        format!("group|{}|{topic}|{}", self.group_id, self.msg_seq)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Callback {
     StateChange(StateChange),
     C2cBeforeSend(C2cMessage),
     C2cAfterSend(C2cMessage),
+    C2cRecall(Recall),
+    C2cRead(ReadReport),
+    GroupAfterSend(GroupMessage),
     /// Any other command: acknowledged, not acted on.
     Other(String),
 }
@@ -293,20 +400,29 @@ fn element(v: &Value) -> Element {
     }
 }
 
+fn account<'a>(v: &'a Value, field: &'static str) -> Result<&'a str, ParseError> {
+    v[field]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or(ParseError::Field(field))
+}
+
+fn body(v: &Value) -> Result<Vec<Element>, ParseError> {
+    match &v["MsgBody"] {
+        Value::Array(a) => Ok(a.iter().map(element).collect()),
+        Value::Null => Ok(vec![]),
+        _ => Err(ParseError::Field("MsgBody")),
+    }
+}
+
+fn opt_str(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
 fn c2c(v: &Value) -> Result<C2cMessage, ParseError> {
-    let from = v["From_Account"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or(ParseError::Field("From_Account"))?;
-    let to = v["To_Account"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or(ParseError::Field("To_Account"))?;
-    let body = match &v["MsgBody"] {
-        Value::Array(a) => a.iter().map(element).collect(),
-        Value::Null => vec![],
-        _ => return Err(ParseError::Field("MsgBody")),
-    };
+    let from = account(v, "From_Account")?;
+    let to = account(v, "To_Account")?;
+    let body = body(v)?;
     Ok(C2cMessage {
         from: from.to_owned(),
         to: to.to_owned(),
@@ -318,10 +434,64 @@ fn c2c(v: &Value) -> Result<C2cMessage, ParseError> {
         send_result: int(&v["SendMsgResult"]),
         unread: int(&v["UnreadMsgNum"]),
         body,
-        cloud_custom_data: v["CloudCustomData"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
+        cloud_custom_data: opt_str(&v["CloudCustomData"]),
+        push: OfflinePush::from_value(&v["OfflinePushInfo"]),
+    })
+}
+
+fn recall(v: &Value) -> Result<Recall, ParseError> {
+    Ok(Recall {
+        from: account(v, "From_Account")?.to_owned(),
+        to: account(v, "To_Account")?.to_owned(),
+        msg_key: account(v, "MsgKey")?.to_owned(),
+        event_time_ms: int(&v["EventTime"]),
+    })
+}
+
+fn read_report(v: &Value) -> Result<ReadReport, ParseError> {
+    Ok(ReadReport {
+        reader: account(v, "Report_Account")?.to_owned(),
+        peer: account(v, "Peer_Account")?.to_owned(),
+        last_read_time: int(&v["LastReadTime"]).ok_or(ParseError::Field("LastReadTime"))?,
+        unread: int(&v["UnreadMsgNum"]),
+    })
+}
+
+fn group(v: &Value) -> Result<GroupMessage, ParseError> {
+    let mut at_all = false;
+    let mut at_accounts: Vec<String> = vec![];
+    match &v["GroupAtInfo"] {
+        Value::Array(a) => {
+            for at in a {
+                if int(&at["GroupAtAllFlag"]) == Some(1) {
+                    at_all = true;
+                } else if let Some(u) = opt_str(&at["GroupAt_Account"])
+                    && !at_accounts.contains(&u)
+                {
+                    at_accounts.push(u);
+                }
+            }
+        }
+        Value::Null => {}
+        _ => return Err(ParseError::Field("GroupAtInfo")),
+    }
+    Ok(GroupMessage {
+        group_id: account(v, "GroupId")?.to_owned(),
+        group_type: v["Type"].as_str().unwrap_or("").to_owned(),
+        group_name: opt_str(&v["GroupName"]),
+        topic_id: opt_str(&v["TopicId"]),
+        from: account(v, "From_Account")?.to_owned(),
+        msg_seq: int(&v["MsgSeq"])
+            .filter(|s| *s >= 0)
+            .ok_or(ParseError::Field("MsgSeq"))? as u64,
+        random: int(&v["Random"]).unwrap_or(0) as u64,
+        msg_time: int(&v["MsgTime"]).unwrap_or(0),
+        online_only: int(&v["OnlineOnlyFlag"]) == Some(1),
+        body: body(v)?,
+        cloud_custom_data: opt_str(&v["CloudCustomData"]),
+        push: OfflinePush::from_value(&v["OfflinePushInfo"]),
+        at_all,
+        at_accounts,
     })
 }
 
@@ -364,6 +534,9 @@ pub fn parse(command: Option<&str>, body: &[u8]) -> Result<Callback, ParseError>
         }
         "C2C.CallbackBeforeSendMsg" => Callback::C2cBeforeSend(c2c(&v)?),
         "C2C.CallbackAfterSendMsg" => Callback::C2cAfterSend(c2c(&v)?),
+        "C2C.CallbackAfterMsgWithDraw" => Callback::C2cRecall(recall(&v)?),
+        "C2C.CallbackAfterMsgReport" => Callback::C2cRead(read_report(&v)?),
+        "Group.CallbackAfterSendMsg" => Callback::GroupAfterSend(group(&v)?),
         other => Callback::Other(other.to_owned()),
     })
 }
@@ -470,8 +643,8 @@ mod tests {
         assert_eq!(v.text_summary(), "[语音] 3\" https://s/v.silk [语音] 2\"");
         assert_eq!(v.preview(), "[语音] [语音]");
         assert_eq!(
-            parse(Some("Group.CallbackAfterSendMsg"), b"{}").unwrap(),
-            Callback::Other("Group.CallbackAfterSendMsg".into())
+            parse(Some("Group.CallbackBeforeSendMsg"), b"{}").unwrap(),
+            Callback::Other("Group.CallbackBeforeSendMsg".into())
         );
         assert_eq!(parse(None, b"[1]").unwrap_err(), ParseError::NotJson);
         assert_eq!(parse(None, b"{").unwrap_err(), ParseError::NotJson);
@@ -487,5 +660,125 @@ mod tests {
             .unwrap_err(),
             ParseError::Field("EventTime")
         );
+    }
+
+    #[test]
+    fn offline_push_settings_are_read_and_custom_data_kept_apart() {
+        let m = r#"{"From_Account":"a","To_Account":"b","MsgKey":"1_2_3","MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"secret body"}}],"CloudCustomData":"{\"orderId\":1}","OfflinePushInfo":{"PushFlag":0,"Title":"t","Desc":" 您有一条新消息 ","Ext":"e"}}"#;
+        let Callback::C2cAfterSend(c) =
+            parse(Some("C2C.CallbackAfterSendMsg"), m.as_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c.push,
+            OfflinePush {
+                no_push: false,
+                desc: Some("您有一条新消息".into())
+            }
+        );
+        assert_eq!(c.cloud_custom_data.as_deref(), Some(r#"{"orderId":1}"#));
+        assert!(!c.preview().contains("orderId"));
+        let off = br#"{"From_Account":"a","To_Account":"b","OfflinePushInfo":{"PushFlag":"1","Desc":""}}"#;
+        let Callback::C2cAfterSend(c) = parse(Some("C2C.CallbackAfterSendMsg"), off).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c.push,
+            OfflinePush {
+                no_push: true,
+                desc: None
+            }
+        );
+    }
+
+    #[test]
+    fn recall_and_read_report_parse_as_documented() {
+        // 269/61697 (with EventTime) and the international page (with UnreadMsgNum).
+        let w = br#"{"CallbackCommand":"C2C.CallbackAfterMsgWithDraw","From_Account":"jared","To_Account":"Jonh","MsgKey":"48374_2837546_1557481126","EventTime":1670574414123,"UnreadMsgNum":7}"#;
+        let Callback::C2cRecall(r) = parse(None, w).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r,
+            Recall {
+                from: "jared".into(),
+                to: "Jonh".into(),
+                msg_key: "48374_2837546_1557481126".into(),
+                event_time_ms: Some(1670574414123),
+            }
+        );
+        assert_eq!(
+            r.idempotency_key(),
+            "jared|Jonh|48374_2837546_1557481126",
+            "the same key the message's after-send callback gives"
+        );
+        assert_eq!(
+            parse(
+                Some("C2C.CallbackAfterMsgWithDraw"),
+                br#"{"From_Account":"a","To_Account":"b"}"#
+            )
+            .unwrap_err(),
+            ParseError::Field("MsgKey")
+        );
+        let r = br#"{"CallbackCommand":"C2C.CallbackAfterMsgReport","Report_Account":"jared","Peer_Account":"Jonh","LastReadTime":"1614754606","EventTime":1670574414123,"UnreadMsgNum":7}"#;
+        let Callback::C2cRead(r) = parse(None, r).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r,
+            ReadReport {
+                reader: "jared".into(),
+                peer: "Jonh".into(),
+                last_read_time: 1614754606,
+                unread: Some(7),
+            }
+        );
+        assert_eq!(
+            parse(
+                Some("C2C.CallbackAfterMsgReport"),
+                br#"{"Report_Account":"a","Peer_Account":"b"}"#
+            )
+            .unwrap_err(),
+            ParseError::Field("LastReadTime")
+        );
+    }
+
+    #[test]
+    fn group_mentions_come_from_group_at_info_only() {
+        // 269/2661's sample: @all, @brennan, @lucy; the text's "@" names are never read.
+        let g = br#"{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":"@TGS#2J4SZEAEL","Type":"Public","From_Account":"jared","Operator_Account":"admin","Random":123456,"MsgSeq":123,"MsgId":"144115233406643804-1727580296-4026038328","MsgTime":1490686222,"OnlineOnlyFlag":0,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"@all @brennan @lucy @mallory red packet"}}],"CloudCustomData":"your cloud custom data","EventTime":"1670574414123","GroupAtInfo":[{"GroupAtAllFlag":1},{"GroupAtAllFlag":0,"GroupAt_Account":"brennan"},{"GroupAtAllFlag":"0","GroupAt_Account":"lucy"},{"GroupAtAllFlag":0,"GroupAt_Account":"brennan"}]}"#;
+        let Callback::GroupAfterSend(m) = parse(None, g).unwrap() else {
+            panic!()
+        };
+        assert!(m.at_all);
+        assert_eq!(m.at_accounts, ["brennan", "lucy"]);
+        assert_eq!(
+            (m.group_id.as_str(), m.from.as_str(), m.msg_seq, m.msg_time),
+            ("@TGS#2J4SZEAEL", "jared", 123, 1490686222)
+        );
+        assert_eq!(m.group_name, None);
+        assert_eq!(m.idempotency_key(), "group|@TGS#2J4SZEAEL||123");
+        assert_eq!(m.preview(), "@all @brennan @lucy @mallory red packet");
+        let plain = br#"{"GroupId":"g","From_Account":"a","MsgSeq":5,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"@bob hi"}}]}"#;
+        let Callback::GroupAfterSend(m) = parse(Some("Group.CallbackAfterSendMsg"), plain).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!m.at_all && m.at_accounts.is_empty());
+        for (body, field) in [
+            (&br#"{"From_Account":"a","MsgSeq":1}"#[..], "GroupId"),
+            (br#"{"GroupId":"g","From_Account":"a"}"#, "MsgSeq"),
+            (
+                br#"{"GroupId":"g","From_Account":"a","MsgSeq":1,"GroupAtInfo":{}}"#,
+                "GroupAtInfo",
+            ),
+        ] {
+            assert_eq!(
+                parse(Some("Group.CallbackAfterSendMsg"), body).unwrap_err(),
+                ParseError::Field(field)
+            );
+        }
     }
 }

@@ -840,8 +840,8 @@ async fn im_callbacks_are_authenticated_and_bad_input_is_refused() {
     let r = common::handlers::im::callback(&good, &w.app).await;
     assert_eq!(r.status, 200);
     let other = w.im_request(
-        "Group.CallbackAfterSendMsg",
-        &json!({"CallbackCommand": "Group.CallbackAfterSendMsg"}),
+        "Group.CallbackAfterNewMemberJoin",
+        &json!({"CallbackCommand": "Group.CallbackAfterNewMemberJoin"}),
     );
     let r = common::handlers::im::callback(&other, &w.app).await;
     assert_eq!(

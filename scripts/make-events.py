@@ -537,6 +537,22 @@ def build_im():
          "agent_bob answers the mini-program user in IM: delivered with the mini program's access token as a "
          "customer-service message, spending one of the 5 replies. Setup: the user entered the session and "
          "wrote (mp-safe-json-enter-session.json, mp-safe-json-kf-text.json).")
+    recalled = c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 4, "")
+    case("im-callback/c2c-agent-recall-oa.json",
+         im_event("C2C.CallbackAfterMsgWithDraw", {"CallbackCommand": "C2C.CallbackAfterMsgWithDraw",
+                                                     "From_Account": "agent_alice", "To_Account": OA_USER,
+                                                     "MsgKey": recalled["MsgKey"], "UnreadMsgNum": 0,
+                                                     "EventTime": TS * 1000 + 500}),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"},
+                    {"invoke": "im-callback/c2c-agent-reply-oa.json"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}, {"kind": "agent_notice", "status": "sent"}],
+          "custom_sends": 1, "im_sends": 2},
+         "agent_alice recalls in IM the answer already delivered (c2c-agent-reply-oa.json): WeChat cannot recall a "
+         "customer-service message, so she is told so in IM, once. A message recalled before it was sent (held "
+         "for its burst, or recalled before its own callback) is not sent: skipped, recalled_before_sent "
+         "(tests/tests/e2e/kf_recall.rs). Setup: the follower wrote, agent_alice answered.")
     case("im-callback/c2c-agent-reply-oa-unfollowed.json",
          im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 6, "还有其他问题吗？")),
          {"function": "im-callback", "status": 200, "body": IM_OK,

@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::config::AppKind;
 use crate::flows::plan::{Decision, Plan};
 use crate::obs;
-use crate::protocol::im::callback::{C2cMessage, Element};
+use crate::protocol::im::callback::{C2cMessage, Element, Recall};
 use crate::protocol::im::rest::OnlineStatus;
 use crate::protocol::wechat::allowance::{Opening, describe_secs};
 use crate::protocol::wechat::message::{Message, MessageKind};
@@ -437,6 +437,12 @@ pub enum ReplyDecision {
     OnlineOnlyNotForwarded,
     /// IM's retry of a callback already applied.
     DuplicateCallback,
+    /// An agent's recalled message, not yet sent: it will not be.
+    RecallWithdrawn,
+    /// An agent's recalled message, already sent to WeChat (which cannot recall it): told.
+    RecallTooLate,
+    /// An agent's recalled message that never reached WeChat anyway.
+    RecallNothingSent,
 }
 
 impl ReplyDecision {
@@ -451,7 +457,113 @@ impl ReplyDecision {
             ReplyDecision::TypingAlreadyShown => "typing_already_shown",
             ReplyDecision::OnlineOnlyNotForwarded => "online_only_not_forwarded",
             ReplyDecision::DuplicateCallback => "duplicate_callback",
+            ReplyDecision::RecallWithdrawn => "recall_withdrawn",
+            ReplyDecision::RecallTooLate => "recall_too_late",
+            ReplyDecision::RecallNothingSent => "recall_nothing_sent",
         }
+    }
+}
+
+/// The conversation an IM message from `from` to `to` belongs to, if `from` is an agent of an app
+/// with a conversation of `to`'s. The official account's conversations first: a follower's IM
+/// account is their openid, which never names a mini-program user's.
+async fn bridged_chat(
+    app: &App,
+    from: &str,
+    to: &str,
+) -> Result<Option<(AppKind, Conversation)>, StoreError> {
+    for kind in [AppKind::Oa, AppKind::Mp] {
+        if app.config.app(kind).is_none() || !is_agent(app, kind, from) {
+            continue;
+        }
+        if let Some(c) = conversation::get(&*app.store, Chat::of(kind, to)).await? {
+            return Ok(Some((kind, c)));
+        }
+    }
+    Ok(None)
+}
+
+/// An agent recalled a message in IM (`C2C.CallbackAfterMsgWithDraw`). Before it was sent to
+/// WeChat (held for its burst, or waiting for a retry) it is not sent: the reply ends `skipped`
+/// (`recalled_before_sent`), and a recall that comes before the message's own callback leaves it
+/// recorded so, so that the message is never sent when its callback comes. A message already
+/// sent (or being sent) cannot be recalled in WeChat, which has no recall for customer-service
+/// messages: the agent is told so, once.
+pub async fn on_recall(app: &App, r: &Recall) -> Result<Option<ReplyDecision>, StoreError> {
+    let Some((kind, conv)) = bridged_chat(app, &r.from, &r.to).await? else {
+        return Ok(None);
+    };
+    let id = outbox::id_for(&["kf", &r.idempotency_key()]);
+    let openid = conv.openid.clone().unwrap_or_else(|| r.to.clone());
+    let now = app.now();
+    // Twice: the message's callback, or a dispatcher, may act between the read and the write.
+    for _ in 0..2 {
+        let item = outbox::read(&*app.store, &id).await?;
+        let attempt = match &item {
+            None => {
+                let job = Job::CustomerService {
+                    app: kind,
+                    im_user: r.to.clone(),
+                    openid: openid.clone(),
+                    agent: r.from.clone(),
+                    text: String::new(),
+                    image_url: None,
+                };
+                outbox::ended(&id, &job, Status::Skipped, RECALLED, app.queueing())
+            }
+            Some(i) if i.status == Status::Queued => outbox::call_off(&id, RECALLED, now),
+            Some(i) if i.reason.as_deref() == Some(RECALLED) => {
+                return Ok(Some(ReplyDecision::DuplicateCallback));
+            }
+            Some(i) if matches!(i.status, Status::Sending | Status::Sent) => {
+                return recall_too_late(app, &id, &r.from, &who(kind, &openid), i).await;
+            }
+            // It never reached WeChat (skipped or failed), and its agent heard why.
+            Some(_) => return Ok(Some(ReplyDecision::RecallNothingSent)),
+        };
+        match app.store.write(attempt).await {
+            Ok(_) => {
+                obs::metric("AgentRepliesRecalled", &[], 1.0);
+                return Ok(Some(ReplyDecision::RecallWithdrawn));
+            }
+            Err(e) if e.is_condition_failed() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Unavailable(
+        "the recalled reply kept changing under the recall".into(),
+    ))
+}
+
+/// Why a reply ends when its agent recalled it before it was sent.
+pub const RECALLED: &str = "recalled_before_sent";
+
+async fn recall_too_late(
+    app: &App,
+    id: &str,
+    agent: &str,
+    who: &str,
+    item: &outbox::OutboxItem,
+) -> Result<Option<ReplyDecision>, StoreError> {
+    let when = match item.status {
+        Status::Sent => "was already delivered to WeChat",
+        _ => "was already being sent to WeChat",
+    };
+    let text = format!(
+        "Your recalled message to {who} {when}: WeChat cannot recall a customer-service message, so they still see it."
+    );
+    let notice = outbox::enqueue(
+        &outbox::id_for(&["agent_notice", "recall", id]),
+        &Job::AgentNotice {
+            to: agent.to_owned(),
+            text,
+        },
+        app.queueing(),
+    );
+    match app.store.transact(notice.writes().into()).await {
+        Ok(()) => Ok(Some(ReplyDecision::RecallTooLate)),
+        Err(e) if e.is_condition_failed() => Ok(Some(ReplyDecision::DuplicateCallback)),
+        Err(e) => Err(e),
     }
 }
 
@@ -462,19 +574,7 @@ pub async fn on_im_message(
     app: &App,
     msg: &C2cMessage,
 ) -> Result<Option<ReplyDecision>, StoreError> {
-    // The official account's conversations first: a follower's IM account is their openid,
-    // which never names a mini-program user's.
-    let mut found = None;
-    for kind in [AppKind::Oa, AppKind::Mp] {
-        if app.config.app(kind).is_none() || !is_agent(app, kind, &msg.from) {
-            continue;
-        }
-        if let Some(c) = conversation::get(&*app.store, Chat::of(kind, &msg.to)).await? {
-            found = Some((kind, c));
-            break;
-        }
-    }
-    let Some((kind, conv)) = found else {
+    let Some((kind, conv)) = bridged_chat(app, &msg.from, &msg.to).await? else {
         return Ok(None);
     };
     if msg.send_result.is_some_and(|r| r != 0) {

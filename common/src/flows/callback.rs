@@ -7,7 +7,7 @@ use crate::config::NotifyTrigger;
 use crate::flows::bridge::{self, ReplyDecision};
 use crate::flows::policy::{self, Decision as Notification};
 use crate::obs;
-use crate::protocol::im::callback::{C2cMessage, StateChange};
+use crate::protocol::im::callback::{C2cMessage, Recall, StateChange};
 use crate::records::{notify_window, presence};
 use crate::store::StoreError;
 
@@ -23,6 +23,8 @@ pub enum Decision {
     TriggerIsBeforeSend,
     /// A before-send callback that queues nothing: the message is allowed.
     Allowed,
+    /// A recall of a message the bridge did not carry.
+    RecallNotBridged,
 }
 
 impl Decision {
@@ -35,6 +37,7 @@ impl Decision {
             Decision::Notification(Notification::Skipped(_)) => "notification_skipped",
             Decision::TriggerIsBeforeSend => "trigger_is_before_send",
             Decision::Allowed => "allowed",
+            Decision::RecallNotBridged => "recall_not_bridged",
         }
     }
 }
@@ -75,6 +78,20 @@ pub async fn after_send(app: &App, m: &C2cMessage) -> Result<Decision, StoreErro
         return Ok(Decision::TriggerIsBeforeSend);
     }
     Ok(Decision::Notification(policy::on_message(app, m).await?))
+}
+
+/// `C2C.CallbackAfterMsgWithDraw`: an agent's recalled reply to a bridged user (see
+/// [`bridge::on_recall`]); any other recall changes nothing here.
+pub async fn recall(app: &App, r: &Recall) -> Result<Decision, StoreError> {
+    match bridge::on_recall(app, r).await? {
+        Some(d) => {
+            if d == ReplyDecision::DuplicateCallback {
+                obs::metric("DedupeHits", &[("Source", "im")], 1.0);
+            }
+            Ok(Decision::Reply(d))
+        }
+        None => Ok(Decision::RecallNotBridged),
+    }
 }
 
 /// `C2C.CallbackBeforeSendMsg`: queues the notification when that is the configured trigger.

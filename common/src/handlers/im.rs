@@ -95,7 +95,11 @@ pub async fn callback(req: &Request, app: &App) -> Response {
                 }
                 return ok();
             }
-            Callback::C2cRecall(_) | Callback::C2cRead(_) | Callback::GroupAfterSend(_) => {
+            Callback::C2cRecall(r) => (
+                "C2C.CallbackAfterMsgWithDraw",
+                flows::callback::recall(app, &r).await,
+            ),
+            Callback::C2cRead(_) | Callback::GroupAfterSend(_) => {
                 info!(command = ?req.query("CallbackCommand"), decision = "acknowledged_unhandled");
                 return ok();
             }

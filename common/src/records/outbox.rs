@@ -541,6 +541,24 @@ pub fn ended(id: &str, job: &Job, status: Status, reason: &str, q: Queueing) -> 
     Write::put(Table::Outbox, item).when(Cond::NotExists)
 }
 
+/// Ends a job that is called off before any dispatcher took it (an agent recalled the message it
+/// would send): only while it is still `queued`, so a job already being sent is never ended under
+/// its dispatcher.
+pub fn call_off(id: &str, reason: &str, now: i64) -> Write {
+    Write::update(
+        Table::Outbox,
+        &keys::outbox(id),
+        keys::ONE,
+        vec![
+            Update::set(STATUS, Status::Skipped.as_str()),
+            Update::set(REASON, reason),
+            Update::set(UPDATED_AT, now),
+            Update::set(FINISHED_AT, now),
+        ],
+    )
+    .when(Cond::eq(STATUS, Status::Queued.as_str()))
+}
+
 /// The stored item, as it is (for state dumps and tests).
 pub async fn get(store: &dyn Store, id: &str) -> Result<Option<Item>, StoreError> {
     store.get(Table::Outbox, &keys::outbox(id), keys::ONE).await

@@ -11,6 +11,7 @@ mod kf_allowance;
 mod kf_burst;
 mod kf_media;
 mod kf_mp;
+mod kf_recall;
 mod notify;
 mod oa;
 mod sample_events;

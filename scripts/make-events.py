@@ -537,6 +537,22 @@ def build_im():
          "agent_bob answers the mini-program user in IM: delivered with the mini program's access token as a "
          "customer-service message, spending one of the 5 replies. Setup: the user entered the session and "
          "wrote (mp-safe-json-enter-session.json, mp-safe-json-kf-text.json).")
+    typing = c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 10, "")
+    typing["OnlineOnlyFlag"] = 1
+    typing["MsgBody"] = [{"MsgType": "TIMCustomElem", "MsgContent": {
+        "Data": "{\"businessID\":\"user_typing_status\",\"typingStatus\":1,\"version\":1,\"userAction\":14,\"actionParam\":\"EIMAMSG_InputStatus_Ing\"}",
+        "Desc": "", "Ext": ""}}]
+    case("im-callback/c2c-agent-typing-oa.json", im_event("C2C.CallbackAfterSendMsg", typing),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"},
+                    {"invoke": "im-callback/c2c-agent-reply-oa.json"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}, {"kind": "kf_typing", "status": "sent"}],
+          "custom_sends": 1},
+         "agent_alice types in TUIKit (an online-only TIMCustomElem, businessID user_typing_status): the follower "
+         "sees WeChat's typing state (custom/typing), asked for because a message was exchanged within 30 s and "
+         "none was asked for within 15 s; never a customer-service message. Setup: the follower wrote, "
+         "agent_alice answered.")
     recalled = c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 4, "")
     case("im-callback/c2c-agent-recall-oa.json",
          im_event("C2C.CallbackAfterMsgWithDraw", {"CallbackCommand": "C2C.CallbackAfterMsgWithDraw",

@@ -650,7 +650,8 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
             s.exchanged.insert(to.to_owned(), now);
             wx_error(0, "ok")
         }
-        "/cgi-bin/message/custom/typing" => {
+        // The official account's and the mini program's typing state follow the same rules.
+        "/cgi-bin/message/custom/typing" | "/cgi-bin/message/custom/business/typing" => {
             if !token_ok(&s) {
                 return wx_error(
                     40001,

@@ -581,11 +581,7 @@ pub async fn on_im_message(
         return Ok(Some(ReplyDecision::AgentMessageNotDeliveredInIm));
     }
     if msg.online_only {
-        if kind == AppKind::Mp {
-            obs::metric("OnlineOnlyNotForwarded", &[], 1.0);
-            return Ok(Some(ReplyDecision::OnlineOnlyNotForwarded));
-        }
-        return on_online_only(app, msg, &conv).await.map(Some);
+        return on_online_only(app, kind, msg, &conv).await.map(Some);
     }
     let id = outbox::id_for(&["kf", &msg.idempotency_key()]);
     let openid = conv.openid.clone().unwrap_or_else(|| msg.to.clone());
@@ -663,6 +659,7 @@ pub async fn on_im_message(
 /// retried; everything else online-only is dropped.
 async fn on_online_only(
     app: &App,
+    kind: AppKind,
     msg: &C2cMessage,
     conv: &Conversation,
 ) -> Result<ReplyDecision, StoreError> {
@@ -689,9 +686,14 @@ async fn on_online_only(
         Job,
     }
     let mut txn = Txn::new();
-    txn.named(Guard::Typing, conversation::typing(Chat::oa(&msg.to), now));
+    txn.named(
+        Guard::Typing,
+        conversation::typing(Chat::of(kind, &msg.to), now),
+    );
     let job = Job::Typing {
-        openid: msg.to.clone(),
+        app: kind,
+        im_user: msg.to.clone(),
+        openid: conv.openid.clone().unwrap_or_else(|| msg.to.clone()),
         agent: msg.from.clone(),
     };
     let id = outbox::id_for(&["typing", &msg.idempotency_key()]);

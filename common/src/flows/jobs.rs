@@ -56,7 +56,12 @@ pub async fn perform(app: &App, item: &OutboxItem) -> Result<Delivery, StoreErro
     match &item.job {
         Job::Send(s) => admin_send(app, item, s).await,
         Job::CustomerService { .. } => replies(app, std::slice::from_ref(item)).await,
-        Job::Typing { openid, .. } => typing(app, item, openid).await,
+        Job::Typing {
+            app: kind,
+            im_user,
+            openid,
+            ..
+        } => typing(app, item, Chat::of(*kind, im_user), openid).await,
         Job::Import { .. } | Job::Delete { .. } | Job::Forward { .. } | Job::AgentNotice { .. } => {
             im_job(app, item).await
         }
@@ -684,20 +689,29 @@ async fn give_back(
 /// WeChat's typing state for a follower. It means something only for the 15 s it lasts, so it is
 /// tried once: a job that waited longer is skipped, and any failure is recorded, never retried
 /// (no agent notice: nothing the agent wrote was lost).
-async fn typing(app: &App, item: &OutboxItem, openid: &str) -> Result<Delivery, StoreError> {
+async fn typing(
+    app: &App,
+    item: &OutboxItem,
+    chat: Chat<'_>,
+    openid: &str,
+) -> Result<Delivery, StoreError> {
     let quiet = |status, reason: String| async move {
         end(app, item, status, Some(&reason), Results::default()).await
     };
     if app.now() - item.created_at >= conversation::TYPING_SECS {
         return quiet(Status::Skipped, "stale".into()).await;
     }
-    if follower_status(app, openid).await? != Some(ConvStatus::Active) {
+    let status = conversation::get(&*app.store, chat)
+        .await?
+        .and_then(|c| c.status);
+    if status != Some(ConvStatus::Active) {
         return quiet(Status::Skipped, "conversation_not_active".into()).await;
     }
     let api = &app.wechat;
+    let kind = chat.app;
     let result = app
-        .wechat_call(AppKind::Oa, |token| async move {
-            api.typing(&token, openid, "Typing").await
+        .wechat_call(kind, |token| async move {
+            api.typing(&token, kind, openid, "Typing").await
         })
         .await;
     match result {

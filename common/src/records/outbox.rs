@@ -198,6 +198,8 @@ pub enum Job {
     },
     /// WeChat's typing state for a follower, while their agent types in IM (never retried).
     Typing {
+        app: AppKind,
+        im_user: String,
         openid: String,
         agent: String,
     },
@@ -277,7 +279,14 @@ impl Job {
                 a.push(("to", Attr::from(to.as_str())));
                 a.push(("text", Attr::from(text.as_str())));
             }
-            Job::Typing { openid, agent } => {
+            Job::Typing {
+                app,
+                im_user,
+                openid,
+                agent,
+            } => {
+                a.push(("app", Attr::from(app.as_str())));
+                a.push(("im_user", Attr::from(im_user.as_str())));
                 a.push(("openid", Attr::from(openid.as_str())));
                 a.push(("agent", Attr::from(agent.as_str())));
             }
@@ -329,6 +338,8 @@ impl Job {
                 text: read::opt_s(i, "text").unwrap_or_default(),
             },
             Kind::Typing => Job::Typing {
+                app: read::app(i, "app").unwrap_or(AppKind::Oa),
+                im_user: read::opt_s(i, "im_user").map_or_else(|| read::s(i, "openid"), Ok)?,
                 openid: read::s(i, "openid")?,
                 agent: read::opt_s(i, "agent").unwrap_or_default(),
             },
@@ -832,6 +843,8 @@ mod tests {
                 text: "t".into(),
             },
             Job::Typing {
+                app: AppKind::Oa,
+                im_user: "o1".into(),
                 openid: "o1".into(),
                 agent: "a".into(),
             },

@@ -11,7 +11,7 @@ use serde_json::json;
 use wxim_tests::BACKENDS;
 use wxim_tests::harness::{CUSTOMER, MP_OPENID, Options, World};
 
-use super::oa::{CUSTOM, SENDMSG, T0};
+use super::oa::{CUSTOM, SENDMSG, T0, agent_types};
 
 const MP_APPID: &str = "wx1234567890abcdef";
 
@@ -174,4 +174,26 @@ async fn without_mini_program_agents_its_messages_are_only_acknowledged() {
     write(&w, "oMpUser00000000000000000002", 1, "hello").await;
     assert!(forwards(&w).is_empty());
     assert!(w.outbox().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_typing_shows_the_mini_programs_typing_state() {
+    for b in BACKENDS {
+        let w = World::new(world(b)).await;
+        w.bind(CUSTOMER, MP_OPENID).await;
+        enter(&w, MP_OPENID, "").await;
+        write(&w, MP_OPENID, 1, "在吗").await;
+        // The stand-in grants typing only within 30 s of an exchange, as WeChat does.
+        w.wechat.user_wrote(MP_OPENID);
+        agent_types(&w, "agent_bob", CUSTOMER).await;
+        let typing = w.wechat.requests("/cgi-bin/message/custom/business/typing");
+        assert_eq!(typing.len(), 1, "{b:?}");
+        assert_eq!(
+            typing[0].body,
+            json!({"touser": MP_OPENID, "command": "Typing"})
+        );
+        assert_eq!(w.wechat.count("/cgi-bin/message/custom/typing"), 0, "{b:?}");
+        assert_eq!(w.outbox_of("kf_typing").await[0].s("status"), Some("sent"));
+        assert_eq!(w.wechat.count(CUSTOM), 0, "{b:?}: never a message");
+    }
 }

@@ -1331,7 +1331,7 @@ async fn without_agents_a_followers_message_is_kept_and_nothing_is_promised() {
 const TYPING: &str = "/cgi-bin/message/custom/typing";
 
 /// TUIKit's typing indicator from an agent, as IM's after-send callback reports it.
-async fn agent_types(w: &World, agent: &str, to: &str) -> serde_json::Value {
+pub(super) async fn agent_types(w: &World, agent: &str, to: &str) -> serde_json::Value {
     let mut m = w.c2c(agent, to, "");
     m["OnlineOnlyFlag"] = json!(1);
     m["MsgBody"] = json!([{"MsgType": "TIMCustomElem", "MsgContent": {"Data": "{\"businessID\":\"user_typing_status\",\"typingStatus\":1,\"version\":1,\"userAction\":14,\"actionParam\":\"EIMAMSG_InputStatus_Ing\"}", "Desc": "", "Ext": ""}}]);

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::protocol::secret::Secret;
+use crate::protocol::wechat::app::AppKind;
 
 pub mod transport;
 
@@ -315,9 +316,20 @@ impl WechatApi {
     /// The official account's typing state towards a follower (`command` is `Typing` or
     /// `CancelTyping`): 45080 when no message was exchanged with them in the last 30 s, 45081
     /// when they already see it (it lasts 15 s).
-    pub async fn typing(&self, token: &str, openid: &str, command: &str) -> Result<(), ApiError> {
+    pub async fn typing(
+        &self,
+        token: &str,
+        app: AppKind,
+        openid: &str,
+        command: &str,
+    ) -> Result<(), ApiError> {
+        // The mini program's is `custom/business/typing`, with the same body and rules.
+        let path = match app {
+            AppKind::Oa => "/cgi-bin/message/custom/typing",
+            AppKind::Mp => "/cgi-bin/message/custom/business/typing",
+        };
         self.call(
-            self.with_token("/cgi-bin/message/custom/typing", token)
+            self.with_token(path, token)
                 .json(&serde_json::json!({ "touser": openid, "command": command })),
         )
         .await

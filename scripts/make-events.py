@@ -262,7 +262,7 @@ def build():
     case("wechat-event/mp-safe-json-enter-session.json", sign(wechat_event("POST", "mp", body), "safe", "100010"),
          {"function": "wechat-event", "status": 200, "body": "success", "config": mp_kf,
           "items": [mp_conv | {"status": "active", "agent": "agent_bob", "openid": MP_USER,
-                               "allowance_by": "mp_session", "allowance_left": 2, "allowance_until": TS + 60,
+                               "allowance_by": "mp_session", "allowance_left": 2,
                                "session_from": "order:42"}],
           "outbox": [{"kind": "im_import", "status": "sent"}]},
          "With IM_AGENT_ACCOUNTS_MP=agent_bob: a mini-program user taps <button open-type=\"contact\" "
@@ -274,7 +274,7 @@ def build():
     case("wechat-event/mp-safe-json-kf-text.json", sign(wechat_event("POST", "mp", body), "safe", "100011"),
          {"function": "wechat-event", "status": 200, "body": "success", "config": mp_kf,
           "setup": [{"invoke": "wechat-event/mp-safe-json-enter-session.json"}],
-          "items": [mp_conv | {"allowance_by": "mp_message", "allowance_left": 5, "allowance_until": TS + 172800}],
+          "items": [mp_conv | {"allowance_by": "mp_message", "allowance_left": 5}],
           "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"}],
           "im_sends": 1},
          "The user's first message in the session: forwarded to agent_bob in IM from the user's IM account, "
@@ -310,14 +310,14 @@ def build():
     case("wechat-event/oa-safe-xml-scan.json",
          sign(wechat_event("POST", "oa", oa_event("SCAN", [("EventKey", "campaign42"), ("Ticket", "gQH47joAAAAAAAAAASxodHRw")])), "safe", "200102"),
          {"function": "wechat-event", "status": 200, "body": "success",
-          "items": [conv | {"allowance_by": "scan", "allowance_left": 3, "allowance_until": TS + 60}],
+          "items": [conv | {"allowance_by": "scan", "allowance_left": 3}],
           "outbox": []},
          "An existing follower scans a parametric QR code: nothing is forwarded, but WeChat now allows 3 "
          "customer-service replies within 1 minute, recorded on the conversation (replacing the allowance in force).")
     case("wechat-event/oa-safe-xml-menu-click.json",
          sign(wechat_event("POST", "oa", oa_event("CLICK", [("EventKey", "V1001_CONTACT_US")])), "safe", "200103"),
          {"function": "wechat-event", "status": 200, "body": "success",
-          "items": [conv | {"allowance_by": "menu", "allowance_left": 3, "allowance_until": TS + 60}],
+          "items": [conv | {"allowance_by": "menu", "allowance_left": 3}],
           "outbox": []},
          "A follower clicks a menu item (CLICK; scancode_push and scancode_waitmsg count the same): WeChat "
          "allows 3 customer-service replies within 1 minute, recorded on the conversation.")
@@ -583,13 +583,89 @@ def build_im():
          "(skipped, follower_unfollowed) and agent_alice is told in IM by the admin account that the follower "
          "has left. Setup: the follower wrote (oa-safe-xml-text.json), then unfollowed "
          "(oa-safe-xml-unsubscribe.json).")
+    group = lambda seq, text, at: {"CallbackCommand": "Group.CallbackAfterSendMsg", "GroupId": "@TGS#2J4SZEAEL",
+                                   "Type": "Public", "From_Account": seller, "Operator_Account": seller,
+                                   "Random": 123456 + seq, "MsgSeq": seq, "MsgTime": TS, "OnlineOnlyFlag": 0,
+                                   "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": text}}],
+                                   "CloudCustomData": "", "EventTime": "1670574414123", **({"GroupAtInfo": at} if at else {})}
     case("im-callback/group-after-send.json",
-         im_event("Group.CallbackAfterSendMsg", {"CallbackCommand": "Group.CallbackAfterSendMsg", "GroupId": "@TGS#2J4SZEAEL",
-                                                  "Type": "Public", "From_Account": seller, "MsgSeq": 123,
-                                                  "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hi"}}],
-                                                  "EventTime": "1670574414123"}),
+         im_event("Group.CallbackAfterSendMsg", group(123, "@customer_lin hi", None)),
          {"function": "im-callback", "status": 200, "body": IM_OK, "nothing_stored": True},
-         "A command this service does not handle: acknowledged with the OK body, nothing stored.")
+         "A group message that @-mentions nobody (no GroupAtInfo; an \"@name\" in the text is not a mention): "
+         "acknowledged with the OK body, nobody notified, nothing stored.")
+    members = {"group": {"id": "@TGS#2J4SZEAEL", "type": "Public", "name": "周末徒步群",
+                         "members": [seller, customer, "member_003"]}}
+    case("im-callback/group-at-mention.json",
+         im_event("Group.CallbackAfterSendMsg",
+                  group(124, "@林 请确认收货地址", [{"GroupAtAllFlag": 0, "GroupAt_Account": customer}])),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup + [members],
+          "outbox": [{"kind": "notify", "status": "sent"}], "sends": 1,
+          "send_data": {"thing1": {"value": f"{seller}（周末徒步群）"}, "thing2": {"value": "@林 请确认收货地址"}}},
+         "A group message that @-mentions customer_lin (GroupAtInfo's GroupAt_Account): notified like a "
+         "one-to-one message from the sender (bound, offline, a credit), named with the group's name from "
+         "get_group_info (the callback carries none). Setup as c2c-after-send-offline.json, and the IM "
+         "stand-in knows the group.")
+    at_all = group(125, "@all 今晚八点直播", [{"GroupAtAllFlag": 1}])
+    case("im-callback/group-at-all-off.json", im_event("Group.CallbackAfterSendMsg", at_all),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup + [members],
+          "outbox": [], "sends": 0},
+         "@all (GroupAtAllFlag 1) with NOTIFY_GROUP_AT_ALL off (the default): nobody is notified "
+         "(logged as at_all_off) and IM is not asked for the members.")
+    case("im-callback/group-at-all.json", im_event("Group.CallbackAfterSendMsg", dict(at_all, MsgSeq=126)),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup + [members],
+          "config": {"NOTIFY_GROUP_AT_ALL": "true"},
+          "outbox": [{"kind": "notify", "status": "sent"}], "sends": 1},
+         "@all with NOTIFY_GROUP_AT_ALL=true: the members IM lists (get_group_member_info) are notified "
+         "under the usual rules; here only customer_lin is bound (the sender is never notified, "
+         "member_003 is not bound). Setup also gives the IM stand-in the group's members.")
+    push = lambda seq, text, info: c2c("C2C.CallbackAfterSendMsg", seller, customer, seq, text) | {"OfflinePushInfo": info}
+    case("im-callback/c2c-push-flag-off.json",
+         im_event("C2C.CallbackAfterSendMsg", push(7, "内部备注", {"PushFlag": 1})),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup, "outbox": [], "sends": 0},
+         "A message whose sender set OfflinePushInfo.PushFlag 1 (no offline push): nothing is queued "
+         "(logged as push_disabled_by_sender).")
+    case("im-callback/c2c-push-desc.json",
+         im_event("C2C.CallbackAfterSendMsg",
+                  push(8, "订单 SO-2023-1114 的完整明细……", {"PushFlag": 0, "Title": "新消息", "Desc": "您有一条订单消息"})
+                  | {"CloudCustomData": "{\"orderId\":\"SO-2023-1114\"}"}),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": notify_setup,
+          "outbox": [{"kind": "notify", "status": "sent"}], "sends": 1,
+          "send_data": {"thing2": {"value": "您有一条订单消息"}}},
+         "OfflinePushInfo.Desc is the preview instead of the text (still shaped by the keyword's type); "
+         "CloudCustomData is never shown.")
+    queued_setup = notify_setup + [{"handler": "im-callback/c2c-after-send-offline.json"}]
+    case("im-callback/c2c-read-report.json",
+         im_event("C2C.CallbackAfterMsgReport",
+                  {"CallbackCommand": "C2C.CallbackAfterMsgReport", "Report_Account": customer,
+                   "Peer_Account": seller, "LastReadTime": TS, "EventTime": TS * 1000, "UnreadMsgNum": 0}),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": queued_setup,
+          "outbox": [{"kind": "notify", "status": "skipped", "reason": "read"}], "sends": 0},
+         "A read report (C2C.CallbackAfterMsgReport): customer_lin read the conversation with shop_support up "
+         "to LastReadTime on another device, so the notification c2c-after-send-offline.json queued (setup runs "
+         "that callback's handler alone) ends skipped (read) and nothing is sent.")
+    case("im-callback/c2c-recall.json",
+         im_event("C2C.CallbackAfterMsgWithDraw",
+                  {"CallbackCommand": "C2C.CallbackAfterMsgWithDraw", "From_Account": seller, "To_Account": customer,
+                   "MsgKey": f"1_2837547_{TS}", "EventTime": TS * 1000, "UnreadMsgNum": 0}),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": queued_setup,
+          "outbox": [{"kind": "notify", "status": "skipped", "reason": "recalled"}], "sends": 0},
+         "A recall (C2C.CallbackAfterMsgWithDraw) of the message c2c-after-send-offline.json carries (its MsgKey): "
+         "the notification it queued (setup runs that handler alone) ends skipped (recalled), nothing is sent.")
+    push_online = [{"bind": [customer, MP_USER]}, {"invoke": "wechat-event/mp-plain-json-popup-accept.json"},
+                   {"online": [customer, "PushOnline"]}]
+    case("im-callback/c2c-push-online.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", seller, customer, 9, "到货了")),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": push_online,
+          "outbox": [{"kind": "notify", "status": "skipped", "reason": "recipient_online"}], "sends": 0},
+         "No presence from callbacks, and query_online_status says PushOnline (a native app the vendor push "
+         "channel reaches): with NOTIFY_PUSH_ONLINE=online (the default) that counts as online, so no WeChat "
+         "notification (IM's own offline push tells them).")
+    case("im-callback/c2c-push-online-as-offline.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", seller, customer, 10, "到货了")),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "setup": push_online,
+          "config": {"NOTIFY_PUSH_ONLINE": "offline"},
+          "outbox": [{"kind": "notify", "status": "sent"}], "sends": 1},
+         "The same with NOTIFY_PUSH_ONLINE=offline: PushOnline counts as offline and the subscribe message is sent.")
     case("im-callback/bad-sign.json", im_event("State.StateChange", state("Login", "Register", TS), sign_with="wrong"),
          {"function": "im-callback", "status": 401, "error": "bad_sign", "nothing_stored": True},
          "Sign made with another token: 401, nothing stored.")

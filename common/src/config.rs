@@ -45,6 +45,13 @@ pub struct NotifyConfig {
     /// Local-time window (minutes after midnight, start..end, may wrap midnight) in which
     /// notifications are held back (recorded as skipped) instead of sent.
     pub quiet_hours: Option<(u32, u32)>,
+    /// `query_online_status`'s `PushOnline` (a native app the vendor push channel reaches)
+    /// counts as online (`NOTIFY_PUSH_ONLINE=online`): IM's own offline push tells the user.
+    pub push_online_is_online: bool,
+    /// A group message that @-mentions everyone notifies the group's members
+    /// (`NOTIFY_GROUP_AT_ALL`), at most `group_at_all_max` of them.
+    pub group_at_all: bool,
+    pub group_at_all_max: i64,
 }
 
 impl NotifyConfig {
@@ -425,6 +432,26 @@ impl Config {
                 ConfigError::new("NOTIFY_QUIET_HOURS", "must look like 22:00-08:00")
             })?),
         };
+        let push_online_is_online = match env.opt("NOTIFY_PUSH_ONLINE").as_deref().map(str::trim) {
+            None | Some("online") => true,
+            Some("offline") => false,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "NOTIFY_PUSH_ONLINE",
+                    "must be online or offline",
+                ));
+            }
+        };
+        let group_at_all = match env.opt("NOTIFY_GROUP_AT_ALL").as_deref().map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "NOTIFY_GROUP_AT_ALL",
+                    "must be true or false",
+                ));
+            }
+        };
         Ok(Some(NotifyConfig {
             app,
             template_id: template_id.trim().to_owned(),
@@ -437,6 +464,9 @@ impl Config {
             timezone_name,
             trigger,
             quiet_hours,
+            push_online_is_online,
+            group_at_all,
+            group_at_all_max: env.int("NOTIFY_GROUP_AT_ALL_MAX", 100, 1, 6000)?,
         }))
     }
 
@@ -611,6 +641,37 @@ mod tests {
     }
 
     #[test]
+    fn push_online_and_at_all_choices() {
+        let notify = [
+            ("NOTIFY_TEMPLATE_ID", "tpl"),
+            ("NOTIFY_DATA", r#"{"thing1":"{sender}"}"#),
+        ];
+        let n = cfg(&notify).unwrap().notify.unwrap();
+        assert!(n.push_online_is_online && !n.group_at_all);
+        assert_eq!(n.group_at_all_max, 100);
+        let mut v = notify.to_vec();
+        v.extend([
+            ("NOTIFY_PUSH_ONLINE", "offline"),
+            ("NOTIFY_GROUP_AT_ALL", "true"),
+            ("NOTIFY_GROUP_AT_ALL_MAX", "300"),
+        ]);
+        let n = cfg(&v).unwrap().notify.unwrap();
+        assert!(!n.push_online_is_online && n.group_at_all);
+        assert_eq!(n.group_at_all_max, 300);
+        for (var, bad) in [
+            ("NOTIFY_PUSH_ONLINE", "sometimes"),
+            ("NOTIFY_GROUP_AT_ALL", "yes"),
+            ("NOTIFY_GROUP_AT_ALL_MAX", "-5"),
+        ] {
+            let mut v = notify.to_vec();
+            v.push((var, bad));
+            let e = cfg(&v).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(!e.to_string().contains(bad), "{e}");
+        }
+    }
+
+    #[test]
     fn full_app_with_non_canonical_key() {
         let mut v = MP.to_vec();
         v.push((
@@ -678,6 +739,9 @@ mod tests {
             timezone_name: "Asia/Shanghai".into(),
             trigger: NotifyTrigger::AfterSend,
             quiet_hours: quiet,
+            push_online_is_online: true,
+            group_at_all: false,
+            group_at_all_max: 100,
         }
     }
 

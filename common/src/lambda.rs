@@ -2,6 +2,7 @@
 //! and `wxim invoke` convert through here, so an API Gateway event means the same thing in all
 //! three places.
 
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_http::{Body, RequestExt, request::RequestContext};
 
 use crate::app::App;
@@ -45,6 +46,63 @@ fn started(
             Err(Box::new(e))
         }
     }
+}
+
+/// The Lambda loop of an API function: each API Gateway event (HTTP API payload v2) becomes the
+/// handlers' [`Request`], `handler`'s [`Response`] goes back as API Gateway's answer.
+///
+/// This is `lambda_http::run` with one step before the conversion: lambda_http 1.3 panics on an
+/// event whose request line does not make a URI or whose base64 body is not (see
+/// [`convertible`]), and in a release build (`panic = "abort"`) that takes the whole instance
+/// down. Such an event is answered 400 `bad_event` instead, and the instance goes on.
+pub async fn serve<F, Fut>(app: &'static App, handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request, &'static App) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let handler = &|req| handler(req, app);
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(
+        move |ev: lambda_http::LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            Ok::<_, std::convert::Infallible>(answer(ev, handler).await)
+        },
+    ))
+    .await
+}
+
+async fn answer<F, Fut>(
+    ev: lambda_http::LambdaEvent<ApiGatewayV2httpRequest>,
+    handler: &F,
+) -> ApiGatewayV2httpResponse
+where
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let lambda_http::LambdaEvent { payload, context } = ev;
+    if let Err(why) = convertible(&payload) {
+        tracing::warn!(request_id = %context.request_id, decision = "bad_event", reason = %why);
+        return gateway_answer(Response::error(400, "bad_event", &why));
+    }
+    let req: lambda_http::Request =
+        lambda_http::request::LambdaRequest::ApiGatewayV2(payload).into();
+    let req = req.with_lambda_context(context);
+    gateway_answer(handler(request(req)).await)
+}
+
+/// A handler response as API Gateway takes it (what [`respond`] builds, in payload v2 form).
+fn gateway_answer(resp: Response) -> ApiGatewayV2httpResponse {
+    let resp = respond(resp);
+    let mut out = ApiGatewayV2httpResponse::default();
+    out.status_code = i64::from(resp.status().as_u16());
+    out.headers = resp.headers().clone();
+    match resp.into_body() {
+        Body::Empty => {}
+        b @ Body::Text(_) => out.body = Some(b),
+        b => {
+            out.is_base64_encoded = true;
+            out.body = Some(b);
+        }
+    }
+    out
 }
 
 /// Converts an API Gateway request (HTTP API payload v2) into the handlers' request.
@@ -117,7 +175,9 @@ pub fn respond(resp: Response) -> lambda_http::Response<Body> {
 
 /// Parses an API Gateway event file (as `cargo lambda invoke --data-file` would send it).
 pub fn parse_event(json: &str) -> Result<Request, String> {
-    convertible(json)?;
+    let ev: ApiGatewayV2httpRequest = serde_json::from_str(json)
+        .map_err(|e| format!("not an API Gateway HTTP API (payload v2) event: {e}"))?;
+    convertible(&ev)?;
     let req = lambda_http::request::from_str(json)
         .map_err(|e| format!("not an API Gateway HTTP API (payload v2) event: {e}"))?;
     let mut r = request(req);
@@ -133,13 +193,10 @@ pub fn parse_event(json: &str) -> Result<Request, String> {
 /// fuzz/fuzz_targets/lambda_event.rs; upstream aws-lambda-rust-runtime#461). An event file is
 /// refused here first, with what is wrong, instead of aborting `wxim invoke`. The checks
 /// rebuild the URI exactly as lambda_http's conversion does.
-fn convertible(json: &str) -> Result<(), String> {
+fn convertible(ev: &ApiGatewayV2httpRequest) -> Result<(), String> {
     use base64::Engine as _;
-    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
     use lambda_http::http;
 
-    let ev: ApiGatewayV2httpRequest = serde_json::from_str(json)
-        .map_err(|e| format!("not an API Gateway HTTP API (payload v2) event: {e}"))?;
     if ev.is_base64_encoded
         && let Some(body) = &ev.body
         && base64::engine::general_purpose::STANDARD
@@ -262,6 +319,44 @@ mod tests {
         ] {
             let e = parse_event(&ev).expect_err(what);
             assert!(!e.is_empty(), "{what}");
+            // The function binaries' loop answers the same event 400, without calling the
+            // handler and without the panic that would abort the instance.
+            let payload = serde_json::from_str(&ev).unwrap();
+            let ev = lambda_http::LambdaEvent::new(payload, lambda_http::Context::default());
+            let out = futures_executor(answer(ev, &|_| async { panic!("not called") }));
+            assert_eq!(out.status_code, 400, "{what}");
+            let Some(Body::Text(body)) = out.body else {
+                panic!("{what}: a text body")
+            };
+            assert!(body.contains("\"bad_event\""), "{what}: {body}");
         }
+    }
+
+    #[test]
+    fn the_functions_loop_hands_a_good_event_to_the_handler_and_its_answer_back() {
+        let ev = event(
+            "/wechat/mp",
+            "echostr=42",
+            serde_json::json!({"host": "example.com"}),
+            ("", false),
+        );
+        let ev = lambda_http::LambdaEvent::new(
+            serde_json::from_str(&ev).unwrap(),
+            lambda_http::Context::default(),
+        );
+        let out = futures_executor(answer(ev, &|req: Request| async move {
+            assert_eq!(req.path, "/wechat/mp");
+            Response::text(200, req.query("echostr").unwrap_or(""))
+        }));
+        assert_eq!(out.status_code, 200);
+        assert!(!out.is_base64_encoded);
+        assert!(matches!(out.body, Some(Body::Text(b)) if b == "42"));
+    }
+
+    fn futures_executor<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 }

@@ -140,8 +140,12 @@ struct Shared {
     /// IM: the one-to-one messages delivered, keyed as IM deduplicates them: (from, to,
     /// MsgRandom, MsgTime). A resend is the same message only within the same second
     /// (reference §3.2), so a late retry is delivered again, as on the real service.
-    delivered: HashMap<(String, String, u64, i64), String>,
+    delivered: HashMap<MessageId, (String, Value)>,
     allow_delete: bool,
+    /// IM: groups by id: their type (`Public`, `Work`, `Community`, …) and members in join order.
+    groups: HashMap<String, (String, Vec<String>)>,
+    /// IM: group names, for `get_group_info`.
+    group_names: HashMap<String, String>,
     /// Every access token and session key handed out, in order.
     issued: Vec<String>,
     /// WeChat: session keys handed out so far (numbering them).
@@ -455,6 +459,25 @@ impl StandIn {
     /// IM: what `query_online_status` reports for a user (`Online`, `PushOnline`, `Offline`).
     pub fn set_online(&self, user: &str, status: &str) {
         self.with(|s| s.online.insert(user.to_owned(), status.to_owned()));
+    }
+
+    /// IM: a group of `kind` (`Public`, `Work`, `Meeting`, `Community`, `AVChatRoom`) with these
+    /// members, for `get_group_member_info`.
+    pub fn set_group(&self, group_id: &str, kind: &str, members: &[&str]) {
+        self.with(|s| {
+            s.groups.insert(
+                group_id.to_owned(),
+                (
+                    kind.to_owned(),
+                    members.iter().map(|m| (*m).to_owned()).collect(),
+                ),
+            )
+        });
+    }
+
+    /// IM: the name `get_group_info` reports for a group set with [`StandIn::set_group`].
+    pub fn name_group(&self, group_id: &str, name: &str) {
+        self.with(|s| s.group_names.insert(group_id.to_owned(), name.to_owned()));
     }
 
     /// IM: whether `account_delete` is allowed (only the Trial edition allows it).
@@ -845,6 +868,8 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
             }
             im_ok(json!({ "ResultItem": items }))
         }
+        "/v4/group_open_http_svc/get_group_member_info" => group_members(&s, body),
+        "/v4/group_open_http_svc/get_group_info" => group_info(&s, body),
         "/v4/openim/sendmsg" => {
             let to = body["To_Account"].as_str().unwrap_or("").to_owned();
             let from = body["From_Account"].as_str().unwrap_or(&admin).to_owned();
@@ -866,12 +891,198 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
             let key = s
                 .delivered
                 .entry((from, to, random, now))
-                .or_insert_with(|| format!("{seq}_{random}_{now}"))
+                .or_insert_with(|| (format!("{seq}_{random}_{now}"), body["MsgBody"].clone()))
+                .0
                 .clone();
             im_ok(json!({ "MsgTime": now, "MsgKey": key }))
         }
+        "/v4/openim/admin_getroammsg" => roam_messages(&s, body),
         _ => Response::text(404, "not found"),
     }
+}
+
+/// How IM tells one-to-one messages apart: (from, to, MsgRandom, MsgTime).
+type MessageId = (String, String, u64, i64);
+
+/// `admin_getroammsg` as IM documents it (269/42794): the messages between `Operator_Account`
+/// and `Peer_Account` (both directions) with `MinTime` ≤ time ≤ `MaxTime`, newest first in pages
+/// of `MaxCnt` (each page listed oldest first), continued after `LastMsgKey`; `Complete` 1 on
+/// the last page, whose `LastMsgTime`/`LastMsgKey` name its oldest message.
+fn roam_messages(s: &Shared, body: &Value) -> Response {
+    let (Some(op), Some(peer)) = (
+        body["Operator_Account"].as_str(),
+        body["Peer_Account"].as_str(),
+    ) else {
+        return im_error(90001, "Operator_Account and Peer_Account are required");
+    };
+    let (Some(max_cnt), Some(min), Some(max)) = (
+        body["MaxCnt"].as_u64(),
+        body["MinTime"].as_i64(),
+        body["MaxTime"].as_i64(),
+    ) else {
+        return im_error(90001, "MaxCnt, MinTime and MaxTime are required");
+    };
+    let seq = |key: &str| {
+        key.split('_')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut all: Vec<(&MessageId, &(String, Value))> = s
+        .delivered
+        .iter()
+        .filter(|((f, t, _, time), _)| {
+            ((f == op && t == peer) || (f == peer && t == op)) && (min..=max).contains(time)
+        })
+        .collect();
+    all.sort_by_key(|((.., time), (key, _))| std::cmp::Reverse((*time, seq(key))));
+    let start = match body["LastMsgKey"].as_str() {
+        Some(last) => all
+            .iter()
+            .position(|(_, (key, _))| key == last)
+            .map_or(all.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<_> = all
+        .iter()
+        .skip(start)
+        .take(max_cnt.clamp(1, 100) as usize)
+        .collect();
+    let complete = start + page.len() >= all.len();
+    let last = page
+        .last()
+        .map(|((.., time), (key, _))| (*time, key.clone()));
+    let list: Vec<Value> = page
+        .iter()
+        .rev()
+        .map(|((from, to, random, time), (key, msg_body))| {
+            json!({
+                "From_Account": from, "To_Account": to, "MsgSeq": seq(key),
+                "MsgRandom": random, "MsgTimeStamp": time, "MsgFlagBits": 0,
+                "IsPeerRead": 0, "MsgKey": key, "MsgBody": msg_body,
+            })
+        })
+        .collect();
+    let mut answer = json!({
+        "Complete": u8::from(complete),
+        "MsgCnt": list.len(),
+        "MsgList": list,
+    });
+    if let Some((time, key)) = last {
+        answer["LastMsgTime"] = time.into();
+        answer["LastMsgKey"] = key.into();
+    }
+    im_ok(answer)
+}
+
+/// `get_group_member_info` (cloud.tencent.com/document/product/269/1629): `Limit` (at most
+/// 6000; absent: every member) and `Offset` page the members, except in a Community group,
+/// which takes no `Offset` and pages by `Next` (`""` first, then the answer's `Next`, until it
+/// comes back empty). An audio-video group (AVChatRoom) does not support the call.
+fn group_members(s: &Shared, body: &Value) -> Response {
+    let Some(id) = body["GroupId"].as_str().filter(|g| !g.is_empty()) else {
+        return im_error(10004, "parameter invalid: GroupId is required");
+    };
+    let Some((kind, members)) = s.groups.get(id) else {
+        return im_error(10010, "the group does not exist or has been dissolved");
+    };
+    if kind == "AVChatRoom" {
+        return im_error(10007, "this group type does not support the operation");
+    }
+    let limit = match &body["Limit"] {
+        Value::Null => members.len(),
+        v => match v.as_u64() {
+            Some(l) if l <= 6000 => l as usize,
+            _ => return im_error(10004, "parameter invalid: Limit"),
+        },
+    };
+    let community = kind == "Community";
+    let start = if community {
+        if !body["Offset"].is_null() {
+            return im_error(
+                10004,
+                "parameter invalid: Community groups page by Next, not Offset",
+            );
+        }
+        match body["Next"].as_str() {
+            Some("") => 0,
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) => n,
+                Err(_) => return im_error(10004, "parameter invalid: Next"),
+            },
+            None => {
+                return im_error(
+                    10004,
+                    "parameter invalid: Next is required for a Community group",
+                );
+            }
+        }
+    } else {
+        match &body["Offset"] {
+            Value::Null => 0,
+            v => match v.as_u64() {
+                Some(o) => o as usize,
+                None => return im_error(10004, "parameter invalid: Offset"),
+            },
+        }
+    };
+    let page: Vec<Value> = members
+        .iter()
+        .skip(start)
+        .take(limit)
+        .enumerate()
+        .map(|(i, m)| {
+            let role = if start + i == 0 { "Owner" } else { "Member" };
+            json!({ "Member_Account": m, "Role": role, "JoinTime": 1_690_000_000 + start + i })
+        })
+        .collect();
+    let end = start + page.len();
+    let mut answer = json!({ "MemberNum": members.len(), "MemberList": page });
+    if community {
+        answer["Next"] = json!(if end < members.len() {
+            end.to_string()
+        } else {
+            String::new()
+        });
+    }
+    im_ok(answer)
+}
+
+/// `get_group_info`: one `GroupInfo` entry per id of `GroupIdList` (at most 50), each with its
+/// own `ErrorCode` (10010 for a group that does not exist), and the base fields
+/// `ResponseFilter.GroupBaseInfoFilter` asks for (all of this stand-in's when absent).
+fn group_info(s: &Shared, body: &Value) -> Response {
+    let Some(ids) = body["GroupIdList"]
+        .as_array()
+        .filter(|a| !a.is_empty() && a.len() <= 50)
+    else {
+        return im_error(10004, "parameter invalid: GroupIdList");
+    };
+    let filter: Option<Vec<&str>> = body["ResponseFilter"]["GroupBaseInfoFilter"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect());
+    let wants = |f: &str| filter.as_ref().is_none_or(|l| l.contains(&f));
+    let mut out = vec![];
+    for id in ids {
+        let id = id.as_str().unwrap_or("");
+        let Some((kind, members)) = s.groups.get(id) else {
+            out.push(json!({ "GroupId": id, "ErrorCode": 10010,
+                             "ErrorInfo": "the group does not exist or has been dissolved" }));
+            continue;
+        };
+        let mut g = json!({ "GroupId": id, "ErrorCode": 0, "ErrorInfo": "" });
+        if wants("Type") {
+            g["Type"] = json!(kind);
+        }
+        if wants("Name") {
+            g["Name"] = json!(s.group_names.get(id).cloned().unwrap_or_default());
+        }
+        if wants("MemberNum") {
+            g["MemberNum"] = json!(members.len());
+        }
+        out.push(g);
+    }
+    im_ok(json!({ "GroupInfo": out }))
 }
 
 impl StandIn {

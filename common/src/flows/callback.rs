@@ -1,13 +1,15 @@
-//! Ingest a verified IM callback: presence from state changes, and a one-to-one message either
-//! to the official-account bridge (an agent's reply to a follower) or to the offline
-//! notification policy.
+//! Ingest a verified IM callback: presence from state changes, a one-to-one message either to
+//! the official-account bridge (an agent's reply to a follower) or to the offline notification
+//! policy, a group message to the policy for the members it @-mentions, and read reports and
+//! recalls to [`crate::flows::withdraw`].
 
 use crate::app::App;
 use crate::config::NotifyTrigger;
 use crate::flows::bridge::{self, ReplyDecision};
-use crate::flows::policy::{self, Decision as Notification};
+use crate::flows::policy::{self, Decision as Notification, GroupDecision};
+use crate::flows::withdraw::{self, Withdrawn};
 use crate::obs;
-use crate::protocol::im::callback::{C2cMessage, Recall, StateChange};
+use crate::protocol::im::callback::{C2cMessage, GroupMessage, ReadReport, Recall, StateChange};
 use crate::records::{notify_window, presence};
 use crate::store::StoreError;
 
@@ -23,8 +25,10 @@ pub enum Decision {
     TriggerIsBeforeSend,
     /// A before-send callback that queues nothing: the message is allowed.
     Allowed,
-    /// A recall of a message the bridge did not carry.
-    RecallNotBridged,
+    /// A read report or a recall: what became of the notifications it withdrew.
+    Withdrawn(Withdrawn),
+    /// A group message: the notifications of the members it @-mentions.
+    Group(GroupDecision),
 }
 
 impl Decision {
@@ -37,7 +41,9 @@ impl Decision {
             Decision::Notification(Notification::Skipped(_)) => "notification_skipped",
             Decision::TriggerIsBeforeSend => "trigger_is_before_send",
             Decision::Allowed => "allowed",
-            Decision::RecallNotBridged => "recall_not_bridged",
+            Decision::Withdrawn(_) => "notifications_withdrawn",
+            Decision::Group(g) if g.queued() > 0 => "notification_queued",
+            Decision::Group(_) => "notification_skipped",
         }
     }
 }
@@ -81,17 +87,25 @@ pub async fn after_send(app: &App, m: &C2cMessage) -> Result<Decision, StoreErro
 }
 
 /// `C2C.CallbackAfterMsgWithDraw`: an agent's recalled reply to a bridged user (see
-/// [`bridge::on_recall`]); any other recall changes nothing here.
+/// [`bridge::on_recall`]); any other recalled message's notification is withdrawn.
 pub async fn recall(app: &App, r: &Recall) -> Result<Decision, StoreError> {
-    match bridge::on_recall(app, r).await? {
-        Some(d) => {
-            if d == ReplyDecision::DuplicateCallback {
-                obs::metric("DedupeHits", &[("Source", "im")], 1.0);
-            }
-            Ok(Decision::Reply(d))
+    if let Some(d) = bridge::on_recall(app, r).await? {
+        if d == ReplyDecision::DuplicateCallback {
+            obs::metric("DedupeHits", &[("Source", "im")], 1.0);
         }
-        None => Ok(Decision::RecallNotBridged),
+        return Ok(Decision::Reply(d));
     }
+    Ok(Decision::Withdrawn(withdraw::recall(app, r).await?))
+}
+
+/// `C2C.CallbackAfterMsgReport`: the notifications of the messages the user has read.
+pub async fn read_report(app: &App, r: &ReadReport) -> Result<Decision, StoreError> {
+    Ok(Decision::Withdrawn(withdraw::read(app, r).await?))
+}
+
+/// `Group.CallbackAfterSendMsg`: the members the message @-mentions may be notified.
+pub async fn group_after_send(app: &App, g: &GroupMessage) -> Result<Decision, StoreError> {
+    Ok(Decision::Group(policy::on_group_message(app, g).await?))
 }
 
 /// `C2C.CallbackBeforeSendMsg`: queues the notification when that is the configured trigger.

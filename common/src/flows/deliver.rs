@@ -19,6 +19,12 @@
 //! the moment the hold ends (see [`crate::flows::sweep`]). The sweep then queues one follow-up
 //! notification for the recipient, which goes through this same function: sent if they are still
 //! offline with something pending and a credit, or skipped with the reason.
+//!
+//! **What the user saw elsewhere is not told.** An item whose message was read on another device
+//! or recalled before its claim ([`crate::flows::withdraw`]) is ended `skipped` with that reason
+//! and left out of the group. A held (or credit-less) message's waiting record says in which
+//! window it was counted and which follow-up speaks for it, so that a later withdrawal can take it
+//! out of the count; a told message's record is removed with its ending.
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -35,6 +41,7 @@ use crate::records::due;
 use crate::records::notify_window::{self, Pending, Reservation};
 use crate::records::outbox::{self, Delivery, Job, Notice, OutboxItem, Results, Status};
 use crate::records::presence::{self, Presence};
+use crate::records::waiting;
 use crate::store::{StoreError, Write};
 
 /// How often a dispatcher retries a reservation that lost to a concurrent change of `pending`.
@@ -60,7 +67,7 @@ fn notice(item: &OutboxItem) -> Option<&Notice> {
 /// Presence at send time: stored callbacks first, `query_online_status` when they cannot tell.
 /// When even that fails the user is treated as offline: a notification too many costs less
 /// than a message never noticed.
-async fn presence_now(app: &App, user: &str) -> Result<Presence, StoreError> {
+async fn presence_now(app: &App, n: &NotifyConfig, user: &str) -> Result<Presence, StoreError> {
     let p = presence::of(&*app.store, user, app.now(), app.config.presence_stale_secs).await?;
     if p != Presence::Unknown {
         return Ok(p);
@@ -72,6 +79,9 @@ async fn presence_now(app: &App, user: &str) -> Result<Presence, StoreError> {
         Ok(list) => Ok(
             match list.iter().find(|(u, _)| u == user).map(|(_, s)| *s) {
                 Some(OnlineStatus::Online) => Presence::Online,
+                // A native app the vendor push channel reaches: IM's own offline push tells
+                // them, unless NOTIFY_PUSH_ONLINE=offline asks for WeChat's notification too.
+                Some(OnlineStatus::PushOnline) if n.push_online_is_online => Presence::Online,
                 _ => Presence::Offline,
             },
         ),
@@ -105,6 +115,28 @@ impl Group<'_> {
             .iter()
             .filter(|i| notice(i).is_some_and(|n| !n.followup))
             .count() as i64
+    }
+
+    /// The messages of the group (follow-ups speak for none of their own), with their notices.
+    fn own(&self) -> impl Iterator<Item = (&OutboxItem, &Notice)> {
+        self.items
+            .iter()
+            .filter_map(|i| notice(i).filter(|n| !n.followup).map(|n| (i, n)))
+    }
+
+    /// Nothing of the group waits any more (told, seen, or given up).
+    fn waiting_done(&self) -> Vec<Write> {
+        self.own().map(|(i, n)| waiting::told(n, &i.id)).collect()
+    }
+
+    /// The group's messages are counted in `pending`, in the window whose `last_sent_at` is
+    /// `window`, waiting for the follow-up at `followup_at`.
+    fn waiting_counted(&self, window: Option<i64>, followup_at: Option<i64>) -> Vec<Write> {
+        let now = self.app.now();
+        let keep = self.app.config.outbox_retention_secs;
+        self.own()
+            .map(|(i, n)| waiting::counted(n, &i.id, window, followup_at, keep, now))
+            .collect()
     }
 
     /// Ends every item of the group the same way, with `extra` writes in the same transaction.
@@ -147,17 +179,31 @@ impl Group<'_> {
 
     /// Holds the group until `until` (the window's or the quiet hours' end): the messages are
     /// counted as waiting and a follow-up is scheduled for then, when there is anything to tell.
-    async fn hold(&self, pending: i64, reason: &str, until: i64) -> Result<Delivery, StoreError> {
+    async fn hold(
+        &self,
+        window: &notify_window::Window,
+        reason: &str,
+        until: i64,
+    ) -> Result<Delivery, StoreError> {
         let messages = self.messages();
         let mut extra = vec![];
-        if pending + messages > 0 {
+        let followup = window.pending + messages > 0;
+        if followup {
+            // The follow-up speaks for the latest held message, and knows which one it is.
+            let about = self
+                .items
+                .last()
+                .filter(|_| !self.latest.followup)
+                .map(|i| i.id.as_str());
             extra.push(due::followup(
                 self.recipient,
                 until,
                 self.latest,
+                about,
                 self.app.config.outbox_retention_secs,
             ));
         }
+        extra.extend(self.waiting_counted(window.last_sent_at, followup.then_some(until)));
         info!(
             recipient = self.recipient,
             decision = "held",
@@ -190,6 +236,7 @@ impl Group<'_> {
             return vec![];
         };
         let mut ws = vec![outbox::finish(&primary.id, status, reason, results, now)];
+        ws.extend(self.waiting_done());
         for i in &self.items[..self.items.len() - 1] {
             ws.push(outbox::finish(
                 &i.id,
@@ -262,12 +309,14 @@ impl Group<'_> {
                 Ok(Delivery::Done)
             }
             SendOutcome::NoCredit => {
+                // Counted for the next notification, in the window the rollback gives back.
+                let counted = self.waiting_counted(r.prev_sent_at, None);
                 let d = self
                     .end_all(
                         Status::Skipped,
                         "no_credit",
                         Pending::Add(self.messages()),
-                        vec![],
+                        counted,
                     )
                     .await?;
                 self.unreserve(&r, r.pending).await;
@@ -294,7 +343,7 @@ impl Group<'_> {
                 if attempts >= app.config.dispatch_max_attempts {
                     let reason = format!("retries_exhausted: {reason}");
                     return self
-                        .end_all(Status::Failed, &reason, Pending::Keep, vec![])
+                        .end_all(Status::Failed, &reason, Pending::Keep, self.waiting_done())
                         .await;
                 }
                 outcome::park(app, self.items, &reason, until).await
@@ -306,7 +355,7 @@ impl Group<'_> {
     /// failure resets the count, as it always did.
     async fn give_up(&self, r: &Reservation, reason: &str) -> Result<Delivery, StoreError> {
         let d = self
-            .end_all(Status::Failed, reason, Pending::Keep, vec![])
+            .end_all(Status::Failed, reason, Pending::Keep, self.waiting_done())
             .await?;
         self.unreserve(r, 0).await;
         Ok(d)
@@ -319,21 +368,23 @@ impl Group<'_> {
         let window = notify_window::get(&*app.store, self.recipient).await?;
         if let Some(until) = window.end(n.debounce_secs, now) {
             return self
-                .hold(window.pending, "merged_within_debounce_window", until)
+                .hold(&window, "merged_within_debounce_window", until)
                 .await
                 .map(Some);
         }
         if let Some(until) = n.quiet_end(now) {
-            return self
-                .hold(window.pending, "quiet_hours", until)
-                .await
-                .map(Some);
+            return self.hold(&window, "quiet_hours", until).await.map(Some);
         }
         let count = window.pending + self.messages();
         if count == 0 {
             // A follow-up with nothing left to tell: someone else told them, or they came back.
             return self
-                .end_all(Status::Skipped, "nothing_pending", Pending::Keep, vec![])
+                .end_all(
+                    Status::Skipped,
+                    "nothing_pending",
+                    Pending::Keep,
+                    self.waiting_done(),
+                )
                 .await
                 .map(Some);
         }
@@ -354,7 +405,7 @@ impl Group<'_> {
             Err(e) => {
                 let reason = format!("template_data: {e}");
                 return self
-                    .end_all(Status::Failed, &reason, Pending::Reset, vec![])
+                    .end_all(Status::Failed, &reason, Pending::Reset, self.waiting_done())
                     .await
                     .map(Some);
             }
@@ -390,12 +441,42 @@ impl Group<'_> {
     }
 }
 
+/// Ends the items whose messages were withdrawn (recalled, read elsewhere) before their
+/// claim: nothing is told of them.
+async fn end_withdrawn(app: &App, items: &[OutboxItem]) -> Result<(), StoreError> {
+    let now = app.now();
+    let mut ws = vec![];
+    for i in items {
+        let reason = i.cancelled.as_deref().unwrap_or("withdrawn");
+        ws.push(outbox::finish(
+            &i.id,
+            Status::Skipped,
+            Some(reason),
+            Results::default(),
+            now,
+        ));
+        if let Some(n) = notice(i) {
+            ws.push(waiting::told(n, &i.id));
+        }
+        obs::metric("NotificationsSkipped", &[("Reason", reason)], 1.0);
+        info!(outbox_id = %i.id, decision = "skipped", reason, "message withdrawn before dispatch");
+    }
+    if !ws.is_empty() {
+        app.store.transact(ws).await?;
+    }
+    Ok(())
+}
+
 /// Delivers the claimed items (all `notify`, all for `recipient`, oldest first).
 pub async fn deliver(
     app: &App,
     recipient: &str,
-    items: &[OutboxItem],
+    claimed: &[OutboxItem],
 ) -> Result<Delivery, StoreError> {
+    let (withdrawn, live): (Vec<OutboxItem>, Vec<OutboxItem>) =
+        claimed.iter().cloned().partition(|i| i.cancelled.is_some());
+    end_withdrawn(app, &withdrawn).await?;
+    let items = live.as_slice();
     let Some(latest) = items.last().and_then(notice) else {
         return Ok(Delivery::Done);
     };
@@ -411,13 +492,18 @@ pub async fn deliver(
                 Status::Failed,
                 "notifications_not_configured",
                 Pending::Reset,
-                vec![],
+                g.waiting_done(),
             )
             .await;
     };
-    if presence_now(app, recipient).await? == Presence::Online {
+    if presence_now(app, n, recipient).await? == Presence::Online {
         return g
-            .end_all(Status::Skipped, "recipient_online", Pending::Reset, vec![])
+            .end_all(
+                Status::Skipped,
+                "recipient_online",
+                Pending::Reset,
+                g.waiting_done(),
+            )
             .await;
     }
     for _ in 0..RESERVE_TRIES {
@@ -476,6 +562,7 @@ mod window_tests {
             msg_key: None,
             presence: Some("offline".into()),
             followup: false,
+            group: None,
         })
     }
 
@@ -514,6 +601,38 @@ mod window_tests {
         assert!(recs.iter().any(|r| r.why == due::Why::Followup), "{recs:?}");
         assert_eq!(b.app.store.scan(Table::Outbox).await.unwrap().len(), 1);
         assert_eq!(item.kind(), Some(Kind::Notify));
+    }
+
+    #[tokio::test]
+    async fn a_message_withdrawn_before_its_claim_is_ended_not_told() {
+        let b = bench(&[]);
+        let e = outbox::enqueue("n3", &notice("recalled one"), b.app.queueing());
+        b.commit(e.writes()).await;
+        // The recall marked it; the dispatcher claimed it before the recall could end it.
+        b.app
+            .store
+            .write(outbox::withdraw("n3", "recalled", T0))
+            .await
+            .unwrap();
+        let claim = outbox::claim(&*b.app.store, "n3", T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.item.cancelled.as_deref(), Some("recalled"));
+        let d = deliver(&b.app, "u1", std::slice::from_ref(&claim.item))
+            .await
+            .unwrap();
+        assert_eq!(d, Delivery::Done);
+        let item = b.item("n3").await;
+        assert_eq!(
+            (item.status, item.reason.as_deref()),
+            (Status::Skipped, Some("recalled"))
+        );
+        // A second mark is refused: a duplicate recall changes nothing.
+        assert!(matches!(
+            b.app.store.write(outbox::withdraw("n3", "read", T0)).await,
+            Err(StoreError::ConditionFailed { .. })
+        ));
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@
 //!
 //! A claim taken over from a dispatcher that went silent is never performed again when the job
 //! reaches someone (a notification, a subscribe or customer-service message, an IM message):
-//! that dispatcher's call may have arrived, so the job ends `maybe_sent` (see [`retaken`]).
+//! that dispatcher's call may have arrived, so the job ends `maybe_sent` (see [`retaken`]). IM
+//! messages (forwards to agents, notices) are the exception: IM's history tells whether the
+//! earlier call arrived, so they are performed, and sent only if it did not
+//! ([`crate::flows::jobs::resends_safely`]).
 //!
 //! A claim that is refused says nothing by itself, so the item is read: an ended item was
 //! handled already; a parked one (`not_before` ahead) belongs to the sweep now; anything else is
@@ -52,7 +55,11 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
     let mut retry: Vec<Retry> = vec![];
     for id in ids {
         match outbox::claim(&*app.store, id, now).await {
-            Ok(Some(c)) if c.retaken && c.item.kind().is_some_and(Kind::reaches_someone) => {
+            Ok(Some(c))
+                if c.retaken
+                    && c.item.kind().is_some_and(Kind::reaches_someone)
+                    && !crate::flows::jobs::resends_safely(&c.item.job) =>
+            {
                 if let Err(e) = retaken(app, &c.item).await {
                     warn!(outbox_id = %id, decision = "retry_later", reason = %e);
                     retry.push(store_retry(app, id, now));

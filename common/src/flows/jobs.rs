@@ -200,6 +200,11 @@ async fn im_job(app: &App, item: &OutboxItem) -> Result<Delivery, StoreError> {
                 )
                 .await;
             };
+            match sent_before(item, im, Some(from), to, clock).await {
+                Ok(Some(key)) => return resend_avoided(app, item, &key).await,
+                Ok(None) => {}
+                Err(e) => return forward_failure(app, item, from, to, text, &e).await,
+            }
             let send = || async {
                 match image_url {
                     Some(url) => im.send_image(Some(from), to, url, random, clock).await,
@@ -221,12 +226,50 @@ async fn im_job(app: &App, item: &OutboxItem) -> Result<Delivery, StoreError> {
                 Err(e) => forward_failure(app, item, from, to, text, &e).await,
             }
         }
-        Job::AgentNotice { to, text } => match im.send_text(None, to, text, random, clock).await {
-            Ok(key) => end(app, item, Status::Sent, None, Results::msg_key(&key)).await,
-            Err(e) => im_failure(app, item, &e).await,
-        },
+        Job::AgentNotice { to, text } => {
+            match sent_before(item, im, None, to, clock).await {
+                Ok(Some(key)) => return resend_avoided(app, item, &key).await,
+                Ok(None) => {}
+                Err(e) => return im_failure(app, item, &e).await,
+            }
+            match im.send_text(None, to, text, random, clock).await {
+                Ok(key) => end(app, item, Status::Sent, None, Results::msg_key(&key)).await,
+                Err(e) => im_failure(app, item, &e).await,
+            }
+        }
         _ => Err(StoreError::Invalid("not an IM job".into())),
     }
+}
+
+/// Whether an earlier attempt of this IM send arrived although its answer was lost (a timeout,
+/// a broken connection, a 5xx, a claim taken over from a dispatcher that went silent): IM's
+/// history is read before every attempt after the first, so that a late retry, which IM itself
+/// would deliver again, is not a second message. First attempts send straight away.
+async fn sent_before(
+    item: &OutboxItem,
+    im: &ImApi,
+    from: Option<&str>,
+    to: &str,
+    clock: &dyn crate::clock::Clock,
+) -> Result<Option<String>, ImError> {
+    if item.attempts <= 1 {
+        return Ok(None);
+    }
+    let since = item.created_at - crate::protocol::im::rest::HISTORY_SLACK_SECS;
+    im.find_message(from, to, msg_random(&item.id), since, clock)
+        .await
+}
+
+async fn resend_avoided(app: &App, item: &OutboxItem, key: &str) -> Result<Delivery, StoreError> {
+    obs::metric("ResendsAvoided", &[("Kind", item.kind_str())], 1.0);
+    info!(outbox_id = %item.id, kind = item.kind_str(), decision = "sent", "an earlier attempt arrived: found in IM's history, not sent again");
+    end(app, item, Status::Sent, None, Results::msg_key(key)).await
+}
+
+/// IM sends whose retry checks IM's history first ([`sent_before`]), so that even a job taken
+/// over from a stale claim can be performed instead of ending `maybe_sent`.
+pub fn resends_safely(job: &Job) -> bool {
+    matches!(job, Job::Forward { .. } | Job::AgentNotice { .. })
 }
 
 /// A forward that failed: retried while attempts remain, else recorded failed and, in the same

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod push;
 pub mod send;
 pub mod sweep;
+pub mod withdraw;
 
 #[cfg(all(test, feature = "embedded"))]
 mod testing;

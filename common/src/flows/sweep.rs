@@ -396,7 +396,13 @@ async fn followup_due(
         .or_else(|| n.quiet_end(now));
     if let Some(until) = hold {
         app.store
-            .write(due::followup(recipient, until, latest, retention))
+            .write(due::followup(
+                recipient,
+                until,
+                latest,
+                rec.about.as_deref(),
+                retention,
+            ))
             .await?;
         report.rescheduled += 1;
         return Ok(());

@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::flows;
 use crate::flows::callback::Decision;
 use crate::flows::policy::Decision as Notification;
+use crate::flows::withdraw::Withdrawal;
 use crate::http::{Request, Response};
 use crate::protocol::im::callback::{self, Callback, OK_BODY};
 
@@ -99,10 +100,14 @@ pub async fn callback(req: &Request, app: &App) -> Response {
                 "C2C.CallbackAfterMsgWithDraw",
                 flows::callback::recall(app, &r).await,
             ),
-            Callback::C2cRead(_) | Callback::GroupAfterSend(_) => {
-                info!(command = ?req.query("CallbackCommand"), decision = "acknowledged_unhandled");
-                return ok();
-            }
+            Callback::C2cRead(r) => (
+                "C2C.CallbackAfterMsgReport",
+                flows::callback::read_report(app, &r).await,
+            ),
+            Callback::GroupAfterSend(g) => (
+                "Group.CallbackAfterSendMsg",
+                flows::callback::group_after_send(app, &g).await,
+            ),
             Callback::Other(command) => {
                 info!(command = %command, decision = "acknowledged_unhandled");
                 return ok();
@@ -127,6 +132,32 @@ fn log_decision(command: &str, d: &Decision) {
         }
         Decision::Notification(Notification::Skipped(reason)) => {
             info!(command, decision, reason = reason.as_str())
+        }
+        Decision::Withdrawn(w) => info!(
+            command,
+            decision,
+            dropped = w.count(Withdrawal::Dropped),
+            uncounted = w.count(Withdrawal::Uncounted),
+            already_told = w.count(Withdrawal::AlreadyTold),
+            in_flight = w.count(Withdrawal::InFlight),
+            duplicate = w.count(Withdrawal::Duplicate),
+        ),
+        Decision::Group(g) => {
+            let reasons: Vec<String> = g
+                .decisions
+                .iter()
+                .map(|(member, d)| match d {
+                    Notification::Queued { id } => format!("{member}:queued:{id}"),
+                    Notification::Skipped(s) => format!("{member}:{}", s.as_str()),
+                })
+                .collect();
+            info!(
+                command,
+                decision,
+                reason = g.none.map(|s| s.as_str()).unwrap_or(""),
+                queued = g.queued(),
+                members = %reasons.join(",")
+            )
         }
         _ => info!(command, decision),
     }

@@ -26,6 +26,7 @@ const WHY: &str = "why";
 const NEXT_MINUTE: &str = "next_minute";
 const AFTER: &str = "after";
 const UPDATED_AT: &str = "updated_at";
+const ABOUT: &str = "about";
 
 /// Why an outbox item (or a follow-up) is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,8 @@ pub struct Due {
     pub why: Why,
     /// What a follow-up will say.
     pub notice: Option<Notice>,
+    /// The outbox id of the held message a follow-up speaks for (its preview), when known.
+    pub about: Option<String>,
 }
 
 impl Due {
@@ -84,6 +87,7 @@ impl Due {
             notice: (why == Why::Followup)
                 .then(|| Notice::from_item(i).ok())
                 .flatten(),
+            about: i.s(ABOUT).map(str::to_owned),
         }
     }
 
@@ -99,6 +103,7 @@ impl Due {
             due_at: 0,
             why: Why::Watch,
             notice: None,
+            about: None,
         }
     }
 }
@@ -160,8 +165,15 @@ pub fn followup_id(recipient: &str, at: i64) -> String {
     keys::id_for(&["followup", recipient, &at.to_string()])
 }
 
-/// The follow-up for `recipient` at `at`, speaking for `latest` (a held message, or a follow-up).
-pub fn followup(recipient: &str, at: i64, latest: &Notice, retention_secs: i64) -> Write {
+/// The follow-up for `recipient` at `at`, speaking for `latest` (a held message, or a follow-up):
+/// `about` is the outbox id of the held message, so that its recall or reading finds it.
+pub fn followup(
+    recipient: &str,
+    at: i64,
+    latest: &Notice,
+    about: Option<&str>,
+    retention_secs: i64,
+) -> Write {
     let mut item = record(
         &followup_id(recipient, at),
         at,
@@ -180,7 +192,29 @@ pub fn followup(recipient: &str, at: i64, latest: &Notice, retention_secs: i64) 
             item.attrs.insert(k.to_owned(), v);
         }
     }
+    if let Some(a) = about {
+        item.attrs.insert(ABOUT.to_owned(), a.into());
+    }
     Write::put(Table::State, item)
+}
+
+/// The follow-up due for `recipient` at `at`, if it is still there.
+pub async fn get_followup(
+    store: &dyn Store,
+    recipient: &str,
+    at: i64,
+) -> Result<Option<Due>, StoreError> {
+    let id = followup_id(recipient, at);
+    Ok(store
+        .get(Table::State, &partition(&id, at), &sort_key(&id, at))
+        .await?
+        .map(|i| Due::from_item(&i)))
+}
+
+/// The removal of the follow-up due for `recipient` at `at` (nothing is left to speak for).
+pub fn drop_followup(recipient: &str, at: i64) -> Write {
+    let id = followup_id(recipient, at);
+    Write::delete(Table::State, &partition(&id, at), &sort_key(&id, at))
 }
 
 /// The due records of the minutes `first..=last` (which lie in one hour), in time order: one

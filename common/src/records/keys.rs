@@ -52,6 +52,12 @@ pub fn notify_state(user_id: &str) -> String {
     format!("notify#{user_id}")
 }
 
+/// The notifications waiting for one recipient, one item per message (see
+/// [`crate::records::waiting`]).
+pub fn waiting(user_id: &str) -> String {
+    format!("wait#{user_id}")
+}
+
 /// An official-account follower's conversation with the agents.
 pub fn conversation(openid: &str) -> String {
     conversation_of(AppKind::Oa, openid)

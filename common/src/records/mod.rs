@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod presence;
 pub mod subscription;
 pub mod token;
+pub mod waiting;
 
 use crate::store::StoreError;
 

@@ -25,11 +25,13 @@ pub struct Notice {
     pub presence: Option<String>,
     /// Queued by the sweep when a hold ended, not for a message of its own.
     pub followup: bool,
+    /// The IM group the message was sent in (an @-mention); `None` for one-to-one messages.
+    pub group: Option<String>,
 }
 
 impl Notice {
     /// The attributes a follow-up due record carries over to its notification.
-    pub const CARRIED: [&'static str; 7] = [
+    pub const CARRIED: [&'static str; 8] = [
         "recipient",
         "sender",
         "preview",
@@ -37,6 +39,7 @@ impl Notice {
         "app",
         "openid",
         "template_id",
+        "group",
     ];
 
     pub(crate) fn attrs(&self) -> Vec<(&'static str, Attr)> {
@@ -58,6 +61,9 @@ impl Notice {
         if self.followup {
             a.push(("followup", Attr::Bool(true)));
         }
+        if let Some(g) = &self.group {
+            a.push(("group", Attr::from(g.as_str())));
+        }
         a
     }
 
@@ -73,6 +79,7 @@ impl Notice {
             msg_key: read::opt_s(i, MSG_KEY),
             presence: read::opt_s(i, "presence"),
             followup: i.bool("followup") == Some(true),
+            group: read::opt_s(i, "group"),
         })
     }
 }

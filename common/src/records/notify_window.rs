@@ -5,6 +5,8 @@
 //! - `last_sent_at`: when the current debounce window began.
 //! - `reserved_by`, `reserved_pending`, `prev_sent_at`: the latest reservation of the window
 //!   (see [`crate::flows::deliver`] for why the window is reserved before sending).
+//! - `reset_at`: when an applied Login last cleared the count (a withdrawal checks it, see
+//!   [`uncount`]).
 
 use crate::records::keys;
 use crate::store::{Cond, Item, Store, StoreError, Table, Update, Write};
@@ -16,6 +18,7 @@ const RESERVED_PENDING: &str = "reserved_pending";
 const PREV_SENT_AT: &str = "prev_sent_at";
 const LAST_OUTBOX: &str = "last_outbox";
 const UPDATED_AT: &str = "updated_at";
+const RESET_AT: &str = "reset_at";
 
 /// The state as read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,9 +88,33 @@ pub fn login_reset(user: &str, now: i64) -> Write {
             Update::remove(RESERVED_BY),
             Update::remove(RESERVED_PENDING),
             Update::remove(PREV_SENT_AT),
+            Update::set(RESET_AT, now),
             Update::set(UPDATED_AT, now),
         ],
     )
+}
+
+/// Takes one withdrawn message (read elsewhere, recalled) out of the count, only while it is
+/// still in it: it was counted at `counted_at` while the window's `last_sent_at` was `window`
+/// (0: none). A notification since then moved the window (and told the count), and a Login
+/// since then cleared it; either way the message is no longer counted, and the decrement would
+/// take away a newer one.
+pub fn uncount(user: &str, window: i64, counted_at: i64, now: i64) -> Write {
+    let same_window = if window == 0 {
+        Cond::lacks(LAST_SENT_AT)
+    } else {
+        Cond::eq(LAST_SENT_AT, window)
+    };
+    let no_reset_since = Cond::Or(vec![Cond::lacks(RESET_AT), Cond::lt(RESET_AT, counted_at)]);
+    update(
+        user,
+        vec![Update::add(PENDING, -1), Update::set(UPDATED_AT, now)],
+    )
+    .when(Cond::And(vec![
+        Cond::ge(PENDING, 1),
+        same_window,
+        no_reset_since,
+    ]))
 }
 
 /// A window taken by one dispatcher, and what is needed to give it back.

@@ -138,6 +138,7 @@ const LAST_ERROR: &str = "last_error";
 const MSGID: &str = "msgid";
 const MSG_KEY: &str = "msg_key";
 const MERGED_COUNT: &str = "merged_count";
+const CANCELLED: &str = "cancelled";
 const MERGED_INTO: &str = "merged_into";
 const DATA: &str = "data";
 
@@ -362,6 +363,9 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
     /// What WeChat returned for a subscribe message it took.
     pub msgid: Option<String>,
+    /// Why the message no longer needs telling (`recalled`, `read`), marked by
+    /// [`withdraw`]: a dispatcher that claims the item afterwards ends it with this reason.
+    pub cancelled: Option<String>,
     pub job: Job,
 }
 
@@ -392,6 +396,7 @@ impl OutboxItem {
             reason: read::opt_s(i, REASON),
             last_error: read::opt_s(i, LAST_ERROR),
             msgid: read::opt_s(i, MSGID).filter(|m| !m.is_empty()),
+            cancelled: read::opt_s(i, CANCELLED),
             job,
         })
     }
@@ -695,6 +700,36 @@ pub fn finish(id: &str, status: Status, reason: Option<&str>, results: Results, 
     u.extend(results.updates());
     Write::update(Table::Outbox, &keys::outbox(id), keys::ONE, u)
         .when(Cond::eq(STATUS, Status::Sending.as_str()))
+}
+
+/// Marks a job's message as no longer needing telling (`reason`: recalled, read), once: the
+/// update fails when the item does not exist or is marked already. It returns the item as it is
+/// now, so the caller sees where it stands (queued, being sent, held, told).
+pub fn withdraw(id: &str, reason: &str, now: i64) -> Write {
+    Write::update(
+        Table::Outbox,
+        &keys::outbox(id),
+        keys::ONE,
+        vec![Update::set(CANCELLED, reason), Update::set(UPDATED_AT, now)],
+    )
+    .when(Cond::And(vec![Cond::Exists, Cond::lacks(CANCELLED)]))
+}
+
+/// Ends a job nobody has claimed yet (`skipped` with `reason`): fails once a dispatcher holds it.
+pub fn end_unclaimed(id: &str, status: Status, reason: &str, now: i64) -> Write {
+    Write::update(
+        Table::Outbox,
+        &keys::outbox(id),
+        keys::ONE,
+        vec![
+            Update::set(STATUS, status.as_str()),
+            Update::set(REASON, reason),
+            Update::set(UPDATED_AT, now),
+            Update::set(FINISHED_AT, now),
+            Update::remove(NOT_BEFORE),
+        ],
+    )
+    .when(Cond::eq(STATUS, Status::Queued.as_str()))
 }
 
 /// Puts a claimed job back for another attempt, recording why this one failed.

@@ -10,8 +10,13 @@ use crate::store::{Cond, Store, StoreError, Table, Update, Write};
 pub enum Presence {
     Online,
     Offline,
-    /// No record, or only a Login older than the staleness limit: mini-program and web clients
-    /// never report going away, so only `query_online_status` can tell.
+    /// No record, or only a Login older than the staleness limit: the client may have gone
+    /// without the callback reaching us (IM does not retry after-event callbacks, and a
+    /// reconnect before the old connection's Disconnect means that Disconnect never comes), so
+    /// only `query_online_status` can tell. Clients do report leaving: a mini program's
+    /// `Disconnect` (`LinkClose`) comes about 5 s after the user leaves it and about 30 s after
+    /// WeChat goes to the background, a dropped network's `TimeOut` up to 400 s later (IM's
+    /// State.StateChange documentation, cloud.tencent.com/document/product/269/2570).
     Unknown,
 }
 

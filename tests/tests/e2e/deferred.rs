@@ -584,6 +584,7 @@ async fn an_item_without_a_watch_record_is_found_by_the_outbox_scan() {
                 msg_key: None,
                 presence: None,
                 followup: false,
+                group: None,
             }),
             w.app.queueing(),
         )

@@ -184,7 +184,7 @@ async fn an_expired_admin_usersig_is_regenerated_on_70001_and_the_call_succeeds(
         w.accept(MP_OPENID, TEMPLATE).await;
         w.accept(MP_OPENID, TEMPLATE).await;
         // No presence record: every dispatch asks IM, with the cached admin UserSig.
-        w.im.set_online(CUSTOMER, "PushOnline");
+        w.im.set_online(CUSTOMER, "Offline");
         w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "one"))
             .await;
         assert_eq!(w.sends().len(), 1, "{b:?}");

@@ -17,6 +17,7 @@ mod oa;
 mod sample_events;
 mod scale;
 mod secrets;
+mod seen;
 mod serve;
 mod store_conformance;
 mod wechat_push;

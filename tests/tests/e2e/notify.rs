@@ -180,7 +180,7 @@ async fn unknown_or_stale_presence_is_settled_by_query_online_status() {
     assert_eq!(w.im.count("/v4/openim/query_online_status"), 1);
     // A mini-program login long ago, never followed by a logout: stale, so ask IM again.
     w.state_change(CUSTOMER, "Login", (T0 - 700) * 1000).await;
-    w.im.set_online(CUSTOMER, "PushOnline");
+    w.im.set_online(CUSTOMER, "Offline");
     w.im("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "b"))
         .await;
     assert_eq!(w.sends().len(), 1);

@@ -333,6 +333,144 @@ async fn a_forward_whose_answer_was_lost_is_resent_once_with_the_same_random() {
 }
 
 #[tokio::test]
+async fn a_forward_whose_answer_was_lost_and_that_is_retried_later_reaches_the_agent_once() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        // The follower's message queues a forward; IM takes it but the answer is lost.
+        let r = w
+            .push_only(
+                AppKind::Oa,
+                &xml(
+                    "oA",
+                    w.now(),
+                    "<MsgType>text</MsgType><Content>hello</Content><MsgId>1</MsgId>",
+                ),
+                Delivery::Safe,
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let id = job_id(&w, "forward").await;
+        w.im.script(
+            SENDMSG,
+            vec![Scripted::Delay(std::time::Duration::from_millis(800), None)],
+        );
+        let retry = common::flows::dispatch::run(&w.app, std::slice::from_ref(&id)).await;
+        assert_eq!(retry.len(), 1, "{b:?}: timed out, to be retried");
+        // The stand-in applies the call once its delay is over, after the client gave up.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert_eq!(w.im.delivered(), 1, "{b:?}: yet IM has it");
+        // The retry comes seconds later, beyond IM's own same-second deduplication: only the
+        // history check keeps it from being a second message.
+        w.advance(30);
+        assert!(
+            common::flows::dispatch::run(&w.app, std::slice::from_ref(&id))
+                .await
+                .is_empty()
+        );
+        assert_eq!(
+            w.im.delivered(),
+            1,
+            "{b:?}: the agent sees the message once"
+        );
+        assert_eq!(w.im.requests(SENDMSG).len(), 1, "{b:?}: not sent again");
+        assert_eq!(w.im.count("/v4/openim/admin_getroammsg"), 1, "{b:?}");
+        let f = &w.outbox_of("forward").await[0];
+        assert_eq!(f.s("status"), Some("sent"), "{b:?}");
+        assert!(
+            f.s("msg_key").is_some_and(|k| k.ends_with(&T0.to_string())),
+            "{b:?}: {f:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_forward_that_never_arrived_is_sent_on_its_retry_and_a_stale_claim_is_checked_not_dropped()
+ {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oA").await;
+        w.push_only(
+            AppKind::Oa,
+            &xml(
+                "oA",
+                w.now(),
+                "<MsgType>text</MsgType><Content>one</Content><MsgId>1</MsgId>",
+            ),
+            Delivery::Safe,
+        )
+        .await;
+        let id = job_id(&w, "forward").await;
+        // IM refuses with a 5xx before taking it: the retry finds nothing and sends.
+        w.im.script(SENDMSG, vec![Scripted::Status(502)]);
+        assert_eq!(
+            common::flows::dispatch::run(&w.app, std::slice::from_ref(&id))
+                .await
+                .len(),
+            1
+        );
+        w.advance(30);
+        assert!(
+            common::flows::dispatch::run(&w.app, std::slice::from_ref(&id))
+                .await
+                .is_empty()
+        );
+        assert_eq!(w.im.delivered(), 1, "{b:?}");
+        assert_eq!(w.outbox_of("forward").await[0].s("status"), Some("sent"));
+
+        // A dispatcher that claimed the next forward went silent after IM took it: the claim
+        // is taken over, the history says it arrived, and it ends sent, not maybe_sent.
+        w.push_only(
+            AppKind::Oa,
+            &xml(
+                "oA",
+                w.now(),
+                "<MsgType>text</MsgType><Content>two</Content><MsgId>2</MsgId>",
+            ),
+            Delivery::Safe,
+        )
+        .await;
+        let second = w
+            .outbox_of("forward")
+            .await
+            .iter()
+            .find(|i| i.s("status") == Some("queued"))
+            .map(|i| common::records::outbox::id_of(i).to_owned())
+            .expect("a second forward");
+        let claim = common::records::outbox::claim(&*w.app.store, &second, w.now())
+            .await
+            .unwrap()
+            .unwrap();
+        let im = w.app.im.as_ref().unwrap();
+        let common::records::outbox::Job::Forward { from, to, text, .. } = &claim.item.job else {
+            panic!("a forward");
+        };
+        let random = common::flows::jobs::msg_random(&second);
+        im.send_text(
+            Some(from),
+            to.as_deref().unwrap(),
+            text,
+            random,
+            &*w.app.clock,
+        )
+        .await
+        .unwrap();
+        w.advance(common::records::outbox::CLAIM_SECS + 1);
+        assert!(
+            common::flows::dispatch::run(&w.app, std::slice::from_ref(&second))
+                .await
+                .is_empty()
+        );
+        assert_eq!(w.im.delivered(), 2, "{b:?}: two messages, each once");
+        let items = w.outbox_of("forward").await;
+        assert!(
+            items.iter().all(|i| i.s("status") == Some("sent")),
+            "{b:?}: {items:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_forward_before_the_import_imports_first() {
     let w = World::new(
         Options::new(Backend::Embedded)

@@ -94,6 +94,23 @@ async fn run_setup(w: &World, exp: &Value) {
             w.advance(secs);
         } else if let Some(f) = step["invoke"].as_str() {
             invoke(function_of(f), &read(f), &w.app).await.unwrap();
+        } else if let Some(g) = step.get("group") {
+            let members: Vec<&str> = g["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap())
+                .collect();
+            w.im.set_group(
+                g["id"].as_str().unwrap(),
+                g["type"].as_str().unwrap(),
+                &members,
+            );
+            if let Some(name) = g["name"].as_str() {
+                w.im.name_group(g["id"].as_str().unwrap(), name);
+            }
+        } else if let Some(o) = step["online"].as_array() {
+            w.im.set_online(o[0].as_str().unwrap(), o[1].as_str().unwrap());
         } else if let Some(f) = step["handler"].as_str() {
             // The handler alone, leaving what it queued for the stream.
             let req = common::lambda::parse_event(&read(f)).unwrap();
@@ -237,6 +254,13 @@ async fn check(w: &World, file: &str, exp: &Value, out: &Value, tag: &str) {
         if let Some(want) = exp[k].as_u64() {
             assert_eq!(n as u64, want, "{tag} {file}: {k}");
         }
+    }
+    if let Some(want) = exp.get("send_data") {
+        let sends = w.sends();
+        let last = sends
+            .last()
+            .unwrap_or_else(|| panic!("{tag} {file}: no subscribe message sent"));
+        assert_subset(want, &last.body["data"], &format!("{tag} {file}: data"));
     }
     if let Some(want) = exp["custom_texts"].as_array() {
         let got: Vec<Value> = w

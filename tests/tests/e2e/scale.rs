@@ -54,13 +54,14 @@ async fn store_requests_per_event_kind() {
     let duplicate_cost = of(w.counts());
 
     // An IM message to an offline, bound user with a credit: binding, presence and credit reads,
-    // then the outbox item with its watch record in one transaction.
+    // then the outbox item with its watch record and its waiting record in one transaction.
     let r = w
         .im_only("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "hello"))
         .await;
     assert_eq!(r.status, 200);
     let c2c_cost = of(w.counts());
-    // Its dispatch (the stream): claim, presence, window, credit, send, record.
+    // Its dispatch (the stream): claim, presence, window, credit, send, record (the waiting
+    // record removed with it).
     w.stream().await;
     let dispatch_cost = of(w.counts());
     assert_eq!(w.sends().len(), 1);
@@ -98,8 +99,8 @@ async fn store_requests_per_event_kind() {
     let want = [
         ("popup", c(1, 0, 4)),
         ("duplicate push", c(2, 1, 4)),
-        ("c2c offline", c(4, 3, 4)),
-        ("notification dispatch", c(9, 3, 11)),
+        ("c2c offline", c(4, 3, 6)),
+        ("notification dispatch", c(9, 3, 13)),
         ("state change", c(1, 0, 1)),
         ("oa message", c(6, 4, 20)),
     ];

@@ -41,7 +41,7 @@ async fn drive(w: &World) -> Vec<String> {
     for _ in 0..10 {
         w.accept(MP_OPENID, TEMPLATE).await;
     }
-    w.im.set_online(CUSTOMER, "PushOnline");
+    w.im.set_online(CUSTOMER, "Offline");
     let say = |text: &str| w.c2c(SELLER, CUSTOMER, text);
     w.im("C2C.CallbackAfterSendMsg", say("one")).await;
     w.wechat.script(

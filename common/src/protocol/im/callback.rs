@@ -167,7 +167,10 @@ pub struct C2cMessage {
 }
 
 /// A message's `OfflinePushInfo`: what the sender asked offline pushes to do with it. Only the
-/// two fields that decide a notification are kept (reference, "Callback semantics").
+/// two fields that decide a notification are kept (reference, "Callback semantics"). Unconfirmed
+/// for callbacks: the after-send callback pages (cloud.tencent.com/document/product/269/2716,
+/// 269/2661) show no `OfflinePushInfo` in their samples as far as the searches reached; it is the
+/// `sendmsg` field, and it is read here whenever a callback carries it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OfflinePush {
     /// `PushFlag` 1: the sender asked for no offline push.

@@ -12,6 +12,9 @@ use crate::clock::Clock;
 use crate::protocol::secret::Secret;
 use crate::protocol::wechat::api::Http;
 
+/// Members asked for per `get_group_member_info` call (IM's recommended page size).
+pub const MEMBER_PAGE: usize = 100;
+
 /// Lifetime of the admin UserSig; it is renewed after 80% of it.
 const ADMIN_SIG_SECS: i64 = 7 * 86_400;
 
@@ -55,7 +58,7 @@ impl ImError {
                 70001 | 20002 | 60004 | 60005 => ImErrorClass::Resign,
                 70107 | 20003 | 90012 | 90048 => ImErrorClass::NeedsImport,
                 70169 | 70202 | 70500 | 70050 | 20004 | 20005 | 90992 | 90994 | 90995 | 91000
-                | 60007 | 60011 | 60018 | 60019 | 60008 | 80003 => ImErrorClass::Retryable,
+                | 60007 | 60011 | 60018 | 60019 | 60008 | 80003 | 10002 => ImErrorClass::Retryable,
                 _ => ImErrorClass::Permanent,
             },
             ImError::Http(s) if *s >= 500 || *s == 429 => ImErrorClass::Retryable,
@@ -262,6 +265,89 @@ impl ImApi {
         Ok(out)
     }
 
+    /// The members of a group, at most `max`, as `group_get_member_info` lists them
+    /// (cloud.tencent.com/document/product/269/1629, the API the docs also call group_get_member_info): pages of up to [`MEMBER_PAGE`] by
+    /// `Limit`/`Offset`, or for a Community group by `Next` (which does not take `Offset`; the
+    /// first call sends `""`, each next one the `Next` the answer gave, until it is empty).
+    pub async fn group_members(
+        &self,
+        group_id: &str,
+        community: bool,
+        max: usize,
+        clock: &dyn Clock,
+    ) -> Result<Vec<String>, ImError> {
+        let mut out: Vec<String> = vec![];
+        let mut next = String::new();
+        while out.len() < max {
+            let limit = (max - out.len()).min(MEMBER_PAGE);
+            let mut body = json!({
+                "GroupId": group_id,
+                "Limit": limit,
+                "MemberInfoFilter": ["Role"],
+            });
+            if community {
+                body["Next"] = Value::String(next.clone());
+            } else {
+                body["Offset"] = json!(out.len());
+            }
+            let v = self
+                .call("group_open_http_svc/get_group_member_info", &body, clock)
+                .await?;
+            let page: Vec<String> = v["MemberList"]
+                .as_array()
+                .ok_or(ImError::Protocol(
+                    "get_group_member_info answered without a MemberList",
+                ))?
+                .iter()
+                .filter_map(|m| m["Member_Account"].as_str().filter(|a| !a.is_empty()))
+                .map(str::to_owned)
+                .collect();
+            let got = page.len();
+            out.extend(page);
+            let total = v["MemberNum"].as_u64().map(|t| t as usize);
+            next = v["Next"].as_str().unwrap_or("").to_owned();
+            let more = if community {
+                !next.is_empty()
+            } else {
+                got == limit && total.is_none_or(|t| out.len() < t)
+            };
+            if got == 0 || !more {
+                break;
+            }
+        }
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// A group's name (`get_group_info` with only `Name` in its `GroupBaseInfoFilter`);
+    /// `None` when the group has none or IM reports an error for it.
+    pub async fn group_name(
+        &self,
+        group_id: &str,
+        clock: &dyn Clock,
+    ) -> Result<Option<String>, ImError> {
+        let v = self
+            .call(
+                "group_open_http_svc/get_group_info",
+                &json!({
+                    "GroupIdList": [group_id],
+                    "ResponseFilter": { "GroupBaseInfoFilter": ["Name"] },
+                }),
+                clock,
+            )
+            .await?;
+        Ok(v["GroupInfo"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["GroupId"].as_str() == Some(group_id))
+            .filter(|g| g["ErrorCode"].as_i64().unwrap_or(0) == 0)
+            .and_then(|g| g["Name"].as_str())
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned))
+    }
+
     /// Imports an account; one that already exists is not an error.
     pub async fn account_import(
         &self,
@@ -324,7 +410,65 @@ impl ImApi {
         let v = self.call("openim/sendmsg", &body, clock).await?;
         Ok(v["MsgKey"].as_str().unwrap_or("").to_owned())
     }
+
+    /// The MsgKey of the one-to-one message `from` (None: the admin) → `to` carrying
+    /// `msg_random`, if IM holds one sent at or after `since`: whether an earlier attempt of a
+    /// send whose answer was lost arrived after all. IM's own deduplication of a resend reaches
+    /// only within the same second (reference §3.2); this reaches as far as the history does.
+    ///
+    /// `v4/openim/admin_getroammsg` (cloud.tencent.com/document/product/269/42794): read from
+    /// the receiver's side (`Operator_Account` = `to`), which holds the message whatever
+    /// `SyncOtherMachine` said; pages of newest-first messages, continued with `MaxTime` =
+    /// `LastMsgTime` and `LastMsgKey` while `Complete` is 0. Recalled messages are listed too
+    /// (flagged in `MsgFlagBits`): one of those was sent as well.
+    pub async fn find_message(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        msg_random: u32,
+        since: i64,
+        clock: &dyn Clock,
+    ) -> Result<Option<String>, ImError> {
+        let from = from.unwrap_or(&self.admin);
+        let mut body = json!({
+            "Operator_Account": to,
+            "Peer_Account": from,
+            "MaxCnt": 100,
+            "MinTime": since.max(0),
+            // Ahead of our clock by as much as `since` is behind it: IM's clock is its own.
+            "MaxTime": clock.now() + HISTORY_SLACK_SECS,
+        });
+        for _ in 0..HISTORY_PAGES {
+            let v = self.call("openim/admin_getroammsg", &body, clock).await?;
+            let list = v["MsgList"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            if let Some(m) = list.iter().find(|m| {
+                m["MsgRandom"].as_u64() == Some(u64::from(msg_random))
+                    && m["From_Account"].as_str() == Some(from)
+                    && m["To_Account"].as_str() == Some(to)
+            }) {
+                return Ok(Some(m["MsgKey"].as_str().unwrap_or("").to_owned()));
+            }
+            let more = v["Complete"].as_i64() == Some(0) && !list.is_empty();
+            match (more, v["LastMsgTime"].as_i64(), v["LastMsgKey"].as_str()) {
+                (true, Some(t), Some(k)) => {
+                    body["MaxTime"] = t.into();
+                    body["LastMsgKey"] = k.into();
+                }
+                _ => return Ok(None),
+            }
+        }
+        // A conversation this busy since the first attempt: not knowing is not "not sent".
+        Err(ImError::Protocol(
+            "admin_getroammsg: history too long to search",
+        ))
+    }
 }
+
+/// How far before the first attempt (and after now) the history is searched: clock skew
+/// between us and IM, which stamps messages with its own time.
+pub const HISTORY_SLACK_SECS: i64 = 300;
+/// Pages of up to 100 messages (IM caps a page at 13 KB) searched before giving up.
+const HISTORY_PAGES: usize = 10;
 
 impl ImApi {
     /// A picture from `from` (a user's, by the URL WeChat gave it) as an IM image element, which

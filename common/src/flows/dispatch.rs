@@ -84,9 +84,9 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
         }
         // Group every notification for the same recipient in this batch with this one, and
         // every reply of one agent to one follower (a burst).
-        let group: Vec<usize> = match claimed[i].merge_key() {
+        let group: Vec<usize> = match merge_key(app, &claimed[i]) {
             Some(r) => (i..claimed.len())
-                .filter(|&j| !done[j] && claimed[j].merge_key().as_ref() == Some(&r))
+                .filter(|&j| !done[j] && merge_key(app, &claimed[j]).as_ref() == Some(&r))
                 .collect(),
             None => vec![i],
         };
@@ -130,6 +130,15 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
         }
     }
     retry
+}
+
+/// What this dispatcher sends together: a recipient's notifications; an agent's burst only while
+/// bursts are merged (`KF_MERGE_SECS` above 0: at 0 each reply is its own message).
+fn merge_key(app: &App, item: &OutboxItem) -> Option<String> {
+    match item.job {
+        Job::CustomerService { .. } if app.config.oa_bridge.merge_secs == 0 => None,
+        _ => item.merge_key(),
+    }
 }
 
 /// A job taken over from a dispatcher whose claim went stale. That dispatcher died, or is still

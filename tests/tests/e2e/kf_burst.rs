@@ -213,3 +213,19 @@ async fn a_reply_sent_at_the_moment_the_follower_writes_is_decided_once_either_w
         }
     }
 }
+
+#[tokio::test]
+async fn with_merging_off_each_reply_is_its_own_message_even_in_one_batch() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0).set("KF_MERGE_SECS", "0")).await;
+        follow(&w, "oB6").await;
+        say(&w, "oB6", 1, "hello").await;
+        // Both callbacks before any dispatch: one stream batch carries both.
+        for t in ["one", "two"] {
+            assert_eq!(w.im_only(AFTER, reply(&w, "oB6", t)).await.status, 200);
+        }
+        w.stream().await;
+        assert_eq!(custom_texts(&w).len(), 2, "{b:?}");
+        assert_eq!(left(&w, "oB6").await, 3, "{b:?}");
+    }
+}

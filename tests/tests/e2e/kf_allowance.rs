@@ -286,3 +286,38 @@ async fn a_reply_wechat_did_not_take_gives_its_reply_back() {
         assert_eq!(allowance(&w, "oU").await.1, 4, "{b:?}");
     }
 }
+
+#[tokio::test]
+async fn replies_racing_for_the_last_reply_get_it_once() {
+    for b in BACKENDS {
+        let w = World::new(Options::new(b).at(T0)).await;
+        follow(&w, "oV").await;
+        agent_replies(&w, "agent_alice", "oV", "one").await;
+        agent_replies(&w, "agent_alice", "oV", "two").await;
+        assert_eq!(allowance(&w, "oV").await.1, 1, "{b:?}");
+        // Two more, dispatched at the same moment by two dispatchers.
+        let mut ids = vec![];
+        for t in ["three", "four"] {
+            let mut m = w.c2c("agent_alice", "oV", t);
+            m["From_Account"] = json!("agent_alice");
+            assert_eq!(w.im_only("C2C.CallbackAfterSendMsg", m).await.status, 200);
+        }
+        for i in w.outbox_of("kf").await {
+            if i.s("status") == Some("queued") {
+                ids.push(common::records::outbox::id_of(&i).to_owned());
+            }
+        }
+        assert_eq!(ids.len(), 2, "{b:?}");
+        let (a, c) = (vec![ids[0].clone()], vec![ids[1].clone()]);
+        let _ = tokio::join!(
+            common::flows::dispatch::run(&w.app, &a),
+            common::flows::dispatch::run(&w.app, &c),
+        );
+        w.stream().await;
+        assert_eq!(w.wechat.count(CUSTOM), 3, "{b:?}: the last reply once");
+        assert_eq!(allowance(&w, "oV").await.1, 0, "{b:?}");
+        let r = replies(&w).await;
+        let skipped = r.iter().filter(|x| x.0 == "skipped").count();
+        assert_eq!(skipped, 1, "{b:?}: {r:?}");
+    }
+}

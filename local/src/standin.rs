@@ -744,6 +744,9 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
     }
 }
 
+/// The content type marking a stored picture as a redirect (its bytes are the target).
+const REDIRECT: &str = "redirect";
+
 /// The bytes of a `multipart/form-data` field, as WeChat's upload reads it.
 fn multipart_field(req: &Request, name: &str) -> Option<Vec<u8>> {
     let ct = req.header("content-type")?;
@@ -776,6 +779,12 @@ fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Respons
     // the URL, without the admin's credentials).
     if let Some(name) = req.path.strip_prefix("/img/") {
         return match s.images.get(name) {
+            Some((to, ct)) if ct == REDIRECT => {
+                let mut r = Response::new(302, "text/plain", "moved");
+                r.headers
+                    .push(("location".into(), String::from_utf8_lossy(to).into_owned()));
+                r
+            }
             Some((bytes, ct)) => Response::new(200, ct, bytes.clone()),
             None => Response::text(404, "no such picture"),
         };
@@ -1092,6 +1101,17 @@ impl StandIn {
         self.with(|s| {
             s.images
                 .insert(name.to_owned(), (bytes.to_vec(), content_type.to_owned()))
+        });
+        format!("{}/img/{name}", self.base)
+    }
+
+    /// IM: a picture URL of this stand-in that redirects to `to` (storage moving a file).
+    pub fn put_redirect(&self, name: &str, to: &str) -> String {
+        self.with(|s| {
+            s.images.insert(
+                name.to_owned(),
+                (to.as_bytes().to_vec(), REDIRECT.to_owned()),
+            )
         });
         format!("{}/img/{name}", self.base)
     }

@@ -83,12 +83,17 @@ async fn a_picture_that_cannot_go_as_one_goes_as_its_link() {
         );
         let bmp = w.im.put_image("old.bmp", b"BM\0\0\0\0", "image/bmp");
         let elsewhere = "https://cdn.example.com/agent/label.png".to_owned();
-        for url in [&html, &big, &bmp, &elsewhere] {
+        // A URL on IM's storage that redirects off it (here to `localhost`, not an allowed host).
+        let ok = w.im.put_image("fine.png", PNG, "image/png");
+        let moved =
+            w.im.put_redirect("moved.png", &ok.replace("127.0.0.1", "localhost"));
+        for url in [&html, &big, &bmp, &elsewhere, &moved] {
             w.advance(1);
             agent_sends_picture(&w, "oP2", url).await;
         }
-        // WeChat refuses an upload too.
-        let ok = w.im.put_image("ok.png", PNG, "image/png");
+        // WeChat refuses an upload too (the follower writes again first: five replies were the
+        // allowance).
+        say(&w, "oP2", 2, "再发一次").await;
         w.wechat.script(
             UPLOAD,
             vec![Scripted::Json(
@@ -108,7 +113,7 @@ async fn a_picture_that_cannot_go_as_one_goes_as_its_link() {
             .collect();
         assert_eq!(
             texts,
-            [&html, &big, &bmp, &elsewhere, &ok]
+            [&html, &big, &bmp, &elsewhere, &moved, &ok]
                 .iter()
                 .map(|u| format!("[图片] {u}"))
                 .collect::<Vec<_>>(),
@@ -127,6 +132,7 @@ async fn a_picture_that_cannot_go_as_one_goes_as_its_link() {
                 "too_large",
                 "unsupported_format",
                 "host_not_allowed",
+                "download_failed",
                 "upload_failed"
             ]
             .iter()

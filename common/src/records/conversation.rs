@@ -317,20 +317,23 @@ pub fn give_back(c: Chat<'_>, a: &Allowance) -> Write {
 /// the send; `None` when none was known): 45047, its count is used up; 45015, it has expired.
 /// Only that allowance is corrected, never one a newer action opened since.
 pub fn refused(c: Chat<'_>, seen: Option<&Allowance>, errcode: i64, now: i64) -> Write {
-    let mut u = vec![Update::set(ALLOWANCE_LEFT, 0)];
-    if errcode == 45015 {
-        u.push(Update::set(ALLOWANCE_UNTIL, now));
-    }
-    let when = match seen {
-        Some(a) => Cond::eq(ALLOWANCE_AT, a.at),
-        None => {
-            // Nothing known of what opened it: closed now, until the user's next action.
-            u.push(Update::set(ALLOWANCE_AT, 0));
-            if errcode != 45015 {
-                u.push(Update::set(ALLOWANCE_UNTIL, now));
-            }
-            Cond::lacks(ALLOWANCE_AT)
+    let (u, when) = match seen {
+        Some(a) => {
+            let u = match errcode {
+                45015 => vec![Update::set(ALLOWANCE_UNTIL, now)],
+                _ => vec![Update::set(ALLOWANCE_LEFT, 0)],
+            };
+            (u, Cond::eq(ALLOWANCE_AT, a.at))
         }
+        // Nothing known of what opened it: closed now, until the user's next action.
+        None => (
+            vec![
+                Update::set(ALLOWANCE_AT, 0),
+                Update::set(ALLOWANCE_LEFT, 0),
+                Update::set(ALLOWANCE_UNTIL, now),
+            ],
+            Cond::lacks(ALLOWANCE_AT),
+        ),
     };
     Write::update(Table::State, &c.key(), keys::ONE, u).when(Cond::And(vec![Cond::Exists, when]))
 }

@@ -254,7 +254,22 @@ async fn wechats_refusals_correct_the_stored_allowance() {
         );
         agent_replies(&w, "agent_bob", "oS", "third").await;
         let (_, left, until) = allowance(&w, "oS").await;
-        assert_eq!((left, until), (0, w.now()), "{b:?}");
+        assert_eq!(
+            (left, until),
+            (4, w.now()),
+            "{b:?}: ended now, its count as it was"
+        );
+        // So the next reply is known to find it expired.
+        w.advance(1);
+        agent_replies(&w, "agent_bob", "oS", "fourth").await;
+        assert_eq!(
+            replies(&w).await[3],
+            (
+                "skipped".into(),
+                "undeliverable: allowance_expired; no_fallback_credit".into()
+            ),
+            "{b:?}"
+        );
     }
 }
 

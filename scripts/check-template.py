@@ -158,6 +158,7 @@ ENVIRONMENT = {
     "IM_API_BASE": "ImApiBase",
     "IM_CALLBACK_TOKEN": "ImCallbackToken",
     "IM_AGENT_ACCOUNTS": "ImAgentAccounts",
+    "IM_AGENT_ACCOUNTS_MP": "ImAgentAccountsMp",
     "NOTIFY_APP": "NotifyApp",
     "NOTIFY_TEMPLATE_ID": "NotifyTemplateId",
     "NOTIFY_DATA": "NotifyData",
@@ -173,6 +174,8 @@ ENVIRONMENT = {
     "OA_FALLBACK_DATA": "OaFallbackData",
     "OA_CONVERSATION_WINDOW_SECS": "OaConversationWindowSecs",
     "OA_FALLBACK_PAGE": "OaFallbackPage",
+    "KF_MERGE_SECS": "KfMergeSecs",
+    "IM_MEDIA_URL_HOSTS": "ImMediaUrlHosts",
 }
 
 OUTPUTS = {

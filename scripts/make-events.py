@@ -254,6 +254,32 @@ def build():
     case("wechat-event/mp-safe-json-miniprogrampage.json", sign(wechat_event("POST", "mp", body), "safe", "100008"),
          {"function": "wechat-event", "status": 200, "body": "success"},
          "A mini-program card sent in the customer-service chat: accepted.")
+    mp_kf = {"IM_AGENT_ACCOUNTS_MP": "agent_bob"}
+    mp_conv = {"pk": f"conv#mp#{MP_USER}", "sk": "-"}
+    body = json.dumps({"ToUserName": MP_GH, "FromUserName": MP_USER, "CreateTime": TS,
+                       "MsgType": "event", "Event": "user_enter_tempsession",
+                       "SessionFrom": "order:42"}, separators=(",", ":"))
+    case("wechat-event/mp-safe-json-enter-session.json", sign(wechat_event("POST", "mp", body), "safe", "100010"),
+         {"function": "wechat-event", "status": 200, "body": "success", "config": mp_kf,
+          "items": [mp_conv | {"status": "active", "agent": "agent_bob", "openid": MP_USER,
+                               "allowance_by": "mp_session", "allowance_left": 2,
+                               "session_from": "order:42"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}]},
+         "With IM_AGENT_ACCOUNTS_MP=agent_bob: a mini-program user taps <button open-type=\"contact\" "
+         "session-from=\"order:42\">. The conversation starts (agent_bob assigned; the unbound user's IM "
+         "account, their openid, imported), WeChat's allowance of 2 replies within 1 minute is recorded, and "
+         "SessionFrom is kept for the agent until the user's first message.")
+    body = json.dumps({"ToUserName": MP_GH, "FromUserName": MP_USER, "CreateTime": TS, "MsgType": "text",
+                       "Content": "我的订单还没到", "MsgId": 24000000000000011}, separators=(",", ":"))
+    case("wechat-event/mp-safe-json-kf-text.json", sign(wechat_event("POST", "mp", body), "safe", "100011"),
+         {"function": "wechat-event", "status": 200, "body": "success", "config": mp_kf,
+          "setup": [{"invoke": "wechat-event/mp-safe-json-enter-session.json"}],
+          "items": [mp_conv | {"allowance_by": "mp_message", "allowance_left": 5}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"}],
+          "im_sends": 1},
+         "The user's first message in the session: forwarded to agent_bob in IM from the user's IM account, "
+         "as \"[SessionFrom: order:42] 我的订单还没到\"; WeChat now allows 5 replies within 48 hours. "
+         "Setup: the user entered the session (mp-safe-json-enter-session.json).")
     body = json.dumps({"ToUserName": "gh_97417a04a28d", "FromUserName": MP_USER, "CreateTime": TS + 8,
                        "MsgType": "event", "Event": "debug_demo", "debug_str": "hello world"}, separators=(",", ":"))
     case("wechat-event/mp-plain-json-unknown-event.json", sign(wechat_event("POST", "mp", body), "plain", "100009"),
@@ -283,13 +309,23 @@ def build():
          "(the stand-in, like most editions, answers 71000, so it is kept and marked inactive).")
     case("wechat-event/oa-safe-xml-scan.json",
          sign(wechat_event("POST", "oa", oa_event("SCAN", [("EventKey", "campaign42"), ("Ticket", "gQH47joAAAAAAAAAASxodHRw")])), "safe", "200102"),
-         {"function": "wechat-event", "status": 200, "body": "success", "nothing_stored": True},
-         "An existing follower scans a QR code: accepted, nothing to do.")
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [conv | {"allowance_by": "scan", "allowance_left": 3}],
+          "outbox": []},
+         "An existing follower scans a parametric QR code: nothing is forwarded, but WeChat now allows 3 "
+         "customer-service replies within 1 minute, recorded on the conversation (replacing the allowance in force).")
+    case("wechat-event/oa-safe-xml-menu-click.json",
+         sign(wechat_event("POST", "oa", oa_event("CLICK", [("EventKey", "V1001_CONTACT_US")])), "safe", "200103"),
+         {"function": "wechat-event", "status": 200, "body": "success",
+          "items": [conv | {"allowance_by": "menu", "allowance_left": 3}],
+          "outbox": []},
+         "A follower clicks a menu item (CLICK; scancode_push and scancode_waitmsg count the same): WeChat "
+         "allows 3 customer-service replies within 1 minute, recorded on the conversation.")
     oa = [
         ("oa-safe-xml-text.json", oa_msg("text", [("Content", "你好 hello")], 24000000000000001), "safe",
          "A follower's text message."),
         ("oa-plain-xml-image.json", oa_msg("image", [("PicUrl", "https://mmbiz.example/pic.jpg"), ("MediaId", "media-image-1")], 24000000000000002), "plain",
-         "An image (plaintext mode)."),
+         "An image (plaintext mode): forwarded to the agent as an IM image element (TIMImageElem) built from its PicUrl."),
         ("oa-safe-xml-voice.json", oa_msg("voice", [("MediaId", "media-voice-1"), ("Format", "amr"), ("Recognition", "语音识别结果")], 24000000000000003), "safe",
          "A voice message with speech recognition."),
         ("oa-safe-xml-video.json", oa_msg("video", [("MediaId", "media-video-1"), ("ThumbMediaId", "media-thumb-1")], 24000000000000004), "safe",
@@ -455,11 +491,84 @@ def build_im():
          {"function": "im-callback", "status": 200, "body": IM_OK,
           "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"}],
           "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
-                     {"kind": "kf", "status": "sent"}], "custom_sends": 1,
+                     {"kind": "kf", "status": "sent", "reason": "image_sent_as_link: host_not_allowed"}],
+          "custom_sends": 1,
           "custom_texts": ["[图片] https://im.example.com/agent_alice/label-original.jpg"]},
-         "An agent answers with a photo: WeChat's customer-service message carries text, so the follower "
-         "receives a summary with the original image's URL (\"[图片] https://…/label-original.jpg\"). "
+         "An agent answers with a photo whose URL is not on IM's storage hosts (IM_MEDIA_URL_HOSTS: im.example.com "
+         "is not one), so it is not downloaded: the follower receives its summary with the original image's URL "
+         "(\"[图片] https://…/label-original.jpg\"; reason image_sent_as_link: host_not_allowed). A picture on "
+         "IM's storage is uploaded with media/upload and sent as a picture (tests/tests/e2e/kf_media.rs). "
          "Setup: the follower wrote first (oa-safe-xml-text.json).")
+    case("im-callback/c2c-agent-reply-oa-allowance-expired.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 7, "欢迎关注！有什么可以帮您？")),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-subscribe.json"}, {"advance": 61}],
+          "outbox": [{"kind": "im_import", "status": "sent"},
+                     {"kind": "kf", "status": "skipped", "reason": "undeliverable: allowance_expired; no_fallback_credit"},
+                     {"kind": "agent_notice", "status": "sent"}],
+          "custom_sends": 0, "sends": 0, "im_sends": 1},
+         "An agent answers a new follower 61 s after the follow: the follow opened 3 replies for 1 minute, so "
+         "the reply is not sent to WeChat (which would refuse it with 45015); the follower has no credit for "
+         "the fallback notification, and agent_alice is told in IM what happened and that 5 replies within "
+         "48 hours open when the follower next writes. Setup: the follow (oa-safe-xml-subscribe.json), then "
+         "61 seconds.")
+    case("im-callback/c2c-agent-reply-oa-burst.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 8, "您的订单今天下午发货。")),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "config": {"KF_MERGE_SECS": "3"},
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"},
+                    {"handler": "im-callback/c2c-agent-reply-oa.json"}],
+          "advance_after": 3,
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}, {"kind": "kf", "status": "sent"}],
+          "custom_sends": 1,
+          "custom_texts": ["您好，请问有什么可以帮您？\n您的订单今天下午发货。"]},
+         "An agent's burst (KF_MERGE_SECS=3): agent_alice answers in two IM messages in quick succession "
+         "(c2c-agent-reply-oa.json, then this one); both are held for the rest of the burst, and 3 s later "
+         "go as one customer-service message, spending one of the follower's 5 replies. Setup: the "
+         "follower wrote (oa-safe-xml-text.json), the first reply's callback (handler only).")
+    case("im-callback/c2c-agent-reply-mp.json",
+         im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_bob", MP_USER, 9, "已经发货了，单号 SF100")),
+         {"function": "im-callback", "status": 200, "body": IM_OK, "config": {"IM_AGENT_ACCOUNTS_MP": "agent_bob"},
+          "setup": [{"invoke": "wechat-event/mp-safe-json-enter-session.json"},
+                    {"invoke": "wechat-event/mp-safe-json-kf-text.json"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}],
+          "custom_sends": 1, "custom_texts": ["已经发货了，单号 SF100"]},
+         "agent_bob answers the mini-program user in IM: delivered with the mini program's access token as a "
+         "customer-service message, spending one of the 5 replies. Setup: the user entered the session and "
+         "wrote (mp-safe-json-enter-session.json, mp-safe-json-kf-text.json).")
+    typing = c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 10, "")
+    typing["OnlineOnlyFlag"] = 1
+    typing["MsgBody"] = [{"MsgType": "TIMCustomElem", "MsgContent": {
+        "Data": "{\"businessID\":\"user_typing_status\",\"typingStatus\":1,\"version\":1,\"userAction\":14,\"actionParam\":\"EIMAMSG_InputStatus_Ing\"}",
+        "Desc": "", "Ext": ""}}]
+    case("im-callback/c2c-agent-typing-oa.json", im_event("C2C.CallbackAfterSendMsg", typing),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"},
+                    {"invoke": "im-callback/c2c-agent-reply-oa.json"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}, {"kind": "kf_typing", "status": "sent"}],
+          "custom_sends": 1},
+         "agent_alice types in TUIKit (an online-only TIMCustomElem, businessID user_typing_status): the follower "
+         "sees WeChat's typing state (custom/typing), asked for because a message was exchanged within 30 s and "
+         "none was asked for within 15 s; never a customer-service message. Setup: the follower wrote, "
+         "agent_alice answered.")
+    recalled = c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 4, "")
+    case("im-callback/c2c-agent-recall-oa.json",
+         im_event("C2C.CallbackAfterMsgWithDraw", {"CallbackCommand": "C2C.CallbackAfterMsgWithDraw",
+                                                     "From_Account": "agent_alice", "To_Account": OA_USER,
+                                                     "MsgKey": recalled["MsgKey"], "UnreadMsgNum": 0,
+                                                     "EventTime": TS * 1000 + 500}),
+         {"function": "im-callback", "status": 200, "body": IM_OK,
+          "setup": [{"invoke": "wechat-event/oa-safe-xml-text.json"},
+                    {"invoke": "im-callback/c2c-agent-reply-oa.json"}],
+          "outbox": [{"kind": "im_import", "status": "sent"}, {"kind": "forward", "status": "sent"},
+                     {"kind": "kf", "status": "sent"}, {"kind": "agent_notice", "status": "sent"}],
+          "custom_sends": 1, "im_sends": 2},
+         "agent_alice recalls in IM the answer already delivered (c2c-agent-reply-oa.json): WeChat cannot recall a "
+         "customer-service message, so she is told so in IM, once. A message recalled before it was sent (held "
+         "for its burst, or recalled before its own callback) is not sent: skipped, recalled_before_sent "
+         "(tests/tests/e2e/kf_recall.rs). Setup: the follower wrote, agent_alice answered.")
     case("im-callback/c2c-agent-reply-oa-unfollowed.json",
          im_event("C2C.CallbackAfterSendMsg", c2c("C2C.CallbackAfterSendMsg", "agent_alice", OA_USER, 6, "还有其他问题吗？")),
          {"function": "im-callback", "status": 200, "body": IM_OK,

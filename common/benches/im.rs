@@ -19,6 +19,7 @@ fn callback_parse_auth(c: &mut Criterion) {
         callback_token: Some(Secret::new("xxxxyyyy")),
         callback_window_secs: 300,
         agents: vec![],
+        agents_mp: vec![],
     };
     let body = r#"{"CallbackCommand":"C2C.CallbackAfterSendMsg","From_Account":"jared","To_Account":"Jonh","MsgSeq":48374,"MsgRandom":2837546,"MsgTime":1557481126,"MsgKey":"48374_2837546_1557481126","OnlineOnlyFlag":1,"SendMsgResult":0,"ErrorInfo":"send msg succeed","UnreadMsgNum":7,"MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"red packet"}}],"CloudCustomData":"your cloud custom data"}"#;
     let req = Request::new(

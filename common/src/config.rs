@@ -101,16 +101,43 @@ impl NotifyConfig {
     }
 }
 
+/// Tencent Cloud's storage domains, where IM keeps the pictures its clients upload.
+const DEFAULT_MEDIA_HOSTS: &str = "myqcloud.com,qcloud.com,tencentcos.cn,tencent-cloud.com";
+
 /// The official-account customer-service bridge.
 #[derive(Debug, Clone)]
 pub struct OaBridgeConfig {
     pub welcome_text: String,
     pub connecting_text: String,
     pub conversation_window_secs: i64,
+    /// Agent replies to one follower arriving within this many seconds go as one
+    /// customer-service message (0 = each on its own).
+    pub merge_secs: i64,
+    /// Hosts (and their subdomains) an agent's picture may be downloaded from, to go to WeChat
+    /// as a picture: IM's image storage.
+    pub media_hosts: Vec<String>,
     /// Subscribe-message fallback when a customer-service message cannot be delivered.
     pub fallback_template_id: Option<String>,
     pub fallback_data: Vec<(String, String)>,
     pub fallback_page: Option<String>,
+}
+
+impl OaBridgeConfig {
+    /// Whether an agent's picture at `url` may be downloaded: a host of `IM_MEDIA_URL_HOSTS` or
+    /// a subdomain of one.
+    pub fn media_host_allowed(&self, url: &str) -> bool {
+        let Ok(u) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        let Some(host) = u.host_str().map(str::to_ascii_lowercase) else {
+            return false;
+        };
+        matches!(u.scheme(), "https" | "http")
+            && self
+                .media_hosts
+                .iter()
+                .any(|h| host == *h || host.ends_with(&format!(".{h}")))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -333,21 +360,27 @@ impl Config {
         let admin_user = env
             .opt("IM_ADMIN_USER")
             .unwrap_or_else(|| "administrator".into());
-        let agents: Vec<String> = env
-            .opt("IM_AGENT_ACCOUNTS")
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if agents.iter().any(|a| a.len() > 32) {
-            return Err(ConfigError::new(
-                "IM_AGENT_ACCOUNTS",
-                "IM user ids are at most 32 bytes",
-            ));
-        }
+        let list = |var: &str| -> Result<Option<Vec<String>>, ConfigError> {
+            let Some(v) = env.opt(var) else {
+                return Ok(None);
+            };
+            let agents: Vec<String> = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if agents.iter().any(|a| a.len() > 32) {
+                return Err(ConfigError::new(var, "IM user ids are at most 32 bytes"));
+            }
+            Ok(Some(agents))
+        };
+        // `IM_AGENT_ACCOUNTS` is the official account's, from before the mini program had
+        // customer service; `IM_AGENT_ACCOUNTS_OA` takes its place when set.
+        let agents = match list("IM_AGENT_ACCOUNTS_OA")? {
+            Some(a) => a,
+            None => list("IM_AGENT_ACCOUNTS")?.unwrap_or_default(),
+        };
+        let agents_mp = list("IM_AGENT_ACCOUNTS_MP")?.unwrap_or_default();
         Ok(Some(ImConfig {
             sdkappid,
             secret_key,
@@ -356,6 +389,7 @@ impl Config {
             callback_token: env.opt("IM_CALLBACK_TOKEN").map(Secret::new),
             callback_window_secs: env.int("IM_CALLBACK_WINDOW_SECS", 300, 1, 86_400)?,
             agents,
+            agents_mp,
         }))
     }
 
@@ -480,6 +514,16 @@ impl Config {
                 0,
                 7 * 86_400,
             )?,
+            // At most 15 s: the dispatcher waits out a burst inside one invocation (its longest
+            // pause is 20 s).
+            merge_secs: env.int("KF_MERGE_SECS", 3, 0, 15)?,
+            media_hosts: env
+                .opt("IM_MEDIA_URL_HOSTS")
+                .unwrap_or_else(|| DEFAULT_MEDIA_HOSTS.into())
+                .split(',')
+                .map(|h| h.trim().trim_start_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
             fallback_template_id,
             fallback_data,
             fallback_page: env.opt("OA_FALLBACK_PAGE"),

@@ -54,6 +54,7 @@ pub fn im_config(token: Option<&str>, window: i64) -> ImConfig {
         callback_token: token.map(Secret::new),
         callback_window_secs: window,
         agents: vec![],
+        agents_mp: vec![],
     }
 }
 

@@ -229,7 +229,7 @@ pub(crate) async fn setup(
 }
 
 pub async fn run() -> Result<(), String> {
-    let (mut d, wechat, _im, dir) = setup("demo", &[]).await?;
+    let (mut d, wechat, im, dir) = setup("demo", &[("IM_AGENT_ACCOUNTS_MP", "agent_bob")]).await?;
     println!("wxim demo: WeChat and Tencent IM joined, end to end, on the embedded store");
     println!("  store: {}/wxim.db (removed at the end)", dir.display());
     println!(
@@ -237,7 +237,7 @@ pub async fn run() -> Result<(), String> {
     );
     println!(
         "  WeChat API stand-in {}, IM REST stand-in {}",
-        wechat.base, _im.base
+        wechat.base, im.base
     );
     let now = d.app.now();
 
@@ -372,6 +372,41 @@ pub async fn run() -> Result<(), String> {
     );
     println!("   {}", d.ledger_line().await);
 
+    d.title("The same user taps the mini program's contact button (<button open-type=\"contact\" session-from=\"order:42\">): user_enter_tempsession; agent_bob (IM_AGENT_ACCOUNTS_MP) gets the conversation");
+    let t = d.app.now();
+    let enter = json!({"ToUserName": "gh_123456789abc", "FromUserName": USER_OPENID, "CreateTime": t,
+        "MsgType": "event", "Event": "user_enter_tempsession", "SessionFrom": "order:42"});
+    let req = d.push(&enter.to_string(), Delivery::Safe, t)?;
+    d.send(Function::WechatEvent, req).await;
+    println!("   WeChat now allows 2 customer-service replies within 1 minute");
+
+    d.title("They write in the customer-service chat: forwarded to agent_bob from their bound IM account, customer_lin, with the SessionFrom");
+    let text = json!({"ToUserName": "gh_123456789abc", "FromUserName": USER_OPENID, "CreateTime": t + 1,
+        "MsgType": "text", "Content": "我的订单还没到", "MsgId": 24000000000000201u64});
+    let req = d.push(&text.to_string(), Delivery::Safe, t + 1)?;
+    d.send(Function::WechatEvent, req).await;
+    for r in im.requests("/v4/openim/sendmsg").iter().rev().take(1) {
+        println!(
+            "   IM sendmsg {} → {}: {}",
+            r.body["From_Account"].as_str().unwrap_or(""),
+            r.body["To_Account"].as_str().unwrap_or(""),
+            r.body["MsgBody"][0]["MsgContent"]["Text"]
+        );
+    }
+
+    d.title("agent_bob answers in IM: a customer-service message with the mini program's access token (one of the 5 replies their message opened)");
+    let mut body = c2c(40, "已经发货了，单号 SF100", d.app.now());
+    body["From_Account"] = json!("agent_bob");
+    body["To_Account"] = json!(CUSTOMER);
+    d.send(
+        Function::ImCallback,
+        d.im_callback("C2C.CallbackAfterSendMsg", body),
+    )
+    .await;
+    for r in wechat.requests("/cgi-bin/message/custom/send") {
+        println!("   custom/send {}", r.body);
+    }
+
     println!("\nStored items (what `wxim state dump` prints):");
     for t in Table::ALL {
         for item in d.app.store.scan(t).await.map_err(|e| e.to_string())? {
@@ -431,6 +466,13 @@ impl Demo {
     }
 
     async fn agent_says(&self, agent: &str, seq: u64, text: &str) -> Response {
+        let r = self.agent_writes(agent, seq, text).await;
+        self.burst_ends().await;
+        r
+    }
+
+    /// An agent's message, held with the rest of its burst (`KF_MERGE_SECS`).
+    async fn agent_writes(&self, agent: &str, seq: u64, text: &str) -> Response {
         let now = self.app.now();
         let mut body = c2c(seq, text, now);
         body["From_Account"] = json!(agent);
@@ -441,10 +483,20 @@ impl Demo {
         )
         .await
     }
+
+    /// Waits out the agent's burst, then dispatches it (what the stream's redelivery does).
+    async fn burst_ends(&self) {
+        let secs = self.app.config.oa_bridge.merge_secs;
+        if secs > 0 {
+            println!("   (held for the rest of the burst: {secs} s)");
+            tokio::time::sleep(std::time::Duration::from_secs(secs as u64 + 1)).await;
+            crate::routes::stream(&self.app).await;
+        }
+    }
 }
 
 pub async fn run_oa() -> Result<(), String> {
-    let (mut d, wechat, im, dir) = setup("demo-oa", &[]).await?;
+    let (mut d, wechat, im, dir) = setup("demo-oa", &[("KF_MERGE_SECS", "1")]).await?;
     wechat.print_requests(true);
     im.print_requests(true);
     println!("wxim demo oa: official-account followers talk to human agents who sit in IM");
@@ -475,6 +527,12 @@ pub async fn run_oa() -> Result<(), String> {
     d.agent_says("agent_alice", 1, "您好！您的订单今天下午发货。")
         .await;
 
+    d.title("She adds three short messages in quick succession (KF_MERGE_SECS=1 here): one customer-service message, one of the follower's 5 replies");
+    d.agent_writes("agent_alice", 11, "快递单号 SF1234567890。")
+        .await;
+    d.agent_writes("agent_alice", 12, "预计明天送达。").await;
+    d.agent_says("agent_alice", 13, "有问题随时找我。").await;
+
     d.title("The follower had also accepted the reply-waiting notification (订阅通知) once");
     d.oa_push(
         "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_popup_event]]></Event><SubscribeMsgPopupEvent><List><TemplateId><![CDATA[oa_reply_waiting_T0001]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>2</PopupScene></List></SubscribeMsgPopupEvent>",
@@ -482,18 +540,14 @@ pub async fn run_oa() -> Result<(), String> {
     )
     .await?;
 
-    d.title("Two days later agent_alice follows up: outside the 48-hour window (WeChat answers 45015), so the subscribe notification goes instead");
+    d.title("Two days later agent_alice follows up: outside the 48-hour window (WeChat answers 45015), so the subscribe notification goes instead and she is told");
     wechat.script(
         "/cgi-bin/message/custom/send",
         vec![crate::standin::Scripted::Json(json!({"errcode": 45015, "errmsg": "response out of time limit or subscription is canceled"}))],
     );
     d.agent_says("agent_alice", 2, "包裹已签收，请确认。").await;
 
-    d.title("Once more, with no notification credit left: undeliverable, recorded, and agent_alice is told in IM");
-    wechat.script(
-        "/cgi-bin/message/custom/send",
-        vec![crate::standin::Scripted::Json(json!({"errcode": 45015, "errmsg": "response out of time limit or subscription is canceled"}))],
-    );
+    d.title("Once more: the conversation now records WeChat's allowance as closed, so nothing goes to WeChat; no notification credit is left either: recorded, and agent_alice is told in IM");
     d.agent_says("agent_alice", 3, "还有其他问题吗？").await;
 
     d.title("The follower unfollows: conversation ended, IM account deleted where the edition allows (here 71000: kept, inactive)");

@@ -158,6 +158,11 @@ struct Shared {
     /// sent, or [`StandIn::user_wrote`]) and when the typing state was last granted.
     exchanged: HashMap<String, i64>,
     typing: HashMap<String, i64>,
+    /// WeChat: the temporary media uploaded (media_id → the bytes' length).
+    media: HashMap<String, usize>,
+    /// IM: the picture bytes served behind the URLs put in image elements (name → bytes,
+    /// content type).
+    images: HashMap<String, (Vec<u8>, String)>,
 }
 
 #[derive(Clone)]
@@ -272,7 +277,12 @@ impl StandIn {
                 }
             })
         });
-        let task = tokio::spawn(httpd::serve(listener, handler));
+        // Room for WeChat's largest upload (10 MB), so that its own 40006 answers a bigger one.
+        let limits = httpd::Limits {
+            max_body: 11 * 1024 * 1024,
+            ..httpd::Limits::default()
+        };
+        let task = tokio::spawn(httpd::serve_with(listener, handler, limits));
         Ok(StandIn {
             base,
             shared,
@@ -303,7 +313,12 @@ impl StandIn {
         let Some(im) = &config.im else {
             return Ok(None);
         };
-        let mut accounts: Vec<&str> = im.agents.iter().map(String::as_str).collect();
+        let mut accounts: Vec<&str> = im
+            .agents
+            .iter()
+            .chain(&im.agents_mp)
+            .map(String::as_str)
+            .collect();
         accounts.extend_from_slice(users);
         StandIn::im(
             port,
@@ -610,6 +625,33 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
                 &json!({ "errcode": 0, "errmsg": "ok", "msgid": msgid }),
             )
         }
+        "/cgi-bin/media/upload" => {
+            if !token_ok(&s) {
+                return wx_error(
+                    40001,
+                    "invalid credential, access_token is invalid or not latest",
+                );
+            }
+            if req.query("type") != Some("image") {
+                return wx_error(40004, "invalid media type");
+            }
+            let Some(bytes) = multipart_field(req, "media") else {
+                return wx_error(41005, "media data missing");
+            };
+            if bytes.len() > 10 * 1024 * 1024 {
+                return wx_error(40006, "invalid meida size");
+            }
+            if common::protocol::wechat::media::ImageFormat::sniff(&bytes).is_none() {
+                return wx_error(40005, "invalid file type");
+            }
+            let media_id = format!("MEDIA_ID_{}", s.media.len() + 1);
+            s.media.insert(media_id.clone(), bytes.len());
+            let now = s.now();
+            Response::json(
+                200,
+                &json!({ "type": "image", "media_id": media_id, "created_at": now }),
+            )
+        }
         "/cgi-bin/message/custom/send" => {
             if !token_ok(&s) {
                 return wx_error(
@@ -620,11 +662,19 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
             let Some(to) = body["touser"].as_str().filter(|t| !t.is_empty()) else {
                 return wx_error(40003, "invalid openid");
             };
+            if body["msgtype"] == "image"
+                && !body["image"]["media_id"]
+                    .as_str()
+                    .is_some_and(|m| s.media.contains_key(m))
+            {
+                return wx_error(40007, "invalid media_id");
+            }
             let now = s.now();
             s.exchanged.insert(to.to_owned(), now);
             wx_error(0, "ok")
         }
-        "/cgi-bin/message/custom/typing" => {
+        // The official account's and the mini program's typing state follow the same rules.
+        "/cgi-bin/message/custom/typing" | "/cgi-bin/message/custom/business/typing" => {
             if !token_ok(&s) {
                 return wx_error(
                     40001,
@@ -694,8 +744,51 @@ fn wechat_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Res
     }
 }
 
+/// The content type marking a stored picture as a redirect (its bytes are the target).
+const REDIRECT: &str = "redirect";
+
+/// The bytes of a `multipart/form-data` field, as WeChat's upload reads it.
+fn multipart_field(req: &Request, name: &str) -> Option<Vec<u8>> {
+    let ct = req.header("content-type")?;
+    let boundary = ct.split("boundary=").nth(1)?.trim_matches('"');
+    let delim = format!("--{boundary}");
+    let body = &req.body;
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut at = find(body, delim.as_bytes(), 0)?;
+    loop {
+        let start = at + delim.len() + 2;
+        let head_end = find(body, b"\r\n\r\n", start)?;
+        let head = String::from_utf8_lossy(body.get(start..head_end)?);
+        let next = find(body, format!("\r\n{delim}").as_bytes(), head_end + 4)?;
+        if head.contains(&format!("name=\"{name}\"")) {
+            let data = body.get(head_end + 4..next)?.to_vec();
+            return (!data.is_empty()).then_some(data);
+        }
+        at = next + 2;
+    }
+}
+
 fn im_route(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Response {
     let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    // The pictures behind the URLs of image elements (IM's storage serves them to anyone with
+    // the URL, without the admin's credentials).
+    if let Some(name) = req.path.strip_prefix("/img/") {
+        return match s.images.get(name) {
+            Some((to, ct)) if ct == REDIRECT => {
+                let mut r = Response::new(302, "text/plain", "moved");
+                r.headers
+                    .push(("location".into(), String::from_utf8_lossy(to).into_owned()));
+                r
+            }
+            Some((bytes, ct)) => Response::new(200, ct, bytes.clone()),
+            None => Response::text(404, "no such picture"),
+        };
+    }
     let Some((sdkappid, key, admin)) = s.im.clone() else {
         return Response::text(500, "not an IM stand-in");
     };
@@ -1002,6 +1095,32 @@ fn group_info(s: &Shared, body: &Value) -> Response {
 }
 
 impl StandIn {
+    /// IM: serves `bytes` as `content_type` behind a URL of this stand-in, for an image element
+    /// (`ImageInfoArray[].URL`); returns the URL.
+    pub fn put_image(&self, name: &str, bytes: &[u8], content_type: &str) -> String {
+        self.with(|s| {
+            s.images
+                .insert(name.to_owned(), (bytes.to_vec(), content_type.to_owned()))
+        });
+        format!("{}/img/{name}", self.base)
+    }
+
+    /// IM: a picture URL of this stand-in that redirects to `to` (storage moving a file).
+    pub fn put_redirect(&self, name: &str, to: &str) -> String {
+        self.with(|s| {
+            s.images.insert(
+                name.to_owned(),
+                (to.as_bytes().to_vec(), REDIRECT.to_owned()),
+            )
+        });
+        format!("{}/img/{name}", self.base)
+    }
+
+    /// WeChat: the size of each image uploaded as temporary media, by media_id.
+    pub fn uploaded(&self) -> HashMap<String, usize> {
+        self.with(|s| s.media.clone())
+    }
+
     /// How many distinct one-to-one messages IM actually delivered (a resend with the same
     /// MsgRandom within the same second counts once).
     pub fn delivered(&self) -> usize {

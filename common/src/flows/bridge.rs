@@ -2,14 +2,22 @@
 //! A follower's IM user id is their openid. Every outbound call is an outbox job written in the
 //! same transaction as the push's dedupe marker, so WeChat's and IM's retries never repeat one.
 
+use tracing::warn;
+
 use crate::app::App;
+use crate::config::AppKind;
 use crate::flows::plan::{Decision, Plan};
 use crate::obs;
-use crate::protocol::im::callback::C2cMessage;
+use crate::protocol::im::callback::{C2cMessage, Element, Recall};
+use crate::protocol::im::rest::OnlineStatus;
+use crate::protocol::wechat::allowance::{Opening, describe_secs};
 use crate::protocol::wechat::message::{Message, MessageKind};
-use crate::records::binding;
-use crate::records::conversation::{self, Conversation, Status as ConvStatus, Touch};
+use crate::records::conversation::{
+    self, Allowance, Chat, Conversation, Status as ConvStatus, Touch,
+};
 use crate::records::outbox::{self, Enqueue, Job, Status};
+use crate::records::presence::{self, Presence};
+use crate::records::{binding, kf_burst};
 use crate::store::{StoreError, Txn, TxnError, Write};
 
 /// The text an agent sees for a follower's message: the text itself, or a readable summary with
@@ -39,11 +47,42 @@ pub fn summary(kind: &MessageKind) -> Option<String> {
     })
 }
 
-pub fn is_agent(app: &App, user: &str) -> bool {
-    app.config
-        .im
-        .as_ref()
-        .is_some_and(|im| im.agents.iter().any(|a| a == user))
+/// Whether `user` is one of `kind`'s agents.
+pub fn is_agent(app: &App, kind: AppKind, user: &str) -> bool {
+    agents(app, kind).iter().any(|a| a == user)
+}
+
+fn agents(app: &App, kind: AppKind) -> &[String] {
+    app.config.im.as_ref().map_or(&[], |im| im.agents_of(kind))
+}
+
+/// Whether `kind`'s users are bridged to agents: the official account always (without agents its
+/// followers' messages are kept and nobody is promised an agent), the mini program when it has
+/// agents of its own (`IM_AGENT_ACCOUNTS_MP`).
+pub fn bridged(app: &App, kind: AppKind) -> bool {
+    match kind {
+        AppKind::Oa => true,
+        AppKind::Mp => !agents(app, kind).is_empty(),
+    }
+}
+
+/// The IM account that speaks for a user: an official-account follower's openid; a mini-program
+/// user's bound IM user when `/bind` bound one, else their openid, imported like a follower's.
+pub async fn speaker(app: &App, kind: AppKind, openid: &str) -> Result<String, StoreError> {
+    Ok(match kind {
+        AppKind::Oa => openid.to_owned(),
+        AppKind::Mp => binding::by_openid(&*app.store, kind, openid)
+            .await?
+            .unwrap_or_else(|| openid.to_owned()),
+    })
+}
+
+/// How a user is named to an agent.
+pub fn who(kind: AppKind, openid: &str) -> String {
+    match kind {
+        AppKind::Oa => format!("follower {openid}"),
+        AppKind::Mp => format!("mini-program user {openid}"),
+    }
 }
 
 /// How many times an assignment is tried against concurrent writers before the push fails (503,
@@ -57,33 +96,45 @@ const ASSIGN_ATTEMPTS: usize = 6;
 /// assignment that took moves it, never a duplicate delivery.
 async fn assign_agent(
     app: &App,
-    openid: &str,
+    chat: Chat<'_>,
     conv: Option<&Conversation>,
 ) -> Result<Option<String>, StoreError> {
-    let agents = match &app.config.im {
-        Some(im) if !im.agents.is_empty() => &im.agents,
-        _ => return Ok(None),
-    };
+    let agents = agents(app, chat.app);
+    if agents.is_empty() {
+        return Ok(None);
+    }
     let mut held: Option<String> = conv.and_then(|c| c.agent.clone());
+    let mut online: Option<Vec<bool>> = None;
     for attempt in 0..ASSIGN_ATTEMPTS {
         if let Some(a) = &held
             && agents.iter().any(|x| x == a)
         {
             return Ok(Some(a.clone()));
         }
-        let cursor = conversation::agent_cursor(&*app.store).await?;
-        let pick = &agents[cursor.unwrap_or(0).rem_euclid(agents.len() as i64) as usize];
+        let online = match &online {
+            Some(o) => o,
+            None => online.insert(online_agents(app, agents).await?),
+        };
+        let cursor = conversation::agent_cursor(&*app.store, chat.app).await?;
+        let n = agents.len();
+        let start = cursor.unwrap_or(0).rem_euclid(n as i64) as usize;
+        // The next agent in the round that is online, else the next agent in the round: the
+        // user's message is never left without one.
+        let pick = &agents[(0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| online[i])
+            .unwrap_or(start)];
         // Holding the cursor to the value read spreads simultaneous new followers evenly; after
         // a few collisions a plain increment guarantees progress at the cost of evenness.
         let held_cursor = (attempt < ASSIGN_ATTEMPTS / 2).then_some(cursor);
         let ws = vec![
-            conversation::assign(openid, pick, held.as_deref(), app.now()),
-            conversation::advance_cursor(held_cursor),
+            conversation::assign(chat, pick, held.as_deref(), app.now()),
+            conversation::advance_cursor(chat.app, held_cursor),
         ];
         match app.store.transact(ws).await {
             Ok(()) => return Ok(Some(pick.clone())),
             Err(StoreError::ConditionFailed { .. }) => {
-                held = conversation::get(&*app.store, openid)
+                held = conversation::get(&*app.store, chat)
                     .await?
                     .and_then(|c| c.agent);
             }
@@ -93,6 +144,44 @@ async fn assign_agent(
     Err(StoreError::Unavailable(
         "agent assignment kept colliding with concurrent writes".into(),
     ))
+}
+
+/// Which of `agents` are online in IM now: their presence from the state callbacks, and for
+/// those the callbacks cannot tell about (no record, or a Login older than
+/// `PRESENCE_STALE_SECS`: web and mini-program clients never report leaving), one
+/// `query_online_status` for all of them. When IM cannot be asked, they count as not online.
+async fn online_agents(app: &App, agents: &[String]) -> Result<Vec<bool>, StoreError> {
+    let now = app.now();
+    let mut known = Vec::with_capacity(agents.len());
+    for a in agents {
+        known.push(presence::of(&*app.store, a, now, app.config.presence_stale_secs).await?);
+    }
+    let unsure: Vec<&str> = agents
+        .iter()
+        .zip(&known)
+        .filter(|(_, p)| **p == Presence::Unknown)
+        .map(|(a, _)| a.as_str())
+        .collect();
+    let mut asked: Vec<(String, OnlineStatus)> = vec![];
+    if let (false, Some(im)) = (unsure.is_empty(), &app.im) {
+        match im.query_online_status(&unsure, &*app.clock).await {
+            Ok(list) => asked = list,
+            Err(e) => {
+                warn!(decision = "agents_presence_unknown", reason = %e.reason(), "query_online_status failed; assigning in turn");
+            }
+        }
+    }
+    Ok(agents
+        .iter()
+        .zip(known)
+        .map(|(a, p)| match p {
+            Presence::Online => true,
+            Presence::Offline => false,
+            Presence::Unknown => asked
+                .iter()
+                .any(|(u, st)| u == a && *st == OnlineStatus::Online),
+        })
+        .collect())
 }
 
 fn job(app: &App, id_parts: &[&str], job: Job) -> [Write; 2] {
@@ -110,15 +199,33 @@ fn import(app: &App, delivery: &str, openid: &str) -> [Write; 2] {
     )
 }
 
+/// The reply allowance `msg` opens (see [`Conversation::opening`]).
+fn opening(
+    app: &App,
+    conv: Option<&Conversation>,
+    by: Opening,
+    msg: &Message,
+) -> Option<(Opening, i64)> {
+    conv.cloned()
+        .unwrap_or_default()
+        .opening(by, msg.create_time, app.now())
+}
+
 /// The writes of a follow or an unfollow: the conversation, the follower's binding both ways,
 /// and the IM account job (import or deletion) when IM is configured.
-fn follower_writes(app: &App, openid: &str, touch: Touch, im_job: [Write; 2]) -> Vec<Write> {
+fn follower_writes(
+    app: &App,
+    openid: &str,
+    touch: Touch<'_>,
+    opens: Option<(Opening, i64)>,
+    im_job: [Write; 2],
+) -> Vec<Write> {
     let now = app.now();
     let status = match touch {
         Touch::Unfollowed => ConvStatus::Ended,
         _ => ConvStatus::Active,
     };
-    let mut writes = vec![conversation::touch(openid, touch, now)];
+    let mut writes = vec![conversation::touch(Chat::oa(openid), touch, opens, now)];
     writes.extend(binding::follower_writes(openid, status.as_str(), now));
     if app.config.im.is_some() {
         writes.extend(im_job);
@@ -129,10 +236,17 @@ fn follower_writes(app: &App, openid: &str, touch: Touch, im_job: [Write; 2]) ->
 /// `subscribe` (follow): import into IM, assign an agent, welcome as the passive reply.
 pub async fn on_follow(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
     let openid = msg.from_user.as_str();
-    let conv = conversation::get(&*app.store, openid).await?;
-    assign_agent(app, openid, conv.as_ref()).await?;
+    let conv = conversation::get(&*app.store, Chat::oa(openid)).await?;
+    assign_agent(app, Chat::oa(openid), conv.as_ref()).await?;
+    let opens = opening(app, conv.as_ref(), Opening::OaFollow, msg);
     Ok(Plan {
-        writes: follower_writes(app, openid, Touch::Followed, import(app, delivery, openid)),
+        writes: follower_writes(
+            app,
+            openid,
+            Touch::Followed,
+            opens,
+            import(app, delivery, openid),
+        ),
         reply: Some(app.config.oa_bridge.welcome_text.clone()),
         decision: Decision::FollowerWelcomed,
     })
@@ -150,53 +264,86 @@ pub async fn on_unfollow(app: &App, msg: &Message, delivery: &str) -> Result<Pla
         },
     );
     Ok(Plan {
-        writes: follower_writes(app, openid, Touch::Unfollowed, delete),
+        writes: follower_writes(app, openid, Touch::Unfollowed, None, delete),
         reply: None,
         decision: Decision::FollowerLeft,
     })
 }
 
-/// A follower's message: forwarded to their agent from their own IM account; the passive reply
-/// says "connecting you" once per conversation window, not on every message. With no agent
-/// configured it is kept (an ended job) and answered with nothing.
-pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result<Plan, StoreError> {
+/// A user's message (an official-account follower's, or a mini-program user's in the
+/// customer-service session): forwarded to their agent from the IM account that speaks for them.
+/// An official-account follower is answered "connecting you" (the passive reply) once per
+/// conversation window; the mini program has no passive text reply, so its users are not. The
+/// mini program's `SessionFrom`, kept since the user entered the session, goes with the first
+/// message. With no agent configured it is kept (an ended job) and answered with nothing.
+pub async fn on_user_message(
+    app: &App,
+    kind: AppKind,
+    msg: &Message,
+    delivery: &str,
+) -> Result<Plan, StoreError> {
     let Some(text) = summary(&msg.kind) else {
         return Ok(Plan::nothing(Decision::IgnoredUnknown));
     };
     let openid = msg.from_user.as_str();
+    let im_user = speaker(app, kind, openid).await?;
+    let chat = Chat {
+        app: kind,
+        im_user: &im_user,
+        openid: Some(openid),
+    };
     let now = app.now();
-    let conv = conversation::get(&*app.store, openid).await?;
-    let agent = assign_agent(app, openid, conv.as_ref()).await?;
+    let conv = conversation::get(&*app.store, chat).await?;
+    let agent = assign_agent(app, chat, conv.as_ref()).await?;
     // A conversation window lasts while the follower keeps writing: "connecting you" opens a
     // new one only after they have been quiet for the whole window, however long the current
     // conversation has been going on.
     let window = app.config.oa_bridge.conversation_window_secs;
-    let greet = agent.is_some()
+    let greet = kind == AppKind::Oa
+        && agent.is_some()
         && conv
             .as_ref()
             .and_then(|c| c.last_user_msg_at)
             .is_none_or(|t| now - t >= window);
+    let by = match kind {
+        AppKind::Oa => Opening::OaMessage,
+        AppKind::Mp => Opening::MpMessage,
+    };
+    let opens = opening(app, conv.as_ref(), by, msg);
+    let text = match conv.as_ref().and_then(|c| c.session_from.as_deref()) {
+        Some(from) => format!("[SessionFrom: {from}] {text}"),
+        None => text,
+    };
     let mut writes = vec![conversation::touch(
-        openid,
+        chat,
         Touch::Wrote { greeted: greet },
+        opens,
         now,
     )];
     // No status means no push of theirs was ever recorded (the assignment alone may have been):
-    // a follower from before the bridge existed, who must be made to exist in IM.
+    // a follower from before the bridge existed, or a new mini-program user, who must be made to
+    // exist in IM (a bound mini-program user exists already).
     if conv.as_ref().and_then(|c| c.status).is_none() {
-        writes.extend(binding::follower_writes(
-            openid,
-            ConvStatus::Active.as_str(),
-            now,
-        ));
-        if app.config.im.is_some() {
+        if kind == AppKind::Oa {
+            writes.extend(binding::follower_writes(
+                openid,
+                ConvStatus::Active.as_str(),
+                now,
+            ));
+        }
+        if app.config.im.is_some() && im_user == openid {
             writes.extend(import(app, delivery, openid));
         }
     }
+    let image_url = match &msg.kind {
+        MessageKind::Image { pic_url, .. } if !pic_url.is_empty() => Some(pic_url.clone()),
+        _ => None,
+    };
     let forward = Job::Forward {
-        from: openid.to_owned(),
+        from: im_user.clone(),
         to: agent.clone(),
         text,
+        image_url,
     };
     let decision = match &agent {
         Some(_) => {
@@ -223,6 +370,56 @@ pub async fn on_user_message(app: &App, msg: &Message, delivery: &str) -> Result
     })
 }
 
+/// A mini-program user entered the customer-service session (`user_enter_tempsession`, from
+/// `<button open-type="contact">`): the conversation starts (an agent assigned, the IM account
+/// imported for an unbound user), WeChat opens its allowance (2 replies for 1 minute), and the
+/// page's `SessionFrom` is kept for the agent until the user's first message.
+pub async fn on_enter_session(
+    app: &App,
+    msg: &Message,
+    session_from: Option<&str>,
+    delivery: &str,
+) -> Result<Plan, StoreError> {
+    let openid = msg.from_user.as_str();
+    let im_user = speaker(app, AppKind::Mp, openid).await?;
+    let chat = Chat {
+        app: AppKind::Mp,
+        im_user: &im_user,
+        openid: Some(openid),
+    };
+    let conv = conversation::get(&*app.store, chat).await?;
+    assign_agent(app, chat, conv.as_ref()).await?;
+    let opens = opening(app, conv.as_ref(), Opening::MpSession, msg);
+    let mut writes = vec![conversation::touch(
+        chat,
+        Touch::EnteredSession { session_from },
+        opens,
+        app.now(),
+    )];
+    if conv.as_ref().and_then(|c| c.status).is_none()
+        && app.config.im.is_some()
+        && im_user == openid
+    {
+        writes.extend(import(app, delivery, openid));
+    }
+    Ok(Plan::writes(writes, Decision::SessionEntered))
+}
+
+/// A follower's menu click (`click`, `scancode_push`, `scancode_waitmsg`) or parametric QR scan
+/// (`SCAN`): nothing is forwarded, but WeChat opens a reply allowance (3 for 1 minute), which
+/// replaces the one in force.
+pub async fn on_action(app: &App, msg: &Message, by: Opening) -> Result<Plan, StoreError> {
+    let openid = msg.from_user.as_str();
+    let conv = conversation::get(&*app.store, Chat::oa(openid)).await?;
+    Ok(match opening(app, conv.as_ref(), by, msg) {
+        Some((by, at)) => Plan::writes(
+            vec![conversation::opened(Chat::oa(openid), by, at, app.now())],
+            Decision::AllowanceOpened,
+        ),
+        None => Plan::nothing(Decision::IgnoredEvent),
+    })
+}
+
 /// What became of an agent's IM message to a follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyDecision {
@@ -240,6 +437,12 @@ pub enum ReplyDecision {
     OnlineOnlyNotForwarded,
     /// IM's retry of a callback already applied.
     DuplicateCallback,
+    /// An agent's recalled message, not yet sent: it will not be.
+    RecallWithdrawn,
+    /// An agent's recalled message, already sent to WeChat (which cannot recall it): told.
+    RecallTooLate,
+    /// An agent's recalled message that never reached WeChat anyway.
+    RecallNothingSent,
 }
 
 impl ReplyDecision {
@@ -254,7 +457,113 @@ impl ReplyDecision {
             ReplyDecision::TypingAlreadyShown => "typing_already_shown",
             ReplyDecision::OnlineOnlyNotForwarded => "online_only_not_forwarded",
             ReplyDecision::DuplicateCallback => "duplicate_callback",
+            ReplyDecision::RecallWithdrawn => "recall_withdrawn",
+            ReplyDecision::RecallTooLate => "recall_too_late",
+            ReplyDecision::RecallNothingSent => "recall_nothing_sent",
         }
+    }
+}
+
+/// The conversation an IM message from `from` to `to` belongs to, if `from` is an agent of an app
+/// with a conversation of `to`'s. The official account's conversations first: a follower's IM
+/// account is their openid, which never names a mini-program user's.
+async fn bridged_chat(
+    app: &App,
+    from: &str,
+    to: &str,
+) -> Result<Option<(AppKind, Conversation)>, StoreError> {
+    for kind in [AppKind::Oa, AppKind::Mp] {
+        if app.config.app(kind).is_none() || !is_agent(app, kind, from) {
+            continue;
+        }
+        if let Some(c) = conversation::get(&*app.store, Chat::of(kind, to)).await? {
+            return Ok(Some((kind, c)));
+        }
+    }
+    Ok(None)
+}
+
+/// An agent recalled a message in IM (`C2C.CallbackAfterMsgWithDraw`). Before it was sent to
+/// WeChat (held for its burst, or waiting for a retry) it is not sent: the reply ends `skipped`
+/// (`recalled_before_sent`), and a recall that comes before the message's own callback leaves it
+/// recorded so, so that the message is never sent when its callback comes. A message already
+/// sent (or being sent) cannot be recalled in WeChat, which has no recall for customer-service
+/// messages: the agent is told so, once.
+pub async fn on_recall(app: &App, r: &Recall) -> Result<Option<ReplyDecision>, StoreError> {
+    let Some((kind, conv)) = bridged_chat(app, &r.from, &r.to).await? else {
+        return Ok(None);
+    };
+    let id = outbox::id_for(&["kf", &r.idempotency_key()]);
+    let openid = conv.openid.clone().unwrap_or_else(|| r.to.clone());
+    let now = app.now();
+    // Twice: the message's callback, or a dispatcher, may act between the read and the write.
+    for _ in 0..2 {
+        let item = outbox::read(&*app.store, &id).await?;
+        let attempt = match &item {
+            None => {
+                let job = Job::CustomerService {
+                    app: kind,
+                    im_user: r.to.clone(),
+                    openid: openid.clone(),
+                    agent: r.from.clone(),
+                    text: String::new(),
+                    image_url: None,
+                };
+                outbox::ended(&id, &job, Status::Skipped, RECALLED, app.queueing())
+            }
+            Some(i) if i.status == Status::Queued => outbox::call_off(&id, RECALLED, now),
+            Some(i) if i.reason.as_deref() == Some(RECALLED) => {
+                return Ok(Some(ReplyDecision::DuplicateCallback));
+            }
+            Some(i) if matches!(i.status, Status::Sending | Status::Sent) => {
+                return recall_too_late(app, &id, &r.from, &who(kind, &openid), i).await;
+            }
+            // It never reached WeChat (skipped or failed), and its agent heard why.
+            Some(_) => return Ok(Some(ReplyDecision::RecallNothingSent)),
+        };
+        match app.store.write(attempt).await {
+            Ok(_) => {
+                obs::metric("AgentRepliesRecalled", &[], 1.0);
+                return Ok(Some(ReplyDecision::RecallWithdrawn));
+            }
+            Err(e) if e.is_condition_failed() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Unavailable(
+        "the recalled reply kept changing under the recall".into(),
+    ))
+}
+
+/// Why a reply ends when its agent recalled it before it was sent.
+pub const RECALLED: &str = "recalled_before_sent";
+
+async fn recall_too_late(
+    app: &App,
+    id: &str,
+    agent: &str,
+    who: &str,
+    item: &outbox::OutboxItem,
+) -> Result<Option<ReplyDecision>, StoreError> {
+    let when = match item.status {
+        Status::Sent => "was already delivered to WeChat",
+        _ => "was already being sent to WeChat",
+    };
+    let text = format!(
+        "Your recalled message to {who} {when}: WeChat cannot recall a customer-service message, so they still see it."
+    );
+    let notice = outbox::enqueue(
+        &outbox::id_for(&["agent_notice", "recall", id]),
+        &Job::AgentNotice {
+            to: agent.to_owned(),
+            text,
+        },
+        app.queueing(),
+    );
+    match app.store.transact(notice.writes().into()).await {
+        Ok(()) => Ok(Some(ReplyDecision::RecallTooLate)),
+        Err(e) if e.is_condition_failed() => Ok(Some(ReplyDecision::DuplicateCallback)),
+        Err(e) => Err(e),
     }
 }
 
@@ -265,23 +574,28 @@ pub async fn on_im_message(
     app: &App,
     msg: &C2cMessage,
 ) -> Result<Option<ReplyDecision>, StoreError> {
-    if !is_agent(app, &msg.from) || app.config.oa.is_none() {
-        return Ok(None);
-    }
-    let Some(conv) = conversation::get(&*app.store, &msg.to).await? else {
+    let Some((kind, conv)) = bridged_chat(app, &msg.from, &msg.to).await? else {
         return Ok(None);
     };
     if msg.send_result.is_some_and(|r| r != 0) {
         return Ok(Some(ReplyDecision::AgentMessageNotDeliveredInIm));
     }
     if msg.online_only {
-        return on_online_only(app, msg, &conv).await.map(Some);
+        return on_online_only(app, kind, msg, &conv).await.map(Some);
     }
     let id = outbox::id_for(&["kf", &msg.idempotency_key()]);
+    let openid = conv.openid.clone().unwrap_or_else(|| msg.to.clone());
     let reply = Job::CustomerService {
-        openid: msg.to.clone(),
+        app: kind,
+        im_user: msg.to.clone(),
+        openid: openid.clone(),
         agent: msg.from.clone(),
         text: msg.text_summary(),
+        // A picture on its own goes as a picture (see `jobs`), its summary if it cannot.
+        image_url: match msg.body.as_slice() {
+            [Element::Image { url: Some(u) }] => Some(u.clone()),
+            _ => None,
+        },
     };
     let q = app.queueing();
     if conv.status != Some(ConvStatus::Active) {
@@ -295,7 +609,7 @@ pub async fn on_im_message(
             ),
         };
         let mut ws = vec![outbox::ended(&id, &reply, why.status(), &why.reason(), q)];
-        ws.extend(reply_notice(app, &id, &msg.from, &msg.to, &why).writes());
+        ws.extend(reply_notice(app, &id, &msg.from, &who(kind, &openid), &why).writes());
         return match app.store.transact(ws).await {
             Ok(()) => {
                 obs::metric(
@@ -309,8 +623,27 @@ pub async fn on_im_message(
             Err(e) => Err(e),
         };
     }
-    let job = outbox::enqueue(&id, &reply, q);
-    match app.store.transact(job.writes().into()).await {
+    // Held for the rest of the agent's burst (see `KF_MERGE_SECS`): the first of the burst's
+    // replies to be dispatched takes the others into one customer-service message.
+    let merge = app.config.oa_bridge.merge_secs;
+    let ws: Vec<Write> = if merge > 0 {
+        let mut ws: Vec<Write> = outbox::enqueue_held(&id, &reply, q, q.now + merge)
+            .writes()
+            .into();
+        ws.push(kf_burst::entry(
+            kind,
+            &msg.to,
+            &id,
+            &msg.from,
+            msg.msg_time,
+            msg.msg_seq,
+            q.now,
+        ));
+        ws
+    } else {
+        outbox::enqueue(&id, &reply, q).writes().into()
+    };
+    match app.store.transact(ws).await {
         Ok(_) => {
             obs::metric("AgentRepliesQueued", &[], 1.0);
             Ok(Some(ReplyDecision::AgentReplyQueued))
@@ -326,6 +659,7 @@ pub async fn on_im_message(
 /// retried; everything else online-only is dropped.
 async fn on_online_only(
     app: &App,
+    kind: AppKind,
     msg: &C2cMessage,
     conv: &Conversation,
 ) -> Result<ReplyDecision, StoreError> {
@@ -352,9 +686,14 @@ async fn on_online_only(
         Job,
     }
     let mut txn = Txn::new();
-    txn.named(Guard::Typing, conversation::typing(&msg.to, now));
+    txn.named(
+        Guard::Typing,
+        conversation::typing(Chat::of(kind, &msg.to), now),
+    );
     let job = Job::Typing {
-        openid: msg.to.clone(),
+        app: kind,
+        im_user: msg.to.clone(),
+        openid: conv.openid.clone().unwrap_or_else(|| msg.to.clone()),
         agent: msg.from.clone(),
     };
     let id = outbox::id_for(&["typing", &msg.idempotency_key()]);
@@ -381,6 +720,104 @@ pub enum Fallback {
     InvalidData(String),
     /// WeChat refused the subscribe message (its errcode or transport failure).
     Failed(String),
+    /// An earlier reply of the same closed allowance already had its fallback: one notification
+    /// per closed allowance, not one per reply.
+    AlreadySent,
+}
+
+/// How the bridge knows that WeChat's reply allowance had no room for a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// WeChat refused the reply: 45015 (expired, or the follower unfollowed) or 45047 (used up).
+    /// `window` is the opening time of the allowance it was refused in (0 when none was known).
+    Refused { errcode: i64, window: i64 },
+    /// The stored allowance was used up or expired: the reply was not sent to WeChat at all.
+    Known(Allowance),
+}
+
+impl Closed {
+    /// The allowance this refers to (its opening time): one fallback each.
+    pub fn window(&self) -> i64 {
+        match self {
+            Closed::Refused { window, .. } => *window,
+            Closed::Known(a) => a.at,
+        }
+    }
+
+    /// How it is recorded on the reply: the errcode, or why the bridge did not send it.
+    pub fn code(&self) -> String {
+        match self {
+            Closed::Refused { errcode, .. } => errcode.to_string(),
+            Closed::Known(a) if a.left < 1 => "allowance_used_up".into(),
+            Closed::Known(_) => "allowance_expired".into(),
+        }
+    }
+
+    fn explain(&self, app: &App) -> String {
+        match self {
+            Closed::Refused { errcode: 45047, .. } => "WeChat's limit on customer-service messages since they last wrote is used up (errcode 45047)".to_owned(),
+            Closed::Refused { errcode: 45015, .. } => "WeChat no longer accepts customer-service messages to them (errcode 45015: more than 48 hours since they last wrote, or they unfollowed)".to_owned(),
+            Closed::Refused { errcode, .. } => {
+                format!("WeChat's customer-service window is closed (errcode {errcode})")
+            }
+            Closed::Known(a) => {
+                let opened = match a.by {
+                    Some(by) => format!(
+                        "{} at {} opened {} for {}",
+                        by.describe(),
+                        local_time(app, a.at),
+                        replies(by.replies()),
+                        describe_secs(by.valid_secs())
+                    ),
+                    None => "WeChat refused an earlier reply".to_owned(),
+                };
+                let state = if a.left < 1 {
+                    "none of them is left".to_owned()
+                } else {
+                    format!(
+                        "that allowance ended at {} with {} unused",
+                        local_time(app, a.until),
+                        replies(a.left)
+                    )
+                };
+                format!(
+                    "WeChat allows no customer-service message to them now ({opened}, and {state})"
+                )
+            }
+        }
+    }
+}
+
+fn replies(n: i64) -> String {
+    if n == 1 {
+        "1 reply".into()
+    } else {
+        format!("{n} replies")
+    }
+}
+
+/// When the agent can answer again: WeChat's rule for the app's next user message.
+fn next_window() -> String {
+    let by = Opening::OaMessage;
+    format!(
+        "When they next write, WeChat allows {} within {}.",
+        replies(by.replies()),
+        describe_secs(by.valid_secs())
+    )
+}
+
+/// A time in the notifications' time zone (`NOTIFY_TIMEZONE`), else UTC.
+pub fn local_time(app: &App, secs: i64) -> String {
+    match &app.config.notify {
+        Some(n) => n.format_time(secs),
+        None => jiff::Timestamp::from_second(secs)
+            .map(|t| {
+                t.to_zoned(jiff::tz::TimeZone::UTC)
+                    .strftime("%Y年%-m月%-d日 %H:%M UTC")
+                    .to_string()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// Why an agent's reply did not reach the follower: recorded on the job and told to the agent,
@@ -391,10 +828,8 @@ pub enum NotSent {
     Unfollowed,
     /// The follower has no active conversation with the official account.
     NotActive,
-    /// WeChat's window is closed (45015: 48 hours since the follower last wrote, or they
-    /// unfollowed; 45047: the window's message count is used up) and the fallback could not
-    /// stand in.
-    WindowClosed { errcode: i64, fallback: Fallback },
+    /// WeChat's allowance is closed (see [`Closed`]) and the fallback could not stand in.
+    WindowClosed { closed: Closed, fallback: Fallback },
     /// WeChat refused the message for another reason (its errcode, or the transport failure).
     Refused { reason: String },
     /// WeChat could not be reached within the attempt limit.
@@ -406,10 +841,16 @@ pub enum NotSent {
 }
 
 impl NotSent {
-    /// Skipped when the bridge did not try (the follower is gone), failed when WeChat said no.
+    /// Skipped when the bridge did not try (the follower is gone, or the allowance is known to
+    /// be closed), failed when WeChat said no.
     pub fn status(&self) -> Status {
         match self {
-            NotSent::Unfollowed | NotSent::NotActive => Status::Skipped,
+            NotSent::Unfollowed
+            | NotSent::NotActive
+            | NotSent::WindowClosed {
+                closed: Closed::Known(_),
+                ..
+            } => Status::Skipped,
             _ => Status::Failed,
         }
     }
@@ -419,14 +860,15 @@ impl NotSent {
         match self {
             NotSent::Unfollowed => "follower_unfollowed".into(),
             NotSent::NotActive => "conversation_not_active".into(),
-            NotSent::WindowClosed { errcode, fallback } => {
+            NotSent::WindowClosed { closed, fallback } => {
                 let f = match fallback {
                     Fallback::NotConfigured => "no_fallback_template".into(),
                     Fallback::NoCredit => "no_fallback_credit".into(),
                     Fallback::InvalidData(e) => format!("fallback_data_invalid: {e}"),
                     Fallback::Failed(r) => format!("fallback_failed: {r}"),
+                    Fallback::AlreadySent => "fallback_already_sent".into(),
                 };
-                format!("undeliverable: {errcode}; {f}")
+                format!("undeliverable: {}; {f}", closed.code())
             }
             NotSent::Refused { reason } => format!("undeliverable: {reason}"),
             NotSent::RetriesExhausted { reason, .. } => {
@@ -446,6 +888,7 @@ impl NotSent {
                 Fallback::NoCredit => "window_closed_no_credit",
                 Fallback::InvalidData(_) => "window_closed_fallback_invalid",
                 Fallback::Failed(_) => "window_closed_fallback_failed",
+                Fallback::AlreadySent => "window_closed_fallback_already_sent",
             },
             NotSent::Refused { .. } => "refused",
             NotSent::RetriesExhausted { .. } => "retries_exhausted",
@@ -453,7 +896,7 @@ impl NotSent {
         }
     }
 
-    fn explain(&self) -> String {
+    fn explain(&self, app: &App) -> String {
         match self {
             NotSent::Unfollowed => {
                 "the follower has left (they unfollowed the official account)".into()
@@ -461,12 +904,7 @@ impl NotSent {
             NotSent::NotActive => {
                 "the follower has no active conversation with the official account".into()
             }
-            NotSent::WindowClosed { errcode, fallback } => {
-                let window = match errcode {
-                    45047 => "WeChat's limit on customer-service messages since they last wrote is used up (errcode 45047)".to_owned(),
-                    45015 => "WeChat no longer accepts customer-service messages to them (errcode 45015: more than 48 hours since they last wrote, or they unfollowed)".to_owned(),
-                    other => format!("WeChat's customer-service window is closed (errcode {other})"),
-                };
+            NotSent::WindowClosed { closed, fallback } => {
                 let fallback = match fallback {
                     Fallback::NotConfigured => {
                         "no subscribe-message fallback is configured".to_owned()
@@ -484,8 +922,9 @@ impl NotSent {
                             wechat_reason(r)
                         )
                     }
+                    Fallback::AlreadySent => "they were already sent a subscribe notification for an earlier reply since WeChat's allowance closed, and get no second one".to_owned(),
                 };
-                format!("{window}, and {fallback}")
+                format!("{}, and {fallback}. {}", closed.explain(app), next_window())
             }
             NotSent::Refused { reason } => match reason.as_str() {
                 "43004" => "they do not follow the official account (errcode 43004)".into(),
@@ -521,21 +960,57 @@ fn wechat_reason(r: &str) -> String {
 /// The IM notice, from the admin account, telling an agent that their reply did not reach the
 /// follower and why. Its id follows from the reply's, so the same outcome recorded twice (a
 /// retried callback, a re-run job) queues one notice.
-pub fn reply_notice(
-    app: &App,
-    reply_id: &str,
-    agent: &str,
-    openid: &str,
-    why: &NotSent,
-) -> Enqueue {
+pub fn reply_notice(app: &App, reply_id: &str, agent: &str, who: &str, why: &NotSent) -> Enqueue {
     let verb = match why {
         NotSent::MaybeSent { .. } => "may not have been delivered",
         _ if why.status() == Status::Skipped => "was not sent",
         _ => "was not delivered",
     };
+    let explain = why.explain(app);
+    let stop = if explain.ends_with('.') { "" } else { "." };
+    let text =
+        format!("Your reply to {who} {verb}: {explain}{stop} It will not be resent automatically.");
+    agent_notice(app, reply_id, agent, &text)
+}
+
+/// The IM notice telling an agent that their reply could not be a customer-service message and
+/// the follower was sent the subscribe-message fallback instead.
+pub fn fallback_notice(
+    app: &App,
+    reply_id: &str,
+    agent: &str,
+    who: &str,
+    closed: &Closed,
+) -> Enqueue {
     let text = format!(
-        "Your reply to follower {openid} {verb}: {}. It will not be resent automatically.",
-        why.explain()
+        "Your reply to {who} was not delivered as a message: {}. They were sent a subscribe notification that a reply is waiting instead. {}",
+        closed.explain(app),
+        next_window()
+    );
+    agent_notice(app, reply_id, agent, &text)
+}
+
+/// The IM notice telling an agent that the reply just delivered used the last one WeChat
+/// allows until the follower acts again.
+pub fn last_reply_notice(
+    app: &App,
+    reply_id: &str,
+    agent: &str,
+    who: &str,
+    a: &Allowance,
+) -> Enqueue {
+    let by = a.by.map_or(String::new(), |by| {
+        format!(
+            " ({} at {} opened {} for {})",
+            by.describe(),
+            local_time(app, a.at),
+            replies(by.replies()),
+            describe_secs(by.valid_secs())
+        )
+    });
+    let text = format!(
+        "Your reply to {who} was delivered, and it was the last one WeChat allows for now{by}. Further replies are not sent to WeChat; they go to the subscribe-message fallback where one is configured and they have a credit. {}",
+        next_window()
     );
     agent_notice(app, reply_id, agent, &text)
 }
@@ -640,13 +1115,18 @@ mod tests {
         let b = bench(&[]);
         let mut agents = vec![];
         for (n, f) in ["oA", "oB", "oA"].iter().enumerate() {
-            let plan = on_user_message(&b.app, &oa_text(f, "hi", n as u64), &format!("d{n}"))
-                .await
-                .unwrap();
+            let plan = on_user_message(
+                &b.app,
+                AppKind::Oa,
+                &oa_text(f, "hi", n as u64),
+                &format!("d{n}"),
+            )
+            .await
+            .unwrap();
             assert_eq!(plan.decision, Decision::ForwardedToAgent);
             b.commit(plan.writes).await;
             agents.push(
-                conversation::get(&*b.app.store, f)
+                conversation::get(&*b.app.store, Chat::oa(f))
                     .await
                     .unwrap()
                     .unwrap()
@@ -660,7 +1140,7 @@ mod tests {
     #[tokio::test]
     async fn without_agents_the_message_is_kept_and_nothing_promised() {
         let b = bench(&[("IM_AGENT_ACCOUNTS", "")]);
-        let plan = on_user_message(&b.app, &oa_text("oC", "hello", 1), "d1")
+        let plan = on_user_message(&b.app, AppKind::Oa, &oa_text("oC", "hello", 1), "d1")
             .await
             .unwrap();
         assert_eq!(plan.decision, Decision::KeptNoAgentConfigured);
@@ -714,7 +1194,7 @@ mod tests {
     const TYPING: &str = r#"{"businessID":"user_typing_status","typingStatus":1,"version":1,"userAction":14,"actionParam":"EIMAMSG_InputStatus_Ing"}"#;
 
     async fn follower_wrote(b: &crate::flows::testing::Bench, f: &str, n: u64) {
-        let plan = on_user_message(&b.app, &oa_text(f, "hi", n), &format!("w{n}"))
+        let plan = on_user_message(&b.app, AppKind::Oa, &oa_text(f, "hi", n), &format!("w{n}"))
             .await
             .unwrap();
         b.commit(plan.writes).await;
@@ -724,7 +1204,7 @@ mod tests {
     async fn an_agent_typing_becomes_wechat_typing_within_its_rules_and_never_a_message() {
         let b = bench(&[]);
         follower_wrote(&b, "oT", 1).await;
-        let agent = conversation::get(&*b.app.store, "oT")
+        let agent = conversation::get(&*b.app.store, Chat::oa("oT"))
             .await
             .unwrap()
             .unwrap()

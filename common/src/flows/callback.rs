@@ -81,8 +81,15 @@ pub async fn after_send(app: &App, m: &C2cMessage) -> Result<Decision, StoreErro
     Ok(Decision::Notification(policy::on_message(app, m).await?))
 }
 
-/// `C2C.CallbackAfterMsgWithDraw`: the recalled message's notification is withdrawn.
+/// `C2C.CallbackAfterMsgWithDraw`: an agent's recalled reply to a bridged user (see
+/// [`bridge::on_recall`]); any other recalled message's notification is withdrawn.
 pub async fn recall(app: &App, r: &Recall) -> Result<Decision, StoreError> {
+    if let Some(d) = bridge::on_recall(app, r).await? {
+        if d == ReplyDecision::DuplicateCallback {
+            obs::metric("DedupeHits", &[("Source", "im")], 1.0);
+        }
+        return Ok(Decision::Reply(d));
+    }
     Ok(Decision::Withdrawn(withdraw::recall(app, r).await?))
 }
 

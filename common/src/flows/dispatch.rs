@@ -82,10 +82,11 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
         if done[i] {
             continue;
         }
-        // Group every notification for the same recipient in this batch with this one.
-        let group: Vec<usize> = match claimed[i].recipient() {
+        // Group every notification for the same recipient in this batch with this one, and
+        // every reply of one agent to one follower (a burst).
+        let group: Vec<usize> = match merge_key(app, &claimed[i]) {
             Some(r) => (i..claimed.len())
-                .filter(|&j| !done[j] && claimed[j].recipient() == Some(r))
+                .filter(|&j| !done[j] && merge_key(app, &claimed[j]).as_ref() == Some(&r))
                 .collect(),
             None => vec![i],
         };
@@ -129,6 +130,15 @@ pub async fn run(app: &App, ids: &[String]) -> Vec<Retry> {
         }
     }
     retry
+}
+
+/// What this dispatcher sends together: a recipient's notifications; an agent's burst only while
+/// bursts are merged (`KF_MERGE_SECS` above 0: at 0 each reply is its own message).
+fn merge_key(app: &App, item: &OutboxItem) -> Option<String> {
+    match item.job {
+        Job::CustomerService { .. } if app.config.oa_bridge.merge_secs == 0 => None,
+        _ => item.merge_key(),
+    }
 }
 
 /// A job taken over from a dispatcher whose claim went stale. That dispatcher died, or is still
@@ -191,6 +201,16 @@ async fn refused(app: &App, id: &str, now: i64) -> Option<Retry> {
     let base = backoff_ms(app, item.attempts.max(1), 0);
     if item.status == Status::Queued {
         if let Some(until) = item.parked_at(now) {
+            // Held for a few seconds (an agent's reply waiting for the rest of its burst): the
+            // stream's redelivery after the pause claims it; anything longer is the sweep's.
+            if (until - now) * 1000 <= MAX_PAUSE_MS as i64 {
+                info!(outbox_id = %id, decision = "held", until);
+                return Some(Retry {
+                    id: id.to_owned(),
+                    pause_ms: (until - now) as u64 * 1000,
+                    not_before: until,
+                });
+            }
             info!(outbox_id = %id, decision = "deferred", until, "parked; the sweep re-drives it");
             return None;
         }
@@ -246,6 +266,7 @@ async fn perform(app: &App, items: &[OutboxItem]) -> Result<Delivery, StoreError
             )
             .await
         }
+        Job::CustomerService { .. } => crate::flows::jobs::replies(app, items).await,
         _ => crate::flows::jobs::perform(app, first).await,
     }
 }
@@ -355,5 +376,35 @@ mod tests {
         let retry = run(&b.app, std::slice::from_ref(&id)).await;
         assert_eq!(retry.len(), 1);
         assert_eq!(b.item(&id).await.status, Status::Queued);
+    }
+
+    #[tokio::test]
+    async fn a_held_reply_comes_back_when_its_burst_is_over_and_a_parked_item_does_not() {
+        let b = bench(&[("KF_MERGE_SECS", "3")]);
+        let job = Job::CustomerService {
+            app: crate::config::AppKind::Oa,
+            im_user: "oH".into(),
+            openid: "oH".into(),
+            agent: "agent_alice".into(),
+            text: "hi".into(),
+            image_url: None,
+        };
+        let now = b.app.now();
+        b.commit(outbox::enqueue_held("held", &job, b.app.queueing(), now + 3).writes())
+            .await;
+        let retry = run(&b.app, &["held".to_owned()]).await;
+        assert_eq!(
+            retry,
+            vec![Retry {
+                id: "held".into(),
+                pause_ms: 3000,
+                not_before: now + 3
+            }]
+        );
+        assert_eq!(b.item("held").await.status, Status::Queued);
+        // Held for longer than an invocation may wait (WeChat's daily quota): the sweep's.
+        b.commit(outbox::enqueue_held("parked", &job, b.app.queueing(), now + 3600).writes())
+            .await;
+        assert!(run(&b.app, &["parked".to_owned()]).await.is_empty());
     }
 }

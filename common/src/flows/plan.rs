@@ -13,6 +13,10 @@ pub enum Decision {
     FollowerLeft,
     ForwardedToAgent,
     KeptNoAgentConfigured,
+    /// A menu click or QR scan opened a reply allowance, and did nothing else.
+    AllowanceOpened,
+    /// A mini-program user entered the customer-service session.
+    SessionEntered,
     IgnoredEvent,
     IgnoredUnknown,
     Accepted,
@@ -30,6 +34,8 @@ impl Decision {
             Decision::FollowerLeft => "follower_left",
             Decision::ForwardedToAgent => "forwarded_to_agent",
             Decision::KeptNoAgentConfigured => "kept_no_agent_configured",
+            Decision::AllowanceOpened => "allowance_opened",
+            Decision::SessionEntered => "session_entered",
             Decision::IgnoredEvent => "ignored_event",
             Decision::IgnoredUnknown => "ignored_unknown",
             Decision::Accepted => "accepted",

@@ -9,6 +9,7 @@ use crate::config::AppKind;
 use crate::flows::bridge;
 pub use crate::flows::plan::{Decision, Plan};
 use crate::obs;
+use crate::protocol::wechat::allowance::Opening;
 use crate::protocol::wechat::message::{Event, Message, MessageKind};
 use crate::records::outbox::{self, Job};
 use crate::records::{dedupe, subscription};
@@ -149,8 +150,23 @@ async fn plan(
         MessageKind::Event(Event::Unsubscribe) if app_kind == AppKind::Oa => {
             bridge::on_unfollow(app, msg, delivery).await?
         }
+        MessageKind::Event(Event::Scan { .. }) if app_kind == AppKind::Oa => {
+            bridge::on_action(app, msg, Opening::OaScan).await?
+        }
+        MessageKind::Event(Event::Other { event })
+            if app_kind == AppKind::Oa && Opening::oa_menu_event(event) =>
+        {
+            bridge::on_action(app, msg, Opening::OaMenu).await?
+        }
+        MessageKind::Event(Event::UserEnterTempSession { session_from })
+            if app_kind == AppKind::Mp && bridge::bridged(app, app_kind) =>
+        {
+            bridge::on_enter_session(app, msg, session_from.as_deref(), delivery).await?
+        }
         MessageKind::Event(_) => Plan::nothing(Decision::IgnoredEvent),
-        _ if app_kind == AppKind::Oa => bridge::on_user_message(app, msg, delivery).await?,
+        _ if bridge::bridged(app, app_kind) => {
+            bridge::on_user_message(app, app_kind, msg, delivery).await?
+        }
         MessageKind::Unknown { .. } => Plan::nothing(Decision::IgnoredUnknown),
         _ => Plan::nothing(Decision::Accepted),
     })

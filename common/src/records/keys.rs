@@ -60,11 +60,31 @@ pub fn waiting(user_id: &str) -> String {
 
 /// An official-account follower's conversation with the agents.
 pub fn conversation(openid: &str) -> String {
-    format!("conv#oa#{openid}")
+    conversation_of(AppKind::Oa, openid)
+}
+
+/// A user's customer-service conversation with the agents of `app`, by the IM account that
+/// speaks for them (an official-account follower's openid; a mini-program user's bound IM
+/// user, or their openid).
+pub fn conversation_of(app: AppKind, im_user: &str) -> String {
+    format!("conv#{app}#{im_user}")
+}
+
+/// The agent replies to a follower waiting to be merged into one customer-service message.
+pub fn kf_burst(app: AppKind, im_user: &str) -> String {
+    format!("kfq#{app}#{im_user}")
 }
 
 /// Round-robin counter that spreads new conversations across agents.
 pub const AGENT_CURSOR: &str = "agents#cursor";
+
+/// The round-robin counter of `app`'s agents (the official account's keeps its older key).
+pub fn agent_cursor(app: AppKind) -> String {
+    match app {
+        AppKind::Oa => AGENT_CURSOR.to_owned(),
+        AppKind::Mp => format!("{AGENT_CURSOR}#{app}"),
+    }
+}
 
 /// A used `wx.login` code.
 pub fn login_code(digest: &str) -> String {

@@ -7,6 +7,7 @@ pub mod dedupe;
 pub mod delivery;
 pub mod due;
 pub mod keys;
+pub mod kf_burst;
 pub mod login_code;
 pub mod notice;
 pub mod notify_window;

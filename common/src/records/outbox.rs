@@ -175,6 +175,8 @@ pub enum Job {
         from: String,
         to: Option<String>,
         text: String,
+        /// A user's image (its `PicUrl`): sent as an IM image element, `text` its summary.
+        image_url: Option<String>,
     },
     Import {
         user_id: String,
@@ -183,11 +185,17 @@ pub enum Job {
     Delete {
         user_id: String,
     },
-    /// An agent's reply to a follower, as a customer-service message.
+    /// An agent's reply to a user, as `app`'s customer-service message: to `openid`, in the
+    /// conversation of the IM account `im_user` (an official-account follower's openid).
     CustomerService {
+        app: AppKind,
+        im_user: String,
         openid: String,
         agent: String,
         text: String,
+        /// The agent's image (the URL of its original in IM): sent as an image message, `text`
+        /// its summary (sent instead when the image cannot go).
+        image_url: Option<String>,
     },
     /// A notice from the admin account to an agent.
     AgentNotice {
@@ -196,6 +204,8 @@ pub enum Job {
     },
     /// WeChat's typing state for a follower, while their agent types in IM (never retried).
     Typing {
+        app: AppKind,
+        im_user: String,
         openid: String,
         agent: String,
     },
@@ -247,10 +257,16 @@ impl Job {
                 opt(&mut a, "miniprogram_state", &s.miniprogram_state);
                 opt(&mut a, "lang", &s.lang);
             }
-            Job::Forward { from, to, text } => {
+            Job::Forward {
+                from,
+                to,
+                text,
+                image_url,
+            } => {
                 a.push(("from", Attr::from(from.as_str())));
                 opt(&mut a, "to", to);
                 a.push(("text", Attr::from(text.as_str())));
+                opt(&mut a, "image_url", image_url);
             }
             Job::Import { user_id, nick } => {
                 a.push(("user_id", Attr::from(user_id.as_str())));
@@ -258,10 +274,16 @@ impl Job {
             }
             Job::Delete { user_id } => a.push(("user_id", Attr::from(user_id.as_str()))),
             Job::CustomerService {
+                app,
+                im_user,
                 openid,
                 agent,
                 text,
+                image_url,
             } => {
+                opt(&mut a, "image_url", image_url);
+                a.push(("app", Attr::from(app.as_str())));
+                a.push(("im_user", Attr::from(im_user.as_str())));
                 a.push(("openid", Attr::from(openid.as_str())));
                 a.push(("agent", Attr::from(agent.as_str())));
                 a.push(("text", Attr::from(text.as_str())));
@@ -270,7 +292,14 @@ impl Job {
                 a.push(("to", Attr::from(to.as_str())));
                 a.push(("text", Attr::from(text.as_str())));
             }
-            Job::Typing { openid, agent } => {
+            Job::Typing {
+                app,
+                im_user,
+                openid,
+                agent,
+            } => {
+                a.push(("app", Attr::from(app.as_str())));
+                a.push(("im_user", Attr::from(im_user.as_str())));
                 a.push(("openid", Attr::from(openid.as_str())));
                 a.push(("agent", Attr::from(agent.as_str())));
             }
@@ -303,6 +332,7 @@ impl Job {
                 from: read::s(i, "from")?,
                 to: read::opt_s(i, "to"),
                 text: read::opt_s(i, "text").unwrap_or_default(),
+                image_url: read::opt_s(i, "image_url"),
             },
             Kind::Import => Job::Import {
                 user_id: read::s(i, "user_id")?,
@@ -312,15 +342,22 @@ impl Job {
                 user_id: read::s(i, "user_id")?,
             },
             Kind::CustomerService => Job::CustomerService {
+                // Replies queued before the mini program had customer service are the official
+                // account's, in the conversation of the openid.
+                app: read::app(i, "app").unwrap_or(AppKind::Oa),
+                im_user: read::opt_s(i, "im_user").map_or_else(|| read::s(i, "openid"), Ok)?,
                 openid: read::s(i, "openid")?,
                 agent: read::opt_s(i, "agent").unwrap_or_default(),
                 text: read::opt_s(i, "text").unwrap_or_default(),
+                image_url: read::opt_s(i, "image_url"),
             },
             Kind::AgentNotice => Job::AgentNotice {
                 to: read::s(i, "to")?,
                 text: read::opt_s(i, "text").unwrap_or_default(),
             },
             Kind::Typing => Job::Typing {
+                app: read::app(i, "app").unwrap_or(AppKind::Oa),
+                im_user: read::opt_s(i, "im_user").map_or_else(|| read::s(i, "openid"), Ok)?,
                 openid: read::s(i, "openid")?,
                 agent: read::opt_s(i, "agent").unwrap_or_default(),
             },
@@ -403,6 +440,25 @@ impl OutboxItem {
         }
     }
 
+    /// What the dispatcher sends together when a batch holds several: a recipient's
+    /// notifications, or one agent's replies to one follower (a burst).
+    pub fn merge_key(&self) -> Option<String> {
+        match &self.job {
+            Job::Notify(n) => Some(format!("notify|{}", n.recipient)),
+            // An image goes as a message of its own.
+            Job::CustomerService {
+                image_url: Some(_), ..
+            } => None,
+            Job::CustomerService {
+                app,
+                im_user,
+                agent,
+                ..
+            } => Some(format!("kf|{app}|{im_user}|{agent}")),
+            _ => None,
+        }
+    }
+
     /// Parked until a time still ahead of `now`.
     pub fn parked_at(&self, now: i64) -> Option<i64> {
         self.not_before.filter(|t| *t > now)
@@ -458,7 +514,11 @@ fn new_item(id: &str, job: &Job, now: i64, retention_secs: i64) -> Item {
 
 /// A new job (the put is conditional, so a retried webhook queues it once), with its watch.
 pub fn enqueue(id: &str, job: &Job, q: Queueing) -> Enqueue {
-    let item = new_item(id, job, q.now, q.retention_secs);
+    queue(id, job, q, None)
+}
+
+fn queue(id: &str, job: &Job, q: Queueing, not_before: Option<i64>) -> Enqueue {
+    let item = new_item(id, job, q.now, q.retention_secs).with_opt(NOT_BEFORE, not_before);
     Enqueue {
         id: id.to_owned(),
         item: Write::put(Table::Outbox, item).when(Cond::NotExists),
@@ -468,6 +528,40 @@ pub fn enqueue(id: &str, job: &Job, q: Queueing) -> Enqueue {
             due::Why::Watch,
             q.retention_secs,
         ),
+    }
+}
+
+/// A new job held until `not_before` (an agent's reply waiting for the rest of its burst), with
+/// its watch. No claim succeeds before then, except [`take_for_merge`]'s.
+pub fn enqueue_held(id: &str, job: &Job, q: Queueing, not_before: i64) -> Enqueue {
+    queue(id, job, q, Some(not_before))
+}
+
+/// Takes a queued job into another's send (a reply merged into its burst's message), whether or
+/// not it is still held; `None` when it is not queued (sent already, or claimed by another
+/// dispatcher, which then sends it itself).
+pub async fn take_for_merge(
+    store: &dyn Store,
+    id: &str,
+    now: i64,
+) -> Result<Option<OutboxItem>, StoreError> {
+    let w = Write::update(
+        Table::Outbox,
+        &keys::outbox(id),
+        keys::ONE,
+        vec![
+            Update::set(STATUS, Status::Sending.as_str()),
+            Update::set(CLAIMED_AT, now),
+            Update::set(UPDATED_AT, now),
+            Update::add(ATTEMPTS, 1),
+        ],
+    )
+    .when(Cond::eq(STATUS, Status::Queued.as_str()));
+    match store.write(w).await {
+        Ok(Some(item)) => Ok(Some(OutboxItem::from_item(&item)?)),
+        Ok(None) => Ok(None),
+        Err(StoreError::ConditionFailed { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -483,6 +577,24 @@ pub fn ended(id: &str, job: &Job, status: Status, reason: &str, q: Queueing) -> 
         item.attrs.insert(k.to_owned(), v);
     }
     Write::put(Table::Outbox, item).when(Cond::NotExists)
+}
+
+/// Ends a job that is called off before any dispatcher took it (an agent recalled the message it
+/// would send): only while it is still `queued`, so a job already being sent is never ended under
+/// its dispatcher.
+pub fn call_off(id: &str, reason: &str, now: i64) -> Write {
+    Write::update(
+        Table::Outbox,
+        &keys::outbox(id),
+        keys::ONE,
+        vec![
+            Update::set(STATUS, Status::Skipped.as_str()),
+            Update::set(REASON, reason),
+            Update::set(UPDATED_AT, now),
+            Update::set(FINISHED_AT, now),
+        ],
+    )
+    .when(Cond::eq(STATUS, Status::Queued.as_str()))
 }
 
 /// The stored item, as it is (for state dumps and tests).
@@ -766,6 +878,7 @@ mod tests {
                 from: "o1".into(),
                 to: Some("agent".into()),
                 text: "hi".into(),
+                image_url: Some("https://x.myqcloud.com/p.png".into()),
             },
             Job::Import {
                 user_id: "o1".into(),
@@ -775,15 +888,20 @@ mod tests {
                 user_id: "o1".into(),
             },
             Job::CustomerService {
+                app: AppKind::Oa,
+                im_user: "o1".into(),
                 openid: "o1".into(),
                 agent: "a".into(),
                 text: "t".into(),
+                image_url: None,
             },
             Job::AgentNotice {
                 to: "a".into(),
                 text: "t".into(),
             },
             Job::Typing {
+                app: AppKind::Oa,
+                im_user: "o1".into(),
                 openid: "o1".into(),
                 agent: "a".into(),
             },

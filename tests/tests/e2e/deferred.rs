@@ -553,9 +553,10 @@ async fn an_agent_reply_whose_fallback_hits_the_daily_quota_waits_without_alarmi
         w.outbox_of("agent_notice").await.is_empty(),
         "nothing was given up, so the agent is not told it was"
     );
-    // The next day the reply goes again (the follower has written since, say: the window is
-    // open again, and the customer-service message goes through).
+    // The next day the reply goes again: the follower has written since, so WeChat's
+    // allowance is open again, and the customer-service message goes through.
     w.advance(1_700_064_300 + 90 - T0);
+    push("<MsgType>text</MsgType><Content><![CDATA[还在吗]]></Content><MsgId>9001</MsgId>").await;
     w.sweep().await;
     let kf = &w.outbox_of("kf").await[0];
     assert_eq!(kf.s("status"), Some("sent"), "{kf:?}");

@@ -11,21 +11,21 @@ use serde_json::json;
 use wxim_tests::harness::{OA_GH, Options, World};
 use wxim_tests::{BACKENDS, Backend};
 
-const T0: i64 = 1_700_000_000;
-const CUSTOM: &str = "/cgi-bin/message/custom/send";
-const BIZSEND: &str = "/cgi-bin/message/subscribe/bizsend";
-const SENDMSG: &str = "/v4/openim/sendmsg";
+pub(super) const T0: i64 = 1_700_000_000;
+pub(super) const CUSTOM: &str = "/cgi-bin/message/custom/send";
+pub(super) const BIZSEND: &str = "/cgi-bin/message/subscribe/bizsend";
+pub(super) const SENDMSG: &str = "/v4/openim/sendmsg";
 const WELCOME: &str = "Welcome! Send us a message and one of our agents will answer you here.";
 const CONNECTING: &str = "Connecting you to an agent, please wait a moment.";
 
-fn xml(from: &str, ts: i64, inner: &str) -> String {
+pub(super) fn xml(from: &str, ts: i64, inner: &str) -> String {
     format!(
         "<xml><ToUserName><![CDATA[{OA_GH}]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName><CreateTime>{ts}</CreateTime>{inner}</xml>"
     )
 }
 
 /// A follower's event (`subscribe`, `unsubscribe`) pushed in safe mode; its passive reply.
-async fn push_event(w: &World, who: &str, name: &str) -> String {
+pub(super) async fn push_event(w: &World, who: &str, name: &str) -> String {
     let r = w
         .push(AppKind::Oa, &event(who, w.now(), name), Delivery::Safe)
         .await;
@@ -33,11 +33,11 @@ async fn push_event(w: &World, who: &str, name: &str) -> String {
     reply(w, r.body_str())
 }
 
-async fn follow(w: &World, who: &str) -> String {
+pub(super) async fn follow(w: &World, who: &str) -> String {
     push_event(w, who, "subscribe").await
 }
 
-async fn say(w: &World, who: &str, msg_id: u64, text: &str) -> String {
+pub(super) async fn say(w: &World, who: &str, msg_id: u64, text: &str) -> String {
     let r = w
         .push(
             AppKind::Oa,
@@ -50,7 +50,7 @@ async fn say(w: &World, who: &str, msg_id: u64, text: &str) -> String {
 }
 
 /// The passive reply's text, decrypted ("success" when there is none).
-fn reply(w: &World, body: &str) -> String {
+pub(super) fn reply(w: &World, body: &str) -> String {
     let Ok(env) = parse_envelope(body.as_bytes()) else {
         return body.to_owned();
     };
@@ -65,7 +65,12 @@ fn reply(w: &World, body: &str) -> String {
     }
 }
 
-async fn agent_replies(w: &World, agent: &str, to: &str, text: &str) -> serde_json::Value {
+pub(super) async fn agent_replies(
+    w: &World,
+    agent: &str,
+    to: &str,
+    text: &str,
+) -> serde_json::Value {
     let m = {
         let mut m = w.c2c(agent, to, text);
         m["From_Account"] = json!(agent);
@@ -90,7 +95,7 @@ async fn agent_sends(
     m
 }
 
-fn custom_texts(w: &World) -> Vec<String> {
+pub(super) fn custom_texts(w: &World) -> Vec<String> {
     w.wechat
         .requests(CUSTOM)
         .iter()
@@ -99,7 +104,7 @@ fn custom_texts(w: &World) -> Vec<String> {
 }
 
 /// The IM notices the admin account sent: (recipient, text).
-fn notices(w: &World) -> Vec<(String, String)> {
+pub(super) fn notices(w: &World) -> Vec<(String, String)> {
     w.im.requests(SENDMSG)
         .iter()
         .filter(|r| r.body.get("From_Account").is_none())
@@ -115,7 +120,7 @@ fn notices(w: &World) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn conv(w: &World, openid: &str) -> common::store::Item {
+pub(super) async fn conv(w: &World, openid: &str) -> common::store::Item {
     w.state_item(&keys::conversation(openid), keys::ONE)
         .await
         .unwrap()
@@ -266,7 +271,7 @@ async fn connecting_you_is_said_once_per_conversation_window() {
 }
 
 #[tokio::test]
-async fn non_text_messages_reach_the_agent_as_readable_summaries() {
+async fn non_text_messages_reach_the_agent_as_images_or_readable_summaries() {
     let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
     follow(&w, "oA").await;
     let kinds = [
@@ -284,16 +289,22 @@ async fn non_text_messages_reach_the_agent_as_readable_summaries() {
         w.im.requests(SENDMSG)
             .iter()
             .map(|r| {
-                r.body["MsgBody"][0]["MsgContent"]["Text"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
+                let e = &r.body["MsgBody"][0];
+                match e["MsgType"].as_str() {
+                    Some("TIMImageElem") => format!(
+                        "image {}",
+                        e["MsgContent"]["ImageInfoArray"][0]["URL"]
+                            .as_str()
+                            .unwrap()
+                    ),
+                    _ => e["MsgContent"]["Text"].as_str().unwrap().to_owned(),
+                }
             })
             .collect();
     assert_eq!(
         texts,
         [
-            "[图片] https://p/x.jpg (media_id m1)",
+            "image https://p/x.jpg",
             "[语音] 你好 (media_id m2)",
             "[视频] (media_id m3)",
             "[位置] 广州 (23.1, 113.3)",
@@ -431,7 +442,7 @@ async fn a_forward_that_never_arrived_is_sent_on_its_retry_and_a_stale_claim_is_
             .unwrap()
             .unwrap();
         let im = w.app.im.as_ref().unwrap();
-        let common::records::outbox::Job::Forward { from, to, text } = &claim.item.job else {
+        let common::records::outbox::Job::Forward { from, to, text, .. } = &claim.item.job else {
             panic!("a forward");
         };
         let random = common::flows::jobs::msg_random(&second);
@@ -536,7 +547,15 @@ async fn outside_the_window_the_reply_falls_back_to_a_subscribe_message_with_a_c
     .await
     .unwrap();
     assert_eq!(credits, 0);
-    assert_eq!(w.im.delivered(), 0, "nothing to tell the agent");
+    // The agent hears that the reply went as a notification, not as a message.
+    let told = notices(&w);
+    assert_eq!(told.len(), 1);
+    assert!(
+        told[0].0 == "agent_alice"
+            && told[0].1.contains("errcode 45015")
+            && told[0].1.contains("sent a subscribe notification"),
+        "{told:?}"
+    );
 }
 
 #[tokio::test]
@@ -927,7 +946,7 @@ async fn a_retried_follow_does_not_move_the_cursor() {
 
 const DELETE: &str = "/v4/im_open_login_svc/account_delete";
 
-fn event(who: &str, ts: i64, name: &str) -> String {
+pub(super) fn event(who: &str, ts: i64, name: &str) -> String {
     xml(
         who,
         ts,
@@ -1450,7 +1469,7 @@ async fn without_agents_a_followers_message_is_kept_and_nothing_is_promised() {
 const TYPING: &str = "/cgi-bin/message/custom/typing";
 
 /// TUIKit's typing indicator from an agent, as IM's after-send callback reports it.
-async fn agent_types(w: &World, agent: &str, to: &str) -> serde_json::Value {
+pub(super) async fn agent_types(w: &World, agent: &str, to: &str) -> serde_json::Value {
     let mut m = w.c2c(agent, to, "");
     m["OnlineOnlyFlag"] = json!(1);
     m["MsgBody"] = json!([{"MsgType": "TIMCustomElem", "MsgContent": {"Data": "{\"businessID\":\"user_typing_status\",\"typingStatus\":1,\"version\":1,\"userAction\":14,\"actionParam\":\"EIMAMSG_InputStatus_Ing\"}", "Desc": "", "Ext": ""}}]);

@@ -90,6 +90,8 @@ async fn run_setup(w: &World, exp: &Value) {
             common::records::binding::bind(&*w.app.store, u, AppKind::Mp, o, None, w.now())
                 .await
                 .unwrap();
+        } else if let Some(secs) = step["advance"].as_i64() {
+            w.advance(secs);
         } else if let Some(f) = step["invoke"].as_str() {
             invoke(function_of(f), &read(f), &w.app).await.unwrap();
         } else if let Some(g) = step.get("group") {
@@ -285,6 +287,11 @@ async fn sample_events_produce_their_documented_outcome() {
             let f = function_of(&file);
             let raw = read(&file);
             let out: Value = serde_json::from_str(&invoke(f, &raw, &w.app).await.unwrap()).unwrap();
+            // What the case held back (an agent's burst) falls due.
+            if let Some(secs) = exp["advance_after"].as_i64() {
+                w.advance(secs);
+                w.stream().await;
+            }
             check(&w, &file, &exp, &out, &tag).await;
 
             // Webhooks are retried by WeChat and IM; an admin send with an Idempotency-Key may be.

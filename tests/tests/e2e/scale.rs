@@ -75,7 +75,8 @@ async fn store_requests_per_event_kind() {
     );
     let state_cost = of(w.counts());
 
-    // An official-account follower's message: conversation, assignment, forward job.
+    // An official-account follower's first message: conversation, the presence of each of the
+    // two agents, assignment, forward job.
     let xml = format!(
         "<xml><ToUserName><![CDATA[{OA_GH}]]></ToUserName><FromUserName><![CDATA[oScale1]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>7</MsgId></xml>",
         T0 + 60
@@ -101,7 +102,7 @@ async fn store_requests_per_event_kind() {
         ("c2c offline", c(4, 3, 6)),
         ("notification dispatch", c(9, 3, 13)),
         ("state change", c(1, 0, 1)),
-        ("oa message", c(4, 2, 20)),
+        ("oa message", c(6, 4, 20)),
     ];
     assert_eq!(got, want);
 }

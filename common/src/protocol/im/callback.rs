@@ -558,6 +558,7 @@ mod tests {
             callback_token: token.map(Secret::new),
             callback_window_secs: 300,
             agents: vec![],
+            agents_mp: vec![],
         }
     }
 

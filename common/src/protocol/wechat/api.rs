@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::protocol::secret::Secret;
+use crate::protocol::wechat::app::AppKind;
 
 pub mod transport;
 
@@ -250,12 +251,85 @@ impl WechatApi {
         .map(|_| ())
     }
 
+    /// A customer-service image: the bytes (checked by [`super::media::check`]) uploaded as
+    /// temporary media (`cgi-bin/media/upload?type=image`, multipart field `media`); its
+    /// `media_id`, valid 3 days.
+    pub async fn upload_image(
+        &self,
+        token: &str,
+        bytes: &[u8],
+        format: super::media::ImageFormat,
+    ) -> Result<String, ApiError> {
+        let (content_type, body) = super::media::multipart(bytes, format);
+        let v = self
+            .call(
+                self.with_token("/cgi-bin/media/upload", token)
+                    .query(&[("type", "image")])
+                    .header("content-type", content_type)
+                    .body(body),
+            )
+            .await?;
+        v["media_id"]
+            .as_str()
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Protocol("no media_id".into()))
+    }
+
+    /// The bytes behind a media URL (an agent's image in IM), at most `max` of them, with the
+    /// content type they were served with. `Ok(None)` when there are more than `max`. `allowed`
+    /// is asked about the URL finally answering (after redirects) before its body is read.
+    pub async fn fetch_media(
+        &self,
+        url: &str,
+        max: usize,
+        allowed: impl Fn(&str) -> bool,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, ApiError> {
+        let mut resp = self.http.get(url).send().await.map_err(transport)?;
+        if !allowed(resp.url().as_str()) {
+            return Err(ApiError::Protocol(
+                "redirected off the allowed hosts".into(),
+            ));
+        }
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(ApiError::Http(status));
+        }
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Ok(None);
+        }
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut bytes = vec![];
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > max {
+                return Ok(None);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some((bytes, content_type)))
+    }
+
     /// The official account's typing state towards a follower (`command` is `Typing` or
     /// `CancelTyping`): 45080 when no message was exchanged with them in the last 30 s, 45081
     /// when they already see it (it lasts 15 s).
-    pub async fn typing(&self, token: &str, openid: &str, command: &str) -> Result<(), ApiError> {
+    pub async fn typing(
+        &self,
+        token: &str,
+        app: AppKind,
+        openid: &str,
+        command: &str,
+    ) -> Result<(), ApiError> {
+        // The mini program's is `custom/business/typing`, with the same body and rules.
+        let path = match app {
+            AppKind::Oa => "/cgi-bin/message/custom/typing",
+            AppKind::Mp => "/cgi-bin/message/custom/business/typing",
+        };
         self.call(
-            self.with_token("/cgi-bin/message/custom/typing", token)
+            self.with_token(path, token)
                 .json(&serde_json::json!({ "touser": openid, "command": command })),
         )
         .await

@@ -782,6 +782,31 @@ async fn late_reply(
     openid: &str,
     text: &str,
 ) -> Result<Delivery, StoreError> {
+    // A passive reply spends nothing; sent late as a customer-service message it spends one
+    // reply of the allowance the same push opened, like an agent's reply. A follower's
+    // conversation is keyed by the openid; a mini-program user's by their IM account, which a
+    // late reply does not carry, so there WeChat alone decides.
+    let chat = (kind == AppKind::Oa).then(|| conversation::Chat::oa(openid));
+    let mut spent = None;
+    if let Some(chat) = chat
+        && let Some(current) = conversation::get(&*app.store, chat)
+            .await?
+            .and_then(|c| c.allowance)
+    {
+        match conversation::spend(&*app.store, chat, app.now()).await? {
+            Some(_) => spent = Some(current),
+            None => {
+                return end(
+                    app,
+                    item,
+                    Status::Skipped,
+                    Some("allowance_closed"),
+                    Results::default(),
+                )
+                .await;
+            }
+        }
+    }
     let body =
         serde_json::json!({ "touser": openid, "msgtype": "text", "text": { "content": text } });
     let api = &app.wechat;
@@ -802,6 +827,13 @@ async fn late_reply(
     if e.may_have_been_delivered() {
         let reason = format!("maybe_sent: {reason}");
         return end(app, item, Status::Failed, Some(&reason), Results::default()).await;
+    }
+    if let (Some(chat), Some(a)) = (chat, &spent) {
+        // WeChat certainly did not take it: the reply goes back to the allowance it came from.
+        match app.store.write(conversation::give_back(chat, a)).await {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     match e.class() {
         ErrorClass::Retryable { after_secs } => retry_or_fail(app, item, &reason, after_secs).await,

@@ -196,6 +196,17 @@ async fn every_webhook_taken_during_a_store_outage_is_applied_once_after_it() {
             "seller_offline": true,
         });
         assert_eq!(effects(&w).await, expected, "{b:?}");
+        // A's late welcome went as a customer-service message: it spent one of the 3 replies
+        // the follow opened, as an agent's reply would.
+        let a = w
+            .state_item(&keys::conversation(FOLLOWER_A), keys::ONE)
+            .await
+            .unwrap();
+        assert_eq!(
+            (a.s("allowance_by"), a.n("allowance_left")),
+            (Some("follow"), Some(2)),
+            "{b:?}: {a:?}"
+        );
 
         // SQS delivers at least once: every message again changes nothing.
         for body in spool.kept() {

@@ -550,6 +550,11 @@ class World:
                 # The handler alone: what it queued stays for the stream (the case feeds it).
                 self.invoke(f.split("/")[0], prepare(f, self.env, self.wxim_env), stream=False)
                 self.aws.stream_inserts(self.table + "-outbox")
+            elif "online" in step or "group" in step:
+                # What IM would report: set on the IM stand-in of `wxim standins`.
+                req = urllib.request.Request(self.standins.im + "/__setup", data=json.dumps(step).encode(),
+                                             headers={"Content-Type": "application/json"}, method="POST")
+                urllib.request.urlopen(req, timeout=10).read()
             else:
                 raise RuntimeError(f"unknown setup step {step}")
 

@@ -215,6 +215,9 @@ impl StandIn {
                 if req.path == "/__fault" {
                     return admin_fault(&shared, &req, &body);
                 }
+                if req.path == "/__setup" {
+                    return admin_setup(&shared, &req, &body);
+                }
                 let (script, fault, print, im) = {
                     let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
                     let fault = match &g.fault {
@@ -546,6 +549,41 @@ fn admin_fault(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Resp
         200,
         &json!({ "fault": fault.map(|f| format!("{f:?}")), "secs": secs }),
     )
+}
+
+/// `POST /__setup`: what a test sets in process, for stand-ins in another process
+/// (scripts/lambda_harness.py feeds it the `online` and `group` setup steps of
+/// events/expected.json): `{"online": [user, status]}` or `{"group": {"id", "type", "members",
+/// "name"?}}`.
+fn admin_setup(shared: &Arc<Mutex<Shared>>, req: &Request, body: &Value) -> Response {
+    if req.method != "POST" {
+        return Response::error(405, "method_not_allowed", "use POST");
+    }
+    let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some([Value::String(user), Value::String(status)]) =
+        body["online"].as_array().map(Vec::as_slice)
+    {
+        g.online.insert(user.clone(), status.clone());
+        return Response::json(200, &json!({ "online": user }));
+    }
+    let group = &body["group"];
+    let members: Option<Vec<String>> = group["members"]
+        .as_array()
+        .and_then(|a| a.iter().map(|m| m.as_str().map(str::to_owned)).collect());
+    match (group["id"].as_str(), group["type"].as_str(), members) {
+        (Some(id), Some(kind), Some(members)) => {
+            g.groups.insert(id.to_owned(), (kind.to_owned(), members));
+            if let Some(name) = group["name"].as_str() {
+                g.group_names.insert(id.to_owned(), name.to_owned());
+            }
+            Response::json(200, &json!({ "group": id }))
+        }
+        _ => Response::error(
+            400,
+            "invalid_setup",
+            "expected {\"online\": [user, status]} or {\"group\": {\"id\", \"type\", \"members\"}}",
+        ),
+    }
 }
 
 impl Shared {

@@ -6,8 +6,8 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::prelude::*;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
 
 /// Where log and metric lines go.
 #[derive(Clone)]

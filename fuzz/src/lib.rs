@@ -15,7 +15,6 @@ use common::protocol::wechat::crypto::{CryptoError, MessageCrypto};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq, ConstantTimeLess};
 
 /// The mini program of events/sample.env.
 pub const MP_APPID: &str = "wx1234567890abcdef";
@@ -126,15 +125,16 @@ pub fn reference_open(plain: &[u8], appid: &str) -> Result<Vec<u8>, CryptoError>
 /// `hex(sha1(join(sort(parts))))` (reference §1). The parts are ordered without comparing them
 /// byte by byte with branches: libFuzzer's comparison tracing would otherwise learn the token
 /// from the oracle itself and print it in its logs (which scripts/scan-logs.py scans). Each
-/// part goes where the count of smaller parts (ties by position) puts it.
+/// part goes where the count of smaller parts (ties by position) puts it, over all parts alike
+/// (the code under test places only the token blindly, so this is a different construction).
 pub fn wechat_signature(parts: &[&str]) -> String {
     let mut slots: Vec<Option<&str>> = vec![None; parts.len()];
     for (i, a) in parts.iter().enumerate() {
         let mut rank = 0;
         for (j, b) in parts.iter().enumerate() {
-            let smaller = blind_less(b.as_bytes(), a.as_bytes())
-                | (Choice::from(u8::from(j < i)) & b.as_bytes().ct_eq(a.as_bytes()));
-            rank += usize::from(smaller.unwrap_u8());
+            let (less, greater) = blind_order(b.as_bytes(), a.as_bytes());
+            let tie_before = u32::from(j < i) & !less & !greater;
+            rank += ((less | tie_before) & 1) as usize;
         }
         slots[rank] = Some(a);
     }
@@ -145,16 +145,22 @@ pub fn wechat_signature(parts: &[&str]) -> String {
     hex(&Sha1::digest(joined.as_bytes()))
 }
 
-/// `a < b` byte-wise: the first differing byte decides, a proper prefix is smaller.
-fn blind_less(a: &[u8], b: &[u8]) -> Choice {
-    let (mut less, mut done) = (Choice::from(0), Choice::from(0));
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).map_or(0u16, |&v| u16::from(v) + 1);
-        let y = b.get(i).map_or(0u16, |&v| u16::from(v) + 1);
-        less |= !done & x.ct_lt(&y);
-        done |= !x.ct_eq(&y);
+/// (`a < b`, `a > b`) byte-wise as 0/1: the first differing byte decides, else the shorter is
+/// smaller. Bytes are compared by subtracting values hidden from the optimiser.
+fn blind_order(a: &[u8], b: &[u8]) -> (u32, u32) {
+    let (mut less, mut greater, mut done) = (0u32, 0u32, 0u32);
+    for (&x, &y) in a.iter().zip(b) {
+        let x = std::hint::black_box(u32::from(x));
+        let y = std::hint::black_box(u32::from(y));
+        let lt = x.wrapping_sub(y) >> 31;
+        let gt = y.wrapping_sub(x) >> 31;
+        less |= !done & lt;
+        greater |= !done & gt;
+        done |= lt | gt;
     }
-    less
+    less |= !done & u32::from(a.len() < b.len());
+    greater |= !done & u32::from(a.len() > b.len());
+    (less & 1, greater & 1)
 }
 
 /// `hex(sha256(token ‖ RequestTime))` (tencent-im §2.3).

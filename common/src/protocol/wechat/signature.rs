@@ -218,7 +218,7 @@ mod tests {
             for x in pool {
                 for y in pool {
                     for z in pool {
-                        let mut sorted = vec![token, x, y, z];
+                        let mut sorted = [token, x, y, z];
                         sorted.sort_unstable();
                         assert_eq!(
                             sign(&[token, x, y, z]),

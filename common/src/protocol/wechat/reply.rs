@@ -4,22 +4,25 @@
 use super::crypto::MessageCrypto;
 use super::message::Format;
 use super::signature;
-use super::xml::{cdata, xml_chars};
+use super::xml::{push_element, xml_chars};
 
 /// A text reply to a user. `to_user` is the user's openid and `from_user` the account's original
 /// id (the inbound message's To/From swapped). The element order and LF separators are those of
 /// wechatpy's renderer, which the published V13 vector was produced with.
 pub fn text_xml(to_user: &str, from_user: &str, create_time: i64, content: &str) -> String {
-    [
-        "<xml>".to_owned(),
-        format!("<MsgType>{}</MsgType>", cdata("text")),
-        format!("<Content>{}</Content>", cdata(content)),
-        format!("<FromUserName>{}</FromUserName>", cdata(from_user)),
-        format!("<ToUserName>{}</ToUserName>", cdata(to_user)),
-        format!("<CreateTime>{create_time}</CreateTime>"),
-        "</xml>".to_owned(),
-    ]
-    .join("\n")
+    let mut out = String::with_capacity(200 + content.len() + to_user.len() + from_user.len());
+    out.push_str("<xml>\n");
+    push_element(&mut out, "MsgType", "text");
+    out.push('\n');
+    push_element(&mut out, "Content", content);
+    out.push('\n');
+    push_element(&mut out, "FromUserName", from_user);
+    out.push('\n');
+    push_element(&mut out, "ToUserName", to_user);
+    out.push_str("\n<CreateTime>");
+    out.push_str(&create_time.to_string());
+    out.push_str("</CreateTime>\n</xml>");
+    out
 }
 
 /// The fields of an encrypted passive reply.
@@ -65,13 +68,16 @@ impl EncryptedReply {
     }
 
     pub fn to_xml(&self) -> String {
-        format!(
-            "<xml><Encrypt>{}</Encrypt><MsgSignature>{}</MsgSignature><TimeStamp>{}</TimeStamp><Nonce>{}</Nonce></xml>",
-            cdata(&self.encrypt),
-            cdata(&self.msg_signature),
-            self.timestamp,
-            cdata(&self.nonce)
-        )
+        let mut out = String::with_capacity(self.encrypt.len() + self.nonce.len() + 180);
+        out.push_str("<xml>");
+        push_element(&mut out, "Encrypt", &self.encrypt);
+        push_element(&mut out, "MsgSignature", &self.msg_signature);
+        out.push_str("<TimeStamp>");
+        out.push_str(&self.timestamp.to_string());
+        out.push_str("</TimeStamp>");
+        push_element(&mut out, "Nonce", &self.nonce);
+        out.push_str("</xml>");
+        out
     }
 
     /// The official JSON shape: capitalised keys, `TimeStamp` a number, `Nonce` a string.

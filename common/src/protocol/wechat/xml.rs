@@ -311,16 +311,54 @@ fn is_xml_char(c: char) -> bool {
 /// U+FFFF) dropped: no escape can carry them, and WeChat's parser would refuse the whole
 /// document (found by fuzzing).
 pub(crate) fn cdata(s: &str) -> String {
-    format!(
-        "<![CDATA[{}]]>",
-        xml_chars(s).replace("]]>", "]]]]><![CDATA[>")
-    )
+    let mut out = String::with_capacity(s.len() + 12);
+    push_cdata(&mut out, s);
+    out
+}
+
+/// [`cdata`] appended to `out`, for documents built in one buffer.
+pub(crate) fn push_cdata(out: &mut String, s: &str) {
+    let s = xml_chars(s);
+    out.push_str("<![CDATA[");
+    let mut rest = &*s;
+    // Most text (base64, ids) has no `]` at all, which a byte search tells at once.
+    while let Some(i) = rest
+        .as_bytes()
+        .contains(&b']')
+        .then(|| rest.find("]]>"))
+        .flatten()
+    {
+        // `]]` ends this section, `>` opens the next: the text reads back unchanged.
+        out.push_str(&rest[..i + 2]);
+        out.push_str("]]><![CDATA[");
+        rest = &rest[i + 2..];
+    }
+    out.push_str(rest);
+    out.push_str("]]>");
+}
+
+/// `<name>` + [`cdata`] + `</name>` appended to `out`.
+pub(crate) fn push_element(out: &mut String, name: &str, text: &str) {
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    push_cdata(out, text);
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
 }
 
 /// `s` without the characters XML cannot carry; borrowed when there are none (always, for
 /// text WeChat itself sent).
 pub(crate) fn xml_chars(s: &str) -> Cow<'_, str> {
-    if s.chars().all(is_xml_char) {
+    // The only characters XML forbids are C0 controls other than tab/LF/CR, and U+FFFE/U+FFFF
+    // (encoded EF BF BE/BF); a byte scan rules both out for nearly all text (base64, ids, most
+    // messages), and only text holding an EF byte is checked character by character.
+    // (A fold without early exit, so that the scan runs over whole vectors.)
+    let plain = s.bytes().fold(true, |ok, b| {
+        ok & ((b >= 0x20 && b != 0xEF) | (b == b'\t') | (b == b'\n') | (b == b'\r'))
+    });
+    if plain || s.chars().all(is_xml_char) {
         Cow::Borrowed(s)
     } else {
         Cow::Owned(s.chars().filter(|&c| is_xml_char(c)).collect())
@@ -487,6 +525,31 @@ mod tests {
                 "{name} value was copied"
             );
         }
+    }
+
+    #[test]
+    fn xml_chars_keeps_every_allowed_character_and_drops_the_rest() {
+        // Borrowed by the byte scan, or (an EF lead byte) after the character check.
+        for ok in [
+            "",
+            "base64+/=",
+            "你好 \t\r\n",
+            "\u{7f}\u{85}",
+            "\u{F000}\u{FFFD}\u{10FFFF}",
+        ] {
+            assert!(
+                matches!(xml_chars(ok), Cow::Borrowed(s) if s == ok),
+                "{ok:?}"
+            );
+        }
+        assert_eq!(
+            xml_chars("a\u{0}b\u{1F}c\u{FFFE}d\u{FFFF}e\u{F000}"),
+            "abcde\u{F000}"
+        );
+        assert_eq!(
+            cdata("x]]>y]]]>z"),
+            "<![CDATA[x]]]]><![CDATA[>y]]]]]><![CDATA[>z]]>"
+        );
     }
 
     #[test]

@@ -75,6 +75,55 @@ def wait_http(url, timeout=20.0):
 # The Lambda Runtime API, one server per function process.
 
 
+# Linux's SO_TIMESTAMPNS (and its control message, SCM_TIMESTAMPNS: a 64-bit timespec); Python
+# 3.11's socket module does not name it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
+
+class StampedServer(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server whose every request carries the kernel's arrival time of its first
+    byte (`handler.arrived`, `time.time()`'s clock). The option is set on the listening socket:
+    accepted connections inherit it, so a request that arrives before Python has accepted its
+    connection is stamped too (a socket enabling it only after accept() finds its first segment
+    unstamped whenever no other socket had time stamping on)."""
+
+    daemon_threads = True
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        super().server_bind()
+
+
+class StampedHandler(http.server.BaseHTTPRequestHandler):
+    """Keep-alive handler that records when each request's first byte reached the machine, so
+    that Python's accept, thread start and header parsing (a few hundred µs, more when the GIL
+    is busy) are not counted as the function's time."""
+
+    protocol_version = "HTTP/1.1"
+    # The answer's headers and body go out in two writes; with Nagle's algorithm on, the body
+    # waits for the client's delayed ACK of the headers (40 ms on Linux) and every request after
+    # a connection's first would seem to cost the function 40 ms.
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args):
+        pass
+
+    def handle_one_request(self):
+        self.arrived = None
+        try:
+            _, ancdata, _, _ = self.connection.recvmsg(1, socket.CMSG_SPACE(16), socket.MSG_PEEK)
+        except OSError:
+            ancdata = []
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = struct.unpack("qq", data[:16])
+                self.arrived = sec + nsec / 1e9
+        super().handle_one_request()
+
+    def arrival(self):
+        return self.arrived if self.arrived is not None else time.time()
+
+
 class RuntimeApi:
     """GET /2018-06-01/runtime/invocation/next hands out queued events one at a time; the
     function's POST …/response (or …/error, or /runtime/init/error) completes the invocation."""
@@ -89,30 +138,21 @@ class RuntimeApi:
         self.seq = 0
         api = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # The answer's headers and body go out in two writes; with Nagle's algorithm on, the
-            # body waits for the client's delayed ACK of the headers (40 ms on Linux) and every
-            # request after a connection's first would seem to cost the function 40 ms.
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(StampedHandler):
             def do_GET(self):
                 if not self.path.startswith("/2018-06-01/runtime/invocation/next"):
                     self.send_error(404)
                     return
                 with api.lock:
                     if api.first_next is None:
-                        api.first_next = time.perf_counter()
+                        api.first_next = self.arrival()
                     api.lock.notify_all()
                 rid, body = api.events.get()
                 if rid is None:  # shutting down: leave the function waiting
                     time.sleep(3600)
                     return
                 with api.lock:
-                    api.handed[rid] = time.perf_counter()
+                    api.handed[rid] = time.time()
                 self.send_response(200)
                 self.send_header("Lambda-Runtime-Aws-Request-Id", rid)
                 self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30_000))
@@ -126,8 +166,8 @@ class RuntimeApi:
                 self.wfile.flush()
 
             def do_POST(self):
+                at = self.arrival()
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-                at = time.perf_counter()
                 parts = self.path.split("/")
                 self.send_response(202)
                 self.send_header("Content-Length", "0")
@@ -139,8 +179,7 @@ class RuntimeApi:
                         api.results[parts[4]] = (parts[5], body, at)
                     api.lock.notify_all()
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = StampedServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -187,7 +226,7 @@ class Function:
             "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
         }
         self.log = log or subprocess.DEVNULL
-        self.started = time.perf_counter()
+        self.started = time.time()
         self.proc = subprocess.Popen([*runner, str(binary)], env=full, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -267,11 +306,6 @@ class Standins:
         self.path.unlink(missing_ok=True)
 
 
-# Linux's SO_TIMESTAMPNS (and its control message, SCM_TIMESTAMPNS: a 64-bit timespec); Python
-# 3.11's socket module does not name it.
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-
-
 class TimingProxy:
     """A keep-alive HTTP proxy in front of one upstream that adds up the time each request spends
     between arriving here and its answer leaving: the stand-ins' share of a function's time."""
@@ -281,38 +315,9 @@ class TimingProxy:
         self.count = 0
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # The answer's headers and body go out in two writes; with Nagle's algorithm on, the
-            # body waits for the client's delayed ACK of the headers (40 ms on Linux) and every
-            # request after a connection's first would seem to cost the function 40 ms.
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args):
-                pass
-
-            def setup(self):
-                super().setup()
-                # The kernel stamps each segment as it arrives: the request's time here starts
-                # when its first byte reached this socket, not after Python has accepted the
-                # connection, started a thread and parsed the headers (a few hundred µs per
-                # request that would otherwise count as the function's own).
-                self.connection.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-
-            def handle_one_request(self):
-                self.arrived = None
-                try:
-                    _, ancdata, _, _ = self.connection.recvmsg(1, socket.CMSG_SPACE(16), socket.MSG_PEEK)
-                except OSError:
-                    ancdata = []
-                for level, kind, data in ancdata:
-                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-                        sec, nsec = struct.unpack("qq", data[:16])
-                        self.arrived = sec + nsec / 1e9
-                super().handle_one_request()
-
+        class Handler(StampedHandler):
             def relay(self):
-                t0 = self.arrived if self.arrived is not None else time.time()
+                t0 = self.arrival()
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
                 conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
@@ -327,14 +332,13 @@ class TimingProxy:
                 self.end_headers()
                 self.wfile.write(data)
                 self.wfile.flush()
-                conn.close()
                 proxy.spent += time.time() - t0
                 proxy.count += 1
+                conn.close()
 
             do_GET = do_POST = do_PUT = do_DELETE = relay
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = StampedServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -216,9 +216,7 @@ fn parse_impl(body: &[u8], trim: bool) -> Result<XmlDoc<'_>, ParseError> {
                         stage = Stage::Epilog;
                     }
                     Some(parent) => {
-                        parent
-                            .children
-                            .push((name, XmlValue::Text(Cow::Borrowed(""))));
+                        parent.adopt(name, XmlValue::Text(Cow::Borrowed("")));
                     }
                 }
             }
@@ -229,7 +227,7 @@ fn parse_impl(body: &[u8], trim: bool) -> Result<XmlDoc<'_>, ParseError> {
                 };
                 let (name, value) = frame.finish();
                 match stack.last_mut() {
-                    Some(parent) => parent.children.push((name, value)),
+                    Some(parent) => parent.adopt(name, value),
                     None => {
                         if let XmlValue::Element(children) = value {
                             fields = children;
@@ -429,6 +427,15 @@ impl<'a> Frame<'a> {
             started: false,
             soft_tail: None,
         }
+    }
+
+    /// A message has a dozen fields or fewer: room for sixteen at the first child, instead of
+    /// growing 4 → 8 → 16 (a reallocation and a copy each) on the request path.
+    fn adopt(&mut self, name: Cow<'a, str>, value: XmlValue<'a>) {
+        if self.children.capacity() == 0 {
+            self.children.reserve_exact(16);
+        }
+        self.children.push((name, value));
     }
 
     fn push_text(&mut self, chunk: Cow<'a, str>, trim: bool) {

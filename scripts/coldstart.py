@@ -23,6 +23,8 @@ created where the first event needs them. Measured per start:
                   WeChat take in production
     own           exec→answer − stand-ins: the start, the lazy creation and the handler
     ratio         own / floor's exec→answer (medians); raw = exec→answer / floor's
+    CPU           the process's CPU time (all threads, /proc/<pid>/task/*/schedstat) at its
+                  answer, and its ratio to the floor's: the work, without the waits around it
     peak RSS      VmHWM after the answer (max over runs), and its ratio to the floor's
 
 Usage: scripts/coldstart.py [runs]        (default 15; builds the release binaries first)
@@ -71,6 +73,7 @@ def one(moto, name, expected):
         try:
             kind, body, handed, answered = f.invoke(event)
             rss = f.peak_rss_kb()
+            cpu = f.cpu_ms()
         finally:
             f.stop()
         standins = world.standin_time()
@@ -85,6 +88,7 @@ def one(moto, name, expected):
             "event": (answered - handed) * 1000,
             "standins": standins * 1000,
             "rss": rss,
+            "cpu": cpu,
         }
     finally:
         world.close()
@@ -112,8 +116,8 @@ def main():
     floor = med["floor"]["total"]
     floor_rss = max(x["rss"] for x in results["floor"])
     print(f"{runs} runs, interleaved; medians in ms; floor = scripts/floor (bare lambda_http)\n")
-    print(f"| Function | Stripped binary | exec→answer | init | first event | in stand-ins | own | own / floor | raw / floor | Peak RSS | RSS / floor |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| Function | Stripped binary | exec→answer | init | first event | in stand-ins | own | own / floor | raw / floor | CPU | CPU / floor | Peak RSS | RSS / floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     worst = 0.0
     for name in CASES:
         m = med[name]
@@ -125,6 +129,7 @@ def main():
             worst = max(worst, ratio)
         print(f"| {name} | {size:.2f} MB | {m['total']:.2f} | {m['init']:.2f} | {m['event']:.2f} | "
               f"{m['standins']:.2f} | {own:.2f} | {ratio:.2f}× | {m['total'] / floor:.2f}× | "
+              f"{m['cpu']:.2f} | {m['cpu'] / med['floor']['cpu']:.2f}× | "
               f"{rss / 1024:.1f} MB | {rss / floor_rss:.2f}× |")
     print(f"\nworst API function, own / floor: {worst:.2f}× (goal ≤ 1.3×)")
 

@@ -242,6 +242,13 @@ class Function:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmHWM")))
 
+    def cpu_ms(self):
+        """CPU time the process has used so far, all its threads (the scheduler's nanoseconds)."""
+        total = 0
+        for stat in Path(f"/proc/{self.proc.pid}/task").glob("*/schedstat"):
+            total += int(stat.read_text().split()[0])
+        return total / 1e6
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()

@@ -429,8 +429,8 @@ impl<'a> Frame<'a> {
         }
     }
 
-    /// A message has a dozen fields or fewer: room for sixteen at the first child, instead of
-    /// growing 4 → 8 → 16 (a reallocation and a copy each) on the request path.
+    /// Most messages and events have fewer than sixteen fields: room for sixteen at the first
+    /// child, instead of growing 4 → 8 → 16 (a reallocation and a copy each) on the request path.
     fn adopt(&mut self, name: Cow<'a, str>, value: XmlValue<'a>) {
         if self.children.capacity() == 0 {
             self.children.reserve_exact(16);

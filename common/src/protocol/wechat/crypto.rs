@@ -93,7 +93,7 @@ impl std::fmt::Debug for MessageCrypto {
 }
 
 /// A decrypted and unpadded `FullStr` whose length field has been validated.
-struct Opened {
+pub struct Opened {
     /// `random ‖ msg_len ‖ msg ‖ tail`, padding already removed.
     buf: Vec<u8>,
     msg_end: usize,
@@ -107,6 +107,12 @@ impl Opened {
 
     fn tail(&self) -> &[u8] {
         &self.buf[self.msg_end..]
+    }
+
+    /// The message bytes, where decryption left them.
+    #[must_use]
+    pub fn msg(&self) -> &[u8] {
+        &self.buf[HEADER_LEN..self.msg_end]
     }
 
     fn into_msg(self) -> Vec<u8> {
@@ -155,12 +161,23 @@ impl MessageCrypto {
     /// A well-formed message for another app yields
     /// [`CryptoError::AppIdMismatch`].
     pub fn decrypt(&self, encrypt_b64: &str) -> Result<Vec<u8>, CryptoError> {
+        self.decrypt_in_place(encrypt_b64).map(Opened::into_msg)
+    }
+
+    /// Like [`decrypt`](Self::decrypt) but leaves the message inside the decryption buffer
+    /// ([`Opened::msg`]) instead of moving it to the front of its own vector: for the push
+    /// path, which only reads it.
+    ///
+    /// # Errors
+    ///
+    /// As [`decrypt`](Self::decrypt).
+    pub fn decrypt_in_place(&self, encrypt_b64: &str) -> Result<Opened, CryptoError> {
         let opened = self.open(encrypt_b64)?;
         // The appid is not secret; constant time simply costs nothing here.
         if !bool::from(opened.tail().ct_eq(self.appid.as_bytes())) {
             return Err(CryptoError::AppIdMismatch);
         }
-        Ok(opened.into_msg())
+        Ok(opened)
     }
 
     /// Like [`decrypt`](Self::decrypt) but returns the trailing id instead

@@ -46,31 +46,31 @@ pub fn detect_format(body: &[u8]) -> Result<Format, ParseError> {
 /// The outer layer of a safe- or compatible-mode push: enough to verify
 /// `msg_signature` and decrypt. A plaintext body simply has no `encrypt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
+pub struct Envelope<'a> {
     pub format: Format,
     pub to_user: Option<String>,
     /// Exactly as sent (CDATA extracted or JSON unescaped, nothing trimmed):
     /// `msg_signature` is computed over these bytes. `Some("")` if present but empty.
-    pub encrypt: Option<String>,
+    /// Borrowed from the body unless unescaping changed it: it is most of a safe-mode push.
+    pub encrypt: Option<Cow<'a, str>>,
 }
 
-pub fn parse_envelope(body: &[u8]) -> Result<Envelope, ParseError> {
+pub fn parse_envelope(body: &[u8]) -> Result<Envelope<'_>, ParseError> {
     let format = detect_format(body)?;
     let (to_user, encrypt) = match format {
         Format::Xml => {
             let doc = xml::parse_untrimmed(body)?;
-            (
-                doc.text("ToUserName")
-                    .map(xml::trim_xml_ws)
-                    .map(str::to_owned),
-                doc.text("Encrypt").map(str::to_owned),
-            )
+            let to_user = doc
+                .text("ToUserName")
+                .map(xml::trim_xml_ws)
+                .map(str::to_owned);
+            (to_user, doc.take_text("Encrypt"))
         }
         Format::Json => {
             let raw: RawEnvelope<'_> = from_json(body)?;
             let encrypt = match raw.encrypt {
                 None => None,
-                Some(Scalar::Str(s)) => Some(s.into_owned()),
+                Some(Scalar::Str(s)) => Some(s),
                 // A number cannot be base64 ciphertext; refuse rather than reformat it.
                 Some(_) => return Err(ParseError::Invalid("Encrypt")),
             };
@@ -1920,7 +1920,7 @@ mod tests {
         let spaced = format!(r#"{{"ToUserName":"gh_1","Encrypt":" {V4_ENCRYPT}\n"}}"#);
         assert_eq!(
             parse_envelope(spaced.as_bytes()).unwrap().encrypt,
-            Some(format!(" {V4_ENCRYPT}\n"))
+            Some(format!(" {V4_ENCRYPT}\n").into())
         );
     }
 
@@ -1942,7 +1942,7 @@ mod tests {
         );
         let env = parse_envelope(pretty.as_bytes()).unwrap();
         assert_eq!(env.to_user.as_deref(), Some("gh_abcdef123456"));
-        assert_eq!(env.encrypt, Some(format!(" {V10_ENCRYPT} ")));
+        assert_eq!(env.encrypt, Some(format!(" {V10_ENCRYPT} ").into()));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! inside (reference §1, §2.5). Everything here is pure; the handler decides what to store.
 
 use super::app::WechatApp;
-use super::crypto::CryptoError;
+use super::crypto::{self, CryptoError};
 use super::message::ParseError;
 use super::message::{self, Format, Message};
 use super::signature;
@@ -137,7 +137,7 @@ pub fn open(
         Some(t) if t.eq_ignore_ascii_case("aes") => Mode::Aes,
         Some(_) => return Err(PushError::UnsupportedEncryptType),
     };
-    let (format, body): (Format, std::borrow::Cow<'_, [u8]>) = match mode {
+    let (format, opened) = match mode {
         Mode::Plain => {
             let sig = param(req, "signature")?;
             if !signature::verify(sig, &[token, ts, nonce]) {
@@ -147,7 +147,7 @@ pub fn open(
                 return Err(PushError::PlaintextRefused);
             }
             let format = message::detect_format(&req.body).map_err(PushError::Message)?;
-            (format, std::borrow::Cow::Borrowed(&req.body[..]))
+            (format, None)
         }
         Mode::Aes => {
             // `signature` is also present in safe mode but only `msg_signature` covers the
@@ -163,8 +163,10 @@ pub fn open(
             if !signature::verify(msg_sig, &[token, ts, nonce, encrypt]) {
                 return Err(PushError::BadSignature);
             }
-            let plain = crypto.decrypt(encrypt).map_err(PushError::Crypto)?;
-            (env.format, std::borrow::Cow::Owned(plain))
+            let opened = crypto
+                .decrypt_in_place(encrypt)
+                .map_err(PushError::Crypto)?;
+            (env.format, Some(opened))
         }
     };
     // Checked once the request is known to be WeChat's, so a forger learns nothing from it.
@@ -174,7 +176,8 @@ pub fn open(
             return Err(PushError::StaleTimestamp);
         }
     }
-    let message = message::parse_message(&body).map_err(PushError::Message)?;
+    let body = opened.as_ref().map_or(&req.body[..], crypto::Opened::msg);
+    let message = message::parse_message(body).map_err(PushError::Message)?;
     Ok(Inbound {
         mode,
         format,

@@ -107,6 +107,15 @@ impl<'a> XmlDoc<'a> {
         find_text(&self.fields, name)
     }
 
+    /// Like [`text`](Self::text), but the value itself, still borrowed from the body when it
+    /// could be: for a field too large to copy.
+    pub fn take_text(self, name: &str) -> Option<Cow<'a, str>> {
+        self.fields.into_iter().find_map(|(n, v)| match v {
+            XmlValue::Text(text) if n == name => Some(text),
+            _ => None,
+        })
+    }
+
     /// Every `<List>` element with children, either directly under the root or
     /// one level down inside any wrapper (`<SubscribeMsgPopupEvent>` …), in
     /// document order. Subscribe events have been documented both ways.
@@ -319,13 +328,8 @@ pub(crate) fn push_cdata(out: &mut String, s: &str) {
     let s = xml_chars(s);
     out.push_str("<![CDATA[");
     let mut rest = &*s;
-    // Most text (base64, ids) has no `]` at all, which a byte search tells at once.
-    while let Some(i) = rest
-        .as_bytes()
-        .contains(&b']')
-        .then(|| rest.find("]]>"))
-        .flatten()
-    {
+    // Most text (base64, ids) has no `]` at all, which a vectorised byte search tells at once.
+    while let Some(i) = memchr::memchr(b']', rest.as_bytes()).and_then(|_| rest.find("]]>")) {
         // `]]` ends this section, `>` opens the next: the text reads back unchanged.
         out.push_str(&rest[..i + 2]);
         out.push_str("]]><![CDATA[");

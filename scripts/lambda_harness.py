@@ -249,6 +249,11 @@ class Function:
             total += int(stat.read_text().split()[0])
         return total / 1e6
 
+    def major_faults(self):
+        """Page faults that had to read from disk so far (the process's majflt, /proc/<pid>/stat)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[9])
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.kill()

@@ -11,6 +11,7 @@
 //! padding oracle.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use aes::Aes256;
 use aes::cipher::KeyInit;
@@ -75,11 +76,16 @@ pub enum CryptoError {
 
 /// Encrypts and decrypts WeChat message bodies for one app.
 ///
-/// The AES key schedule is expanded once here so that each message only pays
-/// for the block operations.
+/// The key is checked when the codec is built (a bad EncodingAESKey fails the start), but the
+/// AES key schedule is expanded at the first message and then kept, so that each message only
+/// pays for the block operations and a function that never opens a push (im-callback, bind,
+/// admin-notify, notify-dispatch) never pays for it at all, nor for the CPU-feature probes the
+/// AES backends make then (`cpuid`, which a virtual machine may trap: ~0.1 ms of a cold start
+/// on the machine of README's cold-start table).
 #[derive(Clone)]
 pub struct MessageCrypto {
-    cipher: Aes256,
+    key: [u8; KEY_LEN],
+    cipher: OnceLock<Aes256>,
     iv: [u8; IV_LEN],
     appid: String,
 }
@@ -139,10 +145,17 @@ impl MessageCrypto {
         let mut iv = [0u8; IV_LEN];
         iv.copy_from_slice(&key[..IV_LEN]);
         Ok(MessageCrypto {
-            cipher: Aes256::new(&Array::from(key)),
+            key,
+            cipher: OnceLock::new(),
             iv,
             appid: appid.to_owned(),
         })
+    }
+
+    fn cipher(&self) -> Aes256 {
+        self.cipher
+            .get_or_init(|| Aes256::new(&Array::from(self.key)))
+            .clone()
     }
 
     /// The id that [`decrypt`](Self::decrypt) requires and
@@ -252,7 +265,7 @@ impl MessageCrypto {
         debug_assert_eq!(buf.len() % AES_BLOCK, 0);
         let (blocks, _) = Array::slice_as_chunks_mut(&mut buf);
         let mut mode =
-            cbc::Encryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &Array::from(self.iv));
+            cbc::Encryptor::<Aes256>::inner_iv_init(self.cipher(), &Array::from(self.iv));
         mode.encrypt_blocks(blocks);
         base64_simd::STANDARD.encode_to_string(&buf)
     }
@@ -273,7 +286,7 @@ impl MessageCrypto {
         // the mode only runs raw CBC over whole AES blocks.
         let (blocks, _) = Array::slice_as_chunks_mut(&mut buf);
         let mut mode =
-            cbc::Decryptor::<Aes256>::inner_iv_init(self.cipher.clone(), &Array::from(self.iv));
+            cbc::Decryptor::<Aes256>::inner_iv_init(self.cipher(), &Array::from(self.iv));
         mode.decrypt_blocks(blocks);
 
         let pad = buf.last().map_or(0, |&b| usize::from(b));
@@ -431,7 +444,7 @@ mod tests {
         // Decrypt without unpadding to observe the pad byte the vector used.
         let mut buf = STANDARD.decode(b64).unwrap();
         let (blocks, _) = Array::slice_as_chunks_mut(&mut buf);
-        cbc::Decryptor::<Aes256>::inner_iv_init(c.cipher.clone(), &Array::from(c.iv))
+        cbc::Decryptor::<Aes256>::inner_iv_init(c.cipher(), &Array::from(c.iv))
             .decrypt_blocks(blocks);
         usize::from(*buf.last().unwrap())
     }

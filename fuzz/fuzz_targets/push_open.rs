@@ -227,13 +227,13 @@ fn sealed(u: &mut Unstructured<'_>, tamper: bool) -> arbitrary::Result<()> {
             return Ok(());
         }
         let env = message::parse_envelope(&req.body).unwrap();
-        let enc = env.encrypt.unwrap();
+        let enc = env.encrypt.unwrap().into_owned();
         let i = at % enc.len();
         let mut bytes = enc.into_bytes();
         bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(bytes).unwrap();
         let body = String::from_utf8(req.body.clone()).unwrap();
-        let orig = message::parse_envelope(&req.body).unwrap().encrypt.unwrap();
+        let orig = message::parse_envelope(&req.body).unwrap().encrypt.unwrap().into_owned();
         req.body = body.replacen(&orig, &forged, 1).into_bytes();
     } else {
         if delivery == Delivery::Plain && covered == "msg_signature" {

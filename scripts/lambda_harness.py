@@ -602,9 +602,14 @@ class World:
     def standin_time(self):
         return sum(p.take() for p in self.proxies)
 
-    def close(self):
+    def stop_running(self):
+        """Stops the function processes the setup booted (the next `invoke` boots afresh)."""
         for f in self.running.values():
             f.stop()
+        self.running = {}
+
+    def close(self):
+        self.stop_running()
         for p in self.proxies:
             p.stop()
         self.standins.stop()

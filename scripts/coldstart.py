@@ -72,8 +72,7 @@ def one(moto, name, expected):
         # No process of the setup may outlive it: a live process mapping the same binary makes
         # the next start of that binary 0.35-0.55 ms faster on this machine (measured: floor
         # 2.52 -> 1.96 ms to its first /next, every function alike), and production never has
-        # such a sibling. Before this, im-callback's case (its setup's Logout leaves an
-        # im-callback running) and notify-dispatch's were measured with one, the others not.
+        # such a sibling (im-callback's setup, its Logout, would otherwise leave one).
         world.stop_running()
         event = h.prepare(file, world.env, world.wxim_env)
         world.standin_time()  # forget the setup's share

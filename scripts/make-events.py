@@ -447,11 +447,11 @@ def build_im():
                                         "Info": {"Action": action, "To_Account": customer, "Reason": reason}}
     case("im-callback/state-login.json", im_event("State.StateChange", state("Login", "Register", TS)),
          {"function": "im-callback", "status": 200, "body": IM_OK,
-          "items": [{"pk": f"presence#{customer}", "sk": "web", "state": "online"}]},
+          "items": [{"pk": f"bind#im#{customer}", "sk": "presence#web", "state": "online"}]},
          "State.StateChange Login: presence online (per platform, ordered by EventTime).")
     case("im-callback/state-disconnect.json", im_event("State.StateChange", state("Disconnect", "LinkClose", TS)),
          {"function": "im-callback", "status": 200, "body": IM_OK,
-          "items": [{"pk": f"presence#{customer}", "sk": "web", "state": "disconnected"}]},
+          "items": [{"pk": f"bind#im#{customer}", "sk": "presence#web", "state": "disconnected"}]},
          "State.StateChange Disconnect: the user is away.")
     notify_setup = [{"bind": [customer, MP_USER]}, {"invoke": "wechat-event/mp-plain-json-popup-accept.json"},
                     {"invoke": "im-callback/state-disconnect.json"}]

@@ -150,6 +150,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_read_of_the_users_partition_tells_binding_and_presence_apart() {
+        use crate::config::AppKind;
+        let b = bench(&[]);
+        let store = &*b.app.store;
+        let read = |user: &'static str, app| presence::with_binding(store, user, app, T0, 600);
+        b.bind("u1", "o1").await;
+        // A binding alone is no presence report: unknown, not offline.
+        let (bound, p) = read("u1", AppKind::Mp).await.unwrap();
+        assert_eq!(bound.map(|b| b.openid), Some("o1".to_owned()));
+        assert_eq!(p, Presence::Unknown);
+        assert_eq!(
+            presence::of(store, "u1", T0, 600).await.unwrap(),
+            Presence::Unknown
+        );
+
+        state_change(&b.app, &sc("Login", T0 * 1000), Some("Web"))
+            .await
+            .unwrap();
+        let (bound, p) = read("u1", AppKind::Mp).await.unwrap();
+        assert_eq!(bound.map(|b| b.openid), Some("o1".to_owned()));
+        assert_eq!(p, Presence::Online);
+        // The mini-program binding is not the official account's.
+        assert_eq!(
+            read("u1", AppKind::Oa).await.unwrap(),
+            (None, Presence::Online)
+        );
+        assert_eq!(
+            presence::of(store, "u1", T0, 600).await.unwrap(),
+            Presence::Online
+        );
+
+        state_change(&b.app, &sc("Logout", T0 * 1000 + 1), Some("Web"))
+            .await
+            .unwrap();
+        assert_eq!(read("u1", AppKind::Mp).await.unwrap().1, Presence::Offline);
+        assert_eq!(
+            read("u2", AppKind::Mp).await.unwrap(),
+            (None, Presence::Unknown)
+        );
+    }
+
+    #[tokio::test]
     async fn an_agent_message_to_someone_without_a_conversation_goes_to_the_policy() {
         let b = bench(&[]);
         let d = after_send(&b.app, &c2c("agent_alice", "u9", "hi", 1))

@@ -8,7 +8,6 @@ use crate::app::App;
 use crate::config::NotifyConfig;
 use crate::obs;
 use crate::protocol::im::callback::{C2cMessage, GroupMessage, OfflinePush};
-use crate::records::binding;
 use crate::records::outbox::{self, Job, Notice};
 use crate::records::presence::{self, Presence};
 use crate::records::subscription;
@@ -126,10 +125,11 @@ async fn decide(app: &App, msg: &C2cMessage) -> Result<Decision, StoreError> {
 async fn queue_for(app: &App, n: &NotifyConfig, c: &Candidate<'_>) -> Result<Decision, StoreError> {
     let store = &*app.store;
     let now = app.now();
-    let Some(binding) = binding::by_user(store, c.recipient, n.app).await? else {
+    let stale = app.config.presence_stale_secs;
+    let (binding, p) = presence::with_binding(store, c.recipient, n.app, now, stale).await?;
+    let Some(binding) = binding else {
         return Ok(Decision::Skipped(Skip::RecipientNotBound));
     };
-    let p = presence::of(store, c.recipient, now, app.config.presence_stale_secs).await?;
     if p == Presence::Online {
         return Ok(Decision::Skipped(Skip::RecipientOnline));
     }

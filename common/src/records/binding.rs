@@ -16,7 +16,7 @@ pub struct Binding {
 }
 
 impl Binding {
-    fn from_item(user_id: &str, app: AppKind, i: &Item) -> Option<Binding> {
+    pub(crate) fn from_item(user_id: &str, app: AppKind, i: &Item) -> Option<Binding> {
         Some(Binding {
             user_id: user_id.to_owned(),
             app,

@@ -32,14 +32,21 @@ pub fn access_token(app: AppKind) -> String {
     format!("token#{app}")
 }
 
-/// An IM user's presence, from `State.StateChange`.
-pub fn presence(user_id: &str) -> String {
-    format!("presence#{user_id}")
-}
-
-/// IM user → WeChat openid.
+/// IM user → WeChat openid (sort key = app), and the same user's presence (sort keys
+/// [`presence_sk`]): one partition, so that the offline check reads both in one strongly
+/// consistent Query (one round trip and one read unit instead of two of each). The partition
+/// keeps its `bind#im#` name because the bindings are the durable half; presence is rebuilt by
+/// the next state change.
 pub fn binding_by_user(user_id: &str) -> String {
     format!("bind#im#{user_id}")
+}
+
+/// What every presence sort key starts with, under [`binding_by_user`].
+pub const PRESENCE: &str = "presence#";
+
+/// The sort key of one platform's presence, from `State.StateChange`.
+pub fn presence_sk(platform: &str) -> String {
+    format!("{PRESENCE}{platform}")
 }
 
 /// WeChat openid → IM user.

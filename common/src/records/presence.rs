@@ -1,10 +1,13 @@
 //! Presence from `State.StateChange`, one item per (user, platform) ordered by `EventTime`: a
 //! late, older event never overwrites a newer one. A user is online when any platform's latest
-//! state is a fresh Login.
+//! state is a fresh Login. The items live in the user's binding partition
+//! ([`keys::binding_by_user`]), so [`with_binding`] answers both in one request.
 
+use crate::config::AppKind;
 use crate::protocol::im::callback::StateChange;
+use crate::records::binding::Binding;
 use crate::records::keys;
-use crate::store::{Cond, Store, StoreError, Table, Update, Write};
+use crate::store::{Cond, Item, Store, StoreError, Table, Update, Write};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presence {
@@ -47,14 +50,14 @@ fn platform_key(p: &str) -> String {
 /// The writes for one state change: the platform it came from, and any devices a Login kicked
 /// off. Each is conditional on being newer than what is stored, so each is written on its own.
 pub fn change_writes(sc: &StateChange, platform: Option<&str>, now: i64) -> Vec<Write> {
-    let pk = keys::presence(&sc.user);
+    let pk = keys::binding_by_user(&sc.user);
     let newer = || {
         Cond::Or(vec![
             Cond::lacks("event_time_ms"),
             Cond::lt("event_time_ms", sc.event_time_ms),
         ])
     };
-    let this = platform_key(platform.unwrap_or(""));
+    let this = keys::presence_sk(&platform_key(platform.unwrap_or("")));
     let mut out = vec![
         Write::update(
             crate::store::Table::State,
@@ -72,7 +75,7 @@ pub fn change_writes(sc: &StateChange, platform: Option<&str>, now: i64) -> Vec<
         .when(newer()),
     ];
     for kicked in &sc.kicked {
-        let p = platform_key(kicked);
+        let p = keys::presence_sk(&platform_key(kicked));
         if p != this {
             out.push(
                 Write::update(
@@ -132,23 +135,52 @@ pub async fn of(
     now: i64,
     stale_secs: i64,
 ) -> Result<Presence, StoreError> {
-    let items = store.query(Table::State, &keys::presence(user), "").await?;
-    if items.is_empty() {
-        return Ok(Presence::Unknown);
-    }
+    let items = store
+        .query(Table::State, &keys::binding_by_user(user), keys::PRESENCE)
+        .await?;
+    Ok(judge(items.iter(), now, stale_secs))
+}
+
+/// The user's binding for `app` and what the callbacks say about them, from one Query of their
+/// partition: the offline check of every IM message needs both.
+pub async fn with_binding(
+    store: &dyn Store,
+    user: &str,
+    app: AppKind,
+    now: i64,
+    stale_secs: i64,
+) -> Result<(Option<Binding>, Presence), StoreError> {
+    let items = store
+        .query(Table::State, &keys::binding_by_user(user), "")
+        .await?;
+    let binding = items
+        .iter()
+        .find(|i| i.sk == app.as_str())
+        .and_then(|i| Binding::from_item(user, app, i));
+    let presence = judge(
+        items.iter().filter(|i| i.sk.starts_with(keys::PRESENCE)),
+        now,
+        stale_secs,
+    );
+    Ok((binding, presence))
+}
+
+fn judge<'a>(items: impl Iterator<Item = &'a Item>, now: i64, stale_secs: i64) -> Presence {
+    let mut any = false;
     let mut stale_login = false;
-    for i in &items {
+    for i in items {
+        any = true;
         if i.s("state") == Some("online") {
             let at = i.n("event_time_ms").unwrap_or(0) / 1000;
             if now - at <= stale_secs {
-                return Ok(Presence::Online);
+                return Presence::Online;
             }
             stale_login = true;
         }
     }
-    Ok(if stale_login {
+    if !any || stale_login {
         Presence::Unknown
     } else {
         Presence::Offline
-    })
+    }
 }

@@ -53,8 +53,8 @@ async fn store_requests_per_event_kind() {
     );
     let duplicate_cost = of(w.counts());
 
-    // An IM message to an offline, bound user with a credit: binding, presence and credit reads,
-    // then the outbox item with its watch record and its waiting record in one transaction.
+    // An IM message to an offline, bound user with a credit: binding and presence (one Query of
+    // the user's partition) and credit reads, then the outbox item with its watch record and its waiting record in one transaction.
     let r = w
         .im_only("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "hello"))
         .await;
@@ -99,7 +99,7 @@ async fn store_requests_per_event_kind() {
     let want = [
         ("popup", c(1, 0, 4)),
         ("duplicate push", c(2, 1, 4)),
-        ("c2c offline", c(4, 3, 6)),
+        ("c2c offline", c(3, 2, 6)),
         ("notification dispatch", c(9, 3, 13)),
         ("state change", c(1, 0, 1)),
         ("oa message", c(6, 4, 20)),

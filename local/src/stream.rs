@@ -105,6 +105,14 @@ impl Store for StreamStore {
         self.inner.get(table, pk, sk).await
     }
 
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<Option<Item>>, StoreError> {
+        self.inner.get_many(table, keys).await
+    }
+
     async fn query(
         &self,
         table: Table,

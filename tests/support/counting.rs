@@ -55,6 +55,20 @@ impl Store for CountingStore {
         self.inner.get(table, pk, sk).await
     }
 
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<Option<Item>>, StoreError> {
+        // One BatchGetItem; strongly consistent, one unit per small item as separate reads.
+        let n = keys.len() as u32;
+        self.add(|c| {
+            c.reads += n;
+            c.rcu += n;
+        });
+        self.inner.get_many(table, keys).await
+    }
+
     async fn query(
         &self,
         table: Table,

@@ -73,6 +73,14 @@ impl Store for Outage {
         self.check()?;
         self.inner.get(t, pk, sk).await
     }
+    async fn get_many(
+        &self,
+        t: Table,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<Option<Item>>, StoreError> {
+        self.check()?;
+        self.inner.get_many(t, keys).await
+    }
     async fn query(&self, t: Table, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
         self.check()?;
         self.inner.query(t, pk, prefix).await

@@ -50,7 +50,12 @@ pub async fn by_openid(
             keys::ONE,
         )
         .await?;
-    Ok(item.and_then(|i| i.s("user_id").map(str::to_owned)))
+    Ok(item.and_then(|i| owner(&i)))
+}
+
+/// The IM user an openid's binding names.
+fn owner(i: &Item) -> Option<String> {
+    i.s("user_id").map(str::to_owned)
 }
 
 /// The writes that bind `user_id` to `openid` for `app`, moving either side away from a previous
@@ -66,8 +71,23 @@ pub async fn bind_writes(
     unionid: Option<&str>,
     now: i64,
 ) -> Result<(Vec<Write>, Option<Binding>), StoreError> {
-    let previous = by_user(store, user_id, app).await?;
-    let previous_owner = by_openid(store, app, openid).await?;
+    // Both directions in one batch read: neither depends on the other.
+    let (user_key, openid_key) = (
+        keys::binding_by_user(user_id),
+        keys::binding_by_openid(app, openid),
+    );
+    let mut read = store
+        .get_many(
+            Table::State,
+            &[(&user_key, app.as_str()), (&openid_key, keys::ONE)],
+        )
+        .await?
+        .into_iter();
+    let previous = read
+        .next()
+        .flatten()
+        .and_then(|i| Binding::from_item(user_id, app, &i));
+    let previous_owner = read.next().flatten().and_then(|i| owner(&i));
     let unchanged = |attr: &str, was: Option<&str>| match was {
         Some(v) => Cond::eq(attr, v),
         None => Cond::NotExists,

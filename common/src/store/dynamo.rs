@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement,
-    KeyType, Put, ReturnValue, ScalarAttributeType, StreamSpecification, StreamViewType,
-    TimeToLiveSpecification, TransactWriteItem, Update as DdbUpdate,
+    KeyType, KeysAndAttributes, Put, ReturnValue, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TimeToLiveSpecification, TransactWriteItem, Update as DdbUpdate,
 };
 use tokio::sync::OnceCell;
 
@@ -425,6 +425,65 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| classify(e, "GetItem"))?;
         Ok(self.live(out.item.map(from_item).transpose()?))
+    }
+
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<Option<Item>>, StoreError> {
+        super::validate_batch_get(keys)?;
+        if keys.is_empty() {
+            return Ok(vec![]);
+        }
+        let name = self.table_name(table);
+        let mut pending: Vec<_> = keys.iter().map(|(pk, sk)| Self::key(pk, sk)).collect();
+        let mut found = HashMap::with_capacity(keys.len());
+        // DynamoDB may answer part of a batch (throttling, its 16 MB limit) and name the rest
+        // in `UnprocessedKeys`; those are asked again after a pause that doubles, as its
+        // documentation asks, and a batch still unfinished then is an outage like any other.
+        for pause_ms in [25, 50, 100, 200, 400, 0] {
+            let ask = KeysAndAttributes::builder()
+                .set_keys(Some(pending))
+                .consistent_read(true)
+                .build()
+                .map_err(build_err)?;
+            let out = self
+                .client()
+                .await
+                .batch_get_item()
+                .request_items(name, ask)
+                .send()
+                .await
+                .map_err(|e| classify(e, "BatchGetItem"))?;
+            for m in out
+                .responses
+                .and_then(|mut r| r.remove(name))
+                .unwrap_or_default()
+            {
+                let item = from_item(m)?;
+                found.insert((item.pk.clone(), item.sk.clone()), item);
+            }
+            pending = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(name))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(keys
+                    .iter()
+                    .map(|&(pk, sk)| self.live(found.remove(&(pk.to_owned(), sk.to_owned()))))
+                    .collect());
+            }
+            if pause_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "BatchGetItem: {} of {} keys still unprocessed",
+            pending.len(),
+            keys.len()
+        )))
     }
 
     async fn query(

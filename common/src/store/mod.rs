@@ -409,6 +409,23 @@ impl StoreError {
 pub trait Store: Send + Sync + fmt::Debug {
     /// The live item under the key (expired items read as absent).
     async fn get(&self, table: Table, pk: &str, sk: &str) -> Result<Option<Item>, StoreError>;
+    /// The live items under several independent keys (`None` where absent or expired), in the
+    /// order asked: one request where the backend has one (DynamoDB's `BatchGetItem`, strongly
+    /// consistent, for the same read units as separate reads), so that a flow reading two
+    /// unrelated records waits for one round trip, not two. At most [`MAX_BATCH_GET`] keys,
+    /// none twice. Backends without such a request read the keys one by one.
+    async fn get_many(
+        &self,
+        table: Table,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<Option<Item>>, StoreError> {
+        validate_batch_get(keys)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (pk, sk) in keys {
+            out.push(self.get(table, pk, sk).await?);
+        }
+        Ok(out)
+    }
     /// Live items under `pk` whose sort key starts with `sk_prefix`, in sort-key order.
     async fn query(&self, table: Table, pk: &str, sk_prefix: &str)
     -> Result<Vec<Item>, StoreError>;
@@ -434,6 +451,30 @@ pub(crate) fn validate_transaction(ws: &[Write]) -> Result<(), StoreError> {
         if !seen.insert(w.key()) {
             return Err(StoreError::Invalid(
                 "a transaction cannot touch the same item twice".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// DynamoDB's limit on the keys of one `BatchGetItem`.
+pub const MAX_BATCH_GET: usize = 100;
+
+/// The rules of [`Store::get_many`], which DynamoDB enforces (a repeated key is its
+/// `ValidationException`), checked alike on every backend.
+pub fn validate_batch_get(keys: &[(&str, &str)]) -> Result<(), StoreError> {
+    if keys.len() > MAX_BATCH_GET {
+        return Err(StoreError::Invalid(format!(
+            "a batch read holds at most {MAX_BATCH_GET} keys, not {}",
+            keys.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for &(pk, sk) in keys {
+        validate_key(pk, sk)?;
+        if !seen.insert((pk, sk)) {
+            return Err(StoreError::Invalid(
+                "a batch read cannot ask for the same item twice".into(),
             ));
         }
     }

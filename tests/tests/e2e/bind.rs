@@ -113,6 +113,22 @@ async fn a_login_code_and_a_usersig_bind_both_ways() {
 }
 
 #[tokio::test]
+async fn a_login_reads_both_directions_in_one_request() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0).counted()).await;
+    let c = code(&w, "counted", MP_OPENID);
+    let (status, v) = post(
+        &w,
+        json!({"code": c, "userId": CUSTOMER, "userSig": sig(&w, CUSTOMER)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let n = w.counts();
+    // The user's and the openid's previous bindings in one batch read, then the transaction
+    // (both directions and the used code).
+    assert_eq!((n.requests, n.rcu, n.wcu), (2, 2, 6), "{n:?}");
+}
+
+#[tokio::test]
 async fn rebinding_moves_either_side_and_the_two_directions_agree() {
     for b in BACKENDS {
         let w = World::new(Options::new(b).at(T0)).await;

@@ -49,6 +49,43 @@ on_both!(put_get_round_trip, |s: Arc<dyn Store>, _c, b| async move {
 });
 
 on_both!(
+    a_batch_read_answers_in_the_order_asked,
+    |s: Arc<dyn Store>, c: Arc<ManualClock>, b| async move {
+        s.write(Write::put(Table::State, item("a"))).await.unwrap();
+        s.write(Write::put(Table::State, item("c"))).await.unwrap();
+        let short = Item::new("e", "-").with(TTL_ATTR, T0 + 10);
+        s.write(Write::put(Table::State, short)).await.unwrap();
+        let keys = [("c", "-"), ("missing", "-"), ("a", "-"), ("e", "-")];
+        let got = s.get_many(Table::State, &keys).await.unwrap();
+        let pks: Vec<_> = got
+            .iter()
+            .map(|i| i.as_ref().map(|i| i.pk.as_str()))
+            .collect();
+        assert_eq!(pks, [Some("c"), None, Some("a"), Some("e")], "{b:?}");
+        assert_eq!(got[2].as_ref(), Some(&item("a")), "{b:?}");
+        c.advance(11);
+        let got = s.get_many(Table::State, &keys).await.unwrap();
+        assert!(got[3].is_none(), "{b:?}: an expired item reads as absent");
+        assert!(s.get_many(Table::State, &[]).await.unwrap().is_empty());
+        // The other table is another namespace.
+        let other = s.get_many(Table::Outbox, &[("a", "-")]).await.unwrap();
+        assert_eq!(other, [None], "{b:?}");
+        // What DynamoDB refuses is refused everywhere: a key twice, more than 100 keys.
+        let e = s
+            .get_many(Table::State, &[("a", "-"), ("a", "-")])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{b:?}: {e:?}");
+        let many: Vec<String> = (0..101).map(|i| format!("k{i}")).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|k| (k.as_str(), "-")).collect();
+        let e = s.get_many(Table::State, &many).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{b:?}: {e:?}");
+        let hundred = s.get_many(Table::State, &many[..100]).await.unwrap();
+        assert_eq!(hundred.len(), 100, "{b:?}");
+    }
+);
+
+on_both!(
     conditional_put_refuses_a_live_item,
     |s: Arc<dyn Store>, _c, b| async move {
         let w = || Write::put(Table::State, item("k").with("v", 1i64)).when(Cond::NotExists);

@@ -409,3 +409,64 @@ on_both!(conditional_delete, |s: Arc<dyn Store>, _c, b| async move {
         .unwrap();
     assert_eq!(s.get(Table::State, "d", "-").await.unwrap(), None, "{b:?}");
 });
+
+/// DynamoDB may answer part of a `BatchGetItem` and list the rest in `UnprocessedKeys` (moto
+/// never does): a stand-in speaking its wire format answers so once, and the store asks again
+/// for exactly the keys left.
+#[tokio::test]
+async fn a_batch_read_asks_again_for_unprocessed_keys() {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    use common::store::DynamoStore;
+    use local::standin::{Scripted, StandIn};
+    use serde_json::json;
+
+    let api = StandIn::wechat(0, &[]).await.unwrap();
+    let key = |pk: &str| json!({"pk": {"S": pk}, "sk": {"S": "-"}});
+    api.script(
+        "/",
+        vec![
+            Scripted::Json(json!({
+                "Responses": {"t": [{"pk": {"S": "a"}, "sk": {"S": "-"}, "n": {"N": "1"}}]},
+                "UnprocessedKeys": {"t": {"Keys": [key("b")], "ConsistentRead": true}},
+            })),
+            Scripted::Json(json!({
+                "Responses": {"t": [{"pk": {"S": "b"}, "sk": {"S": "-"}, "n": {"N": "2"}}]},
+                "UnprocessedKeys": {},
+            })),
+        ],
+    );
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .endpoint_url(&api.base)
+        .build();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(T0));
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), "t", "o", clock);
+    let got = store
+        .get_many(Table::State, &[("a", "-"), ("b", "-"), ("c", "-")])
+        .await
+        .unwrap();
+    let n: Vec<_> = got
+        .iter()
+        .map(|i| i.as_ref().and_then(|i| i.n("n")))
+        .collect();
+    assert_eq!(n, [Some(1), Some(2), None]);
+    let asked = api.requests("/");
+    assert_eq!(asked.len(), 2);
+    assert_eq!(
+        asked[0].body["RequestItems"]["t"]["Keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        asked[1].body["RequestItems"]["t"]["Keys"],
+        json!([key("b")])
+    );
+    assert_eq!(
+        asked[1].body["RequestItems"]["t"]["ConsistentRead"],
+        json!(true)
+    );
+}

@@ -28,6 +28,9 @@ created where the first event needs them. Measured per start:
     peak RSS      VmHWM after the answer (max over runs), and its ratio to the floor's
     major faults  page faults that read from disk, summed over the runs (0 expected: each binary
                   is read into the page cache before its start, the floor's too; see `one`)
+    gaps          the first event's own time cut at its waits: event → first outbound request,
+                  each answer → the next request, the last answer → the function's own answer
+                  (a second table: what one more store round trip costs a cold process)
 
 Usage: scripts/coldstart.py [runs]        (default 15; builds the release binaries first)
 """
@@ -90,13 +93,19 @@ def one(moto, name, expected):
             majflt = f.major_faults()
         finally:
             f.stop()
+        intervals = world.standin_intervals()
         standins = world.standin_time()
         if kind != "response":
             raise RuntimeError(f"{name}: {kind} {body[:300]!r}")
         status = h.json.loads(body).get("statusCode")
         if name not in ("floor", "notify-dispatch") and status != exp.get("status"):
             raise RuntimeError(f"{name}: answered {status}, {file} expects {exp.get('status')}: {body[:300]!r}")
+        # The function's own time between its waits: event handed → first outbound request,
+        # each answer → the next request, the last answer → its own answer to the Runtime API.
+        marks = [handed] + [t for pair in intervals for t in pair] + [answered]
+        gaps = [(marks[2 * i + 1] - marks[2 * i]) * 1000 for i in range(len(intervals) + 1)]
         return {
+            "gaps": gaps,
             "total": (answered - f.started) * 1000,
             "init": (f.api.first_next - f.started) * 1000,
             "event": (answered - handed) * 1000,
@@ -127,7 +136,8 @@ def main():
             print(f"run {r + 1}/{runs}", file=sys.stderr, end="\r")
     finally:
         moto.stop()
-    med = {n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in results.items()}
+    med = {n: {k: statistics.median(x[k] for x in rs) for k in rs[0] if k != "gaps"}
+           for n, rs in results.items()}
     floor = med["floor"]["total"]
     floor_rss = max(x["rss"] for x in results["floor"])
     print(f"{runs} runs, interleaved; medians in ms; floor = scripts/floor (bare lambda_http)\n")
@@ -147,6 +157,22 @@ def main():
               f"{m['cpu']:.2f} | {m['cpu'] / med['floor']['cpu']:.2f}× | "
               f"{rss / 1024:.1f} MB | {rss / floor_rss:.2f}× | {sum(x['majflt'] for x in results[name])} |")
     print(f"\nworst API function, own / floor: {worst:.2f}× (goal ≤ 1.3×)")
+    print("\nThe first event's own time, between the waits on moto and the stand-ins (medians, ms):\n")
+    print("| Function | outbound requests | event → first request | each answer → next request | last answer → own answer |")
+    print("|---|---|---|---|---|")
+    for name in CASES:
+        if name == "floor":
+            continue
+        gaps = [x["gaps"] for x in results[name]]
+        n = statistics.mode(len(g) for g in gaps)
+        gaps = [g for g in gaps if len(g) == n]
+        if n == 1:
+            print(f"| {name} | 0 | — | — | {statistics.median(g[0] for g in gaps):.2f} (the whole event) |")
+            continue
+        middle = [x for g in gaps for x in g[1:-1]]
+        between = f"{statistics.median(middle):.2f}" if middle else "—"
+        print(f"| {name} | {n - 1} | {statistics.median(g[0] for g in gaps):.2f} | {between} | "
+              f"{statistics.median(g[-1] for g in gaps):.2f} |")
 
 
 if __name__ == "__main__":

@@ -325,6 +325,8 @@ class TimingProxy:
     def __init__(self, upstream_port):
         self.spent = 0.0
         self.count = 0
+        # (arrival, answered) of each request since the last `take`: where the function waited.
+        self.intervals = []
         proxy = self
 
         class Handler(StampedHandler):
@@ -344,8 +346,10 @@ class TimingProxy:
                 self.end_headers()
                 self.wfile.write(data)
                 self.wfile.flush()
-                proxy.spent += time.time() - t0
+                t1 = time.time()
+                proxy.spent += t1 - t0
                 proxy.count += 1
+                proxy.intervals.append((t0, t1))
                 conn.close()
 
             do_GET = do_POST = do_PUT = do_DELETE = relay
@@ -355,7 +359,7 @@ class TimingProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def take(self):
-        spent, self.spent, self.count = self.spent, 0.0, 0
+        spent, self.spent, self.count, self.intervals = self.spent, 0.0, 0, []
         return spent
 
     def stop(self):
@@ -601,6 +605,11 @@ class World:
 
     def standin_time(self):
         return sum(p.take() for p in self.proxies)
+
+    def standin_intervals(self):
+        """(arrival, answered) of every request the stand-ins took since the last
+        `standin_time()`, in order of arrival."""
+        return sorted(i for p in self.proxies for i in p.intervals)
 
     def stop_running(self):
         """Stops the function processes the setup booted (the next `invoke` boots afresh)."""

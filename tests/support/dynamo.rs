@@ -70,11 +70,17 @@ pub fn endpoint() -> &'static str {
 }
 
 pub fn client() -> Client {
+    client_at(endpoint())
+}
+
+/// A client of whatever speaks DynamoDB's wire format at `endpoint` (the test server, or a
+/// stand-in scripting answers moto never gives).
+pub fn client_at(endpoint: &str) -> Client {
     let conf = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .endpoint_url(endpoint())
+        .endpoint_url(endpoint)
         .build();
     Client::from_conf(conf)
 }

@@ -54,7 +54,8 @@ async fn store_requests_per_event_kind() {
     let duplicate_cost = of(w.counts());
 
     // An IM message to an offline, bound user with a credit: binding and presence (one Query of
-    // the user's partition) and credit reads, then the outbox item with its watch record and its waiting record in one transaction.
+    // the user's partition) and credit reads, then the outbox item with its watch record and its
+    // waiting record in one transaction.
     let r = w
         .im_only("C2C.CallbackAfterSendMsg", w.c2c(SELLER, CUSTOMER, "hello"))
         .await;

@@ -415,7 +415,6 @@ on_both!(conditional_delete, |s: Arc<dyn Store>, _c, b| async move {
 /// for exactly the keys left.
 #[tokio::test]
 async fn a_batch_read_asks_again_for_unprocessed_keys() {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
     use common::store::DynamoStore;
     use local::standin::{Scripted, StandIn};
     use serde_json::json;
@@ -435,14 +434,9 @@ async fn a_batch_read_asks_again_for_unprocessed_keys() {
             })),
         ],
     );
-    let conf = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .endpoint_url(&api.base)
-        .build();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(T0));
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), "t", "o", clock);
+    let client = wxim_tests::dynamo::client_at(&api.base);
+    let store = DynamoStore::new(client, "t", "o", clock);
     let got = store
         .get_many(Table::State, &[("a", "-"), ("b", "-"), ("c", "-")])
         .await

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The deployed artifacts, exercised: builds the six arm64 `bootstrap` binaries with cargo-lambda
-exactly as `sam build` does (`cargo lambda build --release --arm64 --bin <Binary>`, here the six
-`--bin`s in one invocation: the same packages, features and profile, so the same binaries),
-boots each under qemu-aarch64 against a stand-in of the Lambda Runtime API, feeds it the samples
-of events/ and checks every answer against events/expected.json, with moto as DynamoDB, `wxim
-standins` as WeChat and IM, and the outbox table's stream replayed into notify-dispatch.
+exactly as `sam build` does (`cargo lambda build --release --arm64 --bin <Binary>` in each
+function's CodeUri, its package directory, so that each binary has its own package's features
+alone: one invocation for the six, or one from the workspace root, would unify them), boots each
+under qemu-aarch64 against a stand-in of the Lambda Runtime API, feeds it the samples of events/
+and checks every answer against events/expected.json, with moto as DynamoDB, `wxim standins` as
+WeChat and IM, and the outbox table's stream replayed into notify-dispatch.
 
 Every case gets fresh tables, fresh stand-ins and freshly booted functions; its documented
 setup runs first (bindings with `wxim bind`, events through the arm64 functions themselves).
@@ -31,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -56,12 +58,13 @@ def ensure_tools():
 
 def build():
     env = {**os.environ, "PATH": f"{h.ROOT / '.venv/bin'}:{os.environ['PATH']}"}
-    cmd = ["cargo", "lambda", "build", "--release", "--arm64"]
-    for f in h.FUNCTIONS:
-        cmd += ["--bin", f]
     t0 = time.monotonic()
-    subprocess.run(cmd, cwd=h.ROOT, check=True, env=env)
-    print(f"check-artifacts: {' '.join(cmd)}: {time.monotonic() - t0:.0f} s", flush=True)
+    for f in h.FUNCTIONS:
+        cmd = ["cargo", "lambda", "build", "--release", "--arm64", "--bin", f]
+        t = time.monotonic()
+        subprocess.run(cmd, cwd=h.ROOT / "functions" / f, check=True, env=env)
+        print(f"check-artifacts: functions/{f}: {' '.join(cmd)}: {time.monotonic() - t:.0f} s", flush=True)
+    print(f"check-artifacts: the six builds: {time.monotonic() - t0:.0f} s", flush=True)
     subprocess.run(["cargo", "build", "-q", "-p", "wxim-local", "--bin", "wxim"], cwd=h.ROOT, check=True)
 
 
@@ -69,14 +72,28 @@ def bootstrap(name):
     return LAMBDA_DIR / name / "bootstrap"
 
 
+def links_spool(f):
+    """Whether functions/<f> enables the common crate's `spool` feature (its Cargo.toml)."""
+    manifest = tomllib.loads((h.ROOT / "functions" / f / "Cargo.toml").read_text())
+    return "spool" in manifest["dependencies"]["common"].get("features", [])
+
+
 def sizes():
     print("| Function | bootstrap (arm64, stripped) | zip (deflate, as sam deploy uploads it) |")
     print("|---|---|---|")
     for f in h.FUNCTIONS:
         b = bootstrap(f)
-        head = b.read_bytes()[:20]
-        if head[:4] != b"\x7fELF" or int.from_bytes(head[18:20], "little") != 183:  # EM_AARCH64
+        data = b.read_bytes()
+        if data[:4] != b"\x7fELF" or int.from_bytes(data[18:20], "little") != 183:  # EM_AARCH64
             raise SystemExit(f"check-artifacts: {b} is not an aarch64 ELF binary")
+        # Each binary has its own package's features: built with another package's (one cargo
+        # invocation for several), a function that never spools links the SQS spool, whose type
+        # name the stripped binary still carries. Checked both ways, so that a renamed type
+        # fails here instead of passing unnoticed.
+        if (b"SqsSpool" in data) != links_spool(f):
+            raise SystemExit(f"check-artifacts: {f} {'links' if b'SqsSpool' in data else 'lacks'} the SQS "
+                             f"spool, but its Cargo.toml {'enables' if links_spool(f) else 'does not enable'} "
+                             "the `spool` feature: not built with its own features alone")
         z = Path(os.environ.get("TMPDIR", "/tmp")) / f"{f}-bootstrap.zip"
         with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.write(b, "bootstrap")

@@ -61,8 +61,11 @@ def binary(name):
 
 
 def build():
-    pkgs = [a for n in CASES for a in ("-p", PKG.get(n, n))]
-    subprocess.run(["cargo", "build", "--release", "-q", *pkgs], cwd=h.ROOT, check=True)
+    # One package per invocation, as sam builds them: one invocation selecting several packages
+    # unifies their features, which would give admin-notify and bind the spool (aws-sdk-sqs) that
+    # only wechat-event, im-callback and notify-dispatch enable.
+    for n in CASES:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", PKG.get(n, n)], cwd=h.ROOT, check=True)
     subprocess.run(["cargo", "build", "-q", "-p", "wxim-local", "--bin", "wxim"], cwd=h.ROOT, check=True)
 
 

@@ -232,8 +232,10 @@ def check_source(tpl: dict[str, Any]) -> None:
         if got != binary:
             fail(f"{fid}: Metadata.BuildProperties.Binary is {got!r}, expected {binary!r}")
         code_uri = (res.get("Properties") or {}).get("CodeUri", gfn.get("CodeUri"))
-        if code_uri != ".":
-            fail(f"{fid}: CodeUri is {code_uri!r}, expected '.' (the workspace root)")
+        # The package directory, where `cargo lambda build --bin` selects that package alone (with
+        # its own features); at the workspace root it would build with every function's features.
+        if code_uri != f"functions/{binary}":
+            fail(f"{fid}: CodeUri is {code_uri!r}, expected 'functions/{binary}' (its package directory)")
 
     env = ((gfn.get("Environment") or {}).get("Variables")) or {}
     for name, target in ENVIRONMENT.items():

@@ -3,10 +3,10 @@
 as `sam build` does, each with its own package's features alone (sam runs `cargo lambda build
 --release --arm64 --bin <Binary>` in each function's CodeUri, its package directory; here the
 functions whose manifests ask for the same dependencies and features are built in one invocation,
-which gives the same binaries, see `feature_groups`), boots each
-under qemu-aarch64 against a stand-in of the Lambda Runtime API, feeds it the samples of events/
-and checks every answer against events/expected.json, with moto as DynamoDB, `wxim standins` as
-WeChat and IM, and the outbox table's stream replayed into notify-dispatch.
+which gives the same binaries, see `feature_groups`), boots each under qemu-aarch64 against a
+stand-in of the Lambda Runtime API, feeds it the samples of events/ and checks every answer
+against events/expected.json, with moto as DynamoDB, `wxim standins` as WeChat and IM, and the
+outbox table's stream replayed into notify-dispatch.
 
 Every case gets fresh tables, fresh stand-ins and freshly booted functions; its documented
 setup runs first (bindings with `wxim bind`, events through the arm64 functions themselves).

@@ -3,7 +3,7 @@
 as `sam build` does, each with its own package's features alone (sam runs `cargo lambda build
 --release --arm64 --bin <Binary>` in each function's CodeUri, its package directory; here the
 functions whose manifests ask for the same dependencies and features are built in one invocation,
-which gives the same binaries, see `feature_groups`), boots each under qemu-aarch64 against a
+which gives the same binaries, see `lambda_harness.feature_groups`), boots each under qemu-aarch64 against a
 stand-in of the Lambda Runtime API, feeds it the samples of events/ and checks every answer
 against events/expected.json, with moto as DynamoDB, `wxim standins` as WeChat and IM, and the
 outbox table's stream replayed into notify-dispatch.
@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -57,22 +56,10 @@ def ensure_tools():
         subprocess.run(["rustup", "target", "add", "aarch64-unknown-linux-gnu"], check=True)
 
 
-def feature_groups():
-    """The functions in groups whose manifests ask for exactly the same dependencies and
-    features. Cargo unifies features over the packages one invocation selects, so a group built
-    together gets what each of its packages gets built alone (what `sam build` does, one package
-    directory at a time), while its fat-LTO links run side by side on the machine's cores."""
-    groups = {}
-    for f in h.FUNCTIONS:
-        deps = tomllib.loads((h.ROOT / "functions" / f / "Cargo.toml").read_text())["dependencies"]
-        groups.setdefault(json.dumps(deps, sort_keys=True), []).append(f)
-    return list(groups.values())
-
-
 def build():
     env = {**os.environ, "PATH": f"{h.ROOT / '.venv/bin'}:{os.environ['PATH']}"}
     t0 = time.monotonic()
-    for group in feature_groups():
+    for group in h.feature_groups({f: h.ROOT / "functions" / f for f in h.FUNCTIONS}):
         cmd = ["cargo", "lambda", "build", "--release", "--arm64", *(a for f in group for a in ("-p", f))]
         t = time.monotonic()
         subprocess.run(cmd, cwd=h.ROOT, check=True, env=env)
@@ -87,8 +74,7 @@ def bootstrap(name):
 
 def links_spool(f):
     """Whether functions/<f> enables the common crate's `spool` feature (its Cargo.toml)."""
-    manifest = tomllib.loads((h.ROOT / "functions" / f / "Cargo.toml").read_text())
-    return "spool" in manifest["dependencies"]["common"].get("features", [])
+    return "spool" in h.dependencies(h.ROOT / "functions" / f)["common"].get("features", [])
 
 
 def sizes():
@@ -103,10 +89,11 @@ def sizes():
         # invocation for several), a function that never spools links the SQS spool, whose type
         # name the stripped binary still carries. Checked both ways, so that a renamed type
         # fails here instead of passing unnoticed.
-        if (b"SqsSpool" in data) != links_spool(f):
-            raise SystemExit(f"check-artifacts: {f} {'links' if b'SqsSpool' in data else 'lacks'} the SQS "
-                             f"spool, but its Cargo.toml {'enables' if links_spool(f) else 'does not enable'} "
-                             "the `spool` feature: not built with its own features alone")
+        linked, enabled = b"SqsSpool" in data, links_spool(f)
+        if linked != enabled:
+            raise SystemExit(f"check-artifacts: {f} {'links' if linked else 'lacks'} the SQS spool, but its "
+                             f"Cargo.toml {'enables' if enabled else 'does not enable'} the `spool` feature: "
+                             "not built with its own features alone")
         z = Path(os.environ.get("TMPDIR", "/tmp")) / f"{f}-bootstrap.zip"
         with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.write(b, "bootstrap")

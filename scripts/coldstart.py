@@ -61,11 +61,12 @@ def binary(name):
 
 
 def build():
-    # One package per invocation, as sam builds them: one invocation selecting several packages
-    # unifies their features, which would give admin-notify and bind the spool (aws-sdk-sqs) that
-    # only wechat-event, im-callback and notify-dispatch enable.
-    for n in CASES:
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", PKG.get(n, n)], cwd=h.ROOT, check=True)
+    # Each with its own package's features, as sam builds them: one invocation for all would
+    # unify them and give admin-notify and bind the spool (aws-sdk-sqs) they never use.
+    dirs = {PKG.get(n, n): h.ROOT / ("scripts/floor" if n == "floor" else f"functions/{n}") for n in CASES}
+    for group in h.feature_groups(dirs):
+        pkgs = [a for p in group for a in ("-p", p)]
+        subprocess.run(["cargo", "build", "--release", "-q", *pkgs], cwd=h.ROOT, check=True)
     subprocess.run(["cargo", "build", "-q", "-p", "wxim-local", "--bin", "wxim"], cwd=h.ROOT, check=True)
 
 

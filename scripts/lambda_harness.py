@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
@@ -31,6 +32,23 @@ WXIM = ROOT / "target" / "debug" / "wxim"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 
 FUNCTIONS = ["wechat-verify", "wechat-event", "im-callback", "notify-dispatch", "bind", "admin-notify"]
+
+
+def dependencies(package_dir):
+    """The `[dependencies]` table of the package in `package_dir` (its Cargo.toml)."""
+    return tomllib.loads((Path(package_dir) / "Cargo.toml").read_text())["dependencies"]
+
+
+def feature_groups(package_dirs):
+    """The packages (name -> directory) in groups whose manifests ask for exactly the same
+    dependencies and features. Cargo unifies features over the packages one invocation selects,
+    so a group built together (`-p` each) gets what each of its packages gets built alone, which
+    is what `sam build` does, one package directory at a time, while its fat-LTO links run side
+    by side on the machine's cores."""
+    groups = {}
+    for name, directory in package_dirs.items():
+        groups.setdefault(json.dumps(dependencies(directory), sort_keys=True), []).append(name)
+    return list(groups.values())
 
 
 def free_port():

@@ -165,7 +165,7 @@ def main():
         # The same ratio start by start against the floor's start of the same round: the
         # machine's drift over a run (the floor itself moves by 0.5 ms) cancels out of it.
         paired = statistics.median(
-            (x["total"] - x["standins"]) / f["total"] for x, f in zip(results[name], results["floor"]))
+            (x["total"] - x["standins"]) / (f["total"] - f["standins"]) for x, f in zip(results[name], results["floor"]))
         if name in API:
             worst, worst_paired = max(worst, ratio), max(worst_paired, paired)
         print(f"| {name} | {size:.2f} MB | {m['total']:.2f} | {m['init']:.2f} | {m['event']:.2f} | "

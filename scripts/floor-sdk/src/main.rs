@@ -21,10 +21,7 @@ fn put(table: &str, pk: &str, sk: &str) -> Result<TransactWriteItem, Error> {
         .table_name(table)
         .item("pk", s(pk))
         .item("sk", s(sk))
-        .item(
-            "body",
-            s("{\"text\":\"the same few hundred bytes an outbox row holds\"}"),
-        )
+        .item("body", s("a probe row of floor-sdk"))
         .condition_expression("attribute_not_exists(pk)")
         .build()?;
     Ok(TransactWriteItem::builder().put(put).build())

@@ -2,8 +2,8 @@
 //! and `wxim invoke` convert through here, so an API Gateway event means the same thing in all
 //! three places.
 
+use lambda_http::Body;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use lambda_http::{Body, RequestExt, request::RequestContext};
 
 use crate::app::App;
 use crate::http::{Request, Response, parse_query};
@@ -51,10 +51,12 @@ fn started(
 /// The Lambda loop of an API function: each API Gateway event (HTTP API payload v2) becomes the
 /// handlers' [`Request`], `handler`'s [`Response`] goes back as API Gateway's answer.
 ///
-/// This is `lambda_http::run` with one step before the conversion: lambda_http 1.3 panics on an
-/// event whose request line does not make a URI or whose base64 body is not (see
-/// [`convertible`]), and in a release build (`panic = "abort"`) that takes the whole instance
-/// down. Such an event is answered 400 `bad_event` instead, and the instance goes on.
+/// The event is read field by field ([`from_event`]) rather than through lambda_http's
+/// `http::Request`: that conversion builds and parses a URI, a query map and four extensions the
+/// handlers never read, and it panics on events whose host, path and query do not make a URI or
+/// whose base64 body is not (aws-lambda-rust-runtime#461; `panic = "abort"` would take the
+/// instance down). Here the only event refused is one whose body says base64 and is not: 400
+/// `bad_event`, and the instance goes on.
 pub async fn serve<F, Fut>(app: &'static App, handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(Request, &'static App) -> Fut,
@@ -78,161 +80,107 @@ where
     Fut: std::future::Future<Output = Response>,
 {
     let lambda_http::LambdaEvent { payload, context } = ev;
-    if let Err(why) = convertible(&payload) {
-        tracing::warn!(request_id = %context.request_id, decision = "bad_event", reason = %why);
-        return gateway_answer(Response::error(400, "bad_event", &why));
+    match from_event(payload, &context.request_id) {
+        Ok(req) => gateway_answer(handler(req).await),
+        Err(why) => {
+            tracing::warn!(request_id = %context.request_id, decision = "bad_event", reason = %why);
+            gateway_answer(Response::error(400, "bad_event", &why))
+        }
     }
-    let req: lambda_http::Request =
-        lambda_http::request::LambdaRequest::ApiGatewayV2(payload).into();
-    let req = req.with_lambda_context(context);
-    gateway_answer(handler(request(req)).await)
 }
 
-/// A handler response as API Gateway takes it (what [`respond`] builds, in payload v2 form).
+/// A handler response as API Gateway takes it (payload v2): UTF-8 bodies go as text, so that
+/// `echostr` and XML replies reach WeChat byte for byte, never JSON-quoted or base64-encoded;
+/// anything else as base64. A header no HTTP response can carry is left out, not the answer.
 fn gateway_answer(resp: Response) -> ApiGatewayV2httpResponse {
-    let resp = respond(resp);
+    use lambda_http::http::{HeaderName, HeaderValue};
+
     let mut out = ApiGatewayV2httpResponse::default();
-    out.status_code = i64::from(resp.status().as_u16());
-    out.headers = resp.headers().clone();
-    match resp.into_body() {
-        Body::Empty => {}
-        b @ Body::Text(_) => out.body = Some(b),
-        b => {
+    out.status_code = i64::from(resp.status);
+    for (k, v) in &resp.headers {
+        match (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
+            (Ok(k), Ok(v)) => {
+                out.headers.append(k, v);
+            }
+            _ => tracing::warn!(decision = "header_dropped", header = %k.escape_debug()),
+        }
+    }
+    match String::from_utf8(resp.body) {
+        Ok(s) if s.is_empty() => {}
+        Ok(s) => out.body = Some(Body::Text(s)),
+        Err(e) => {
             out.is_base64_encoded = true;
-            out.body = Some(b);
+            out.body = Some(Body::Binary(e.into_bytes()));
         }
     }
     out
 }
 
-/// Converts an API Gateway request (HTTP API payload v2) into the handlers' request.
-pub fn request(req: lambda_http::Request) -> Request {
-    let path = {
-        let raw = req.raw_http_path();
-        if raw.is_empty() {
-            req.uri().path().to_owned()
-        } else {
-            raw.to_owned()
-        }
+/// The handlers' request from an API Gateway event (HTTP API payload v2), as lambda_http would
+/// present it: the raw path (no stage prefix), the query parsed from `rawQueryString` exactly
+/// once, header values that are text, the payload's `cookies` as one `cookie` header, the body
+/// base64-decoded when the event says so, API Gateway's request id (else the invocation's,
+/// `fallback_id`) and the caller an AWS_IAM authorizer verified.
+pub fn from_event(ev: ApiGatewayV2httpRequest, fallback_id: &str) -> Result<Request, String> {
+    use base64::Engine as _;
+
+    let body = match ev.body {
+        None => Vec::new(),
+        Some(b) if ev.is_base64_encoded => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|_| "the event says isBase64Encoded but its body is not base64".to_owned())?,
+        Some(b) => b.into_bytes(),
     };
-    let query = req.uri().query().map(parse_query).unwrap_or_default();
-    let path_params = req
-        .path_parameters_ref()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (request_id, principal) = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => (
-            ctx.request_id.clone(),
-            // Present only when the route's AWS_IAM authorizer verified the SigV4 signature.
-            ctx.authorizer
-                .as_ref()
-                .and_then(|a| a.iam.as_ref())
-                .and_then(|iam| iam.user_arn.clone().or_else(|| iam.caller_id.clone()))
-                .filter(|p| !p.is_empty()),
-        ),
-        _ => (None, None),
-    };
-    let request_id = request_id
-        .or_else(|| req.lambda_context_ref().map(|c| c.request_id.clone()))
-        .unwrap_or_default();
-    let headers = req
-        .headers()
+    let mut headers: Vec<(String, String)> = ev
+        .headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
-    Request {
-        method: req.method().as_str().to_owned(),
-        path,
-        query,
+    if let Some(cookies) = ev.cookies.filter(|c| !c.is_empty()) {
+        let joined = cookies.join("; ");
+        if lambda_http::http::HeaderValue::try_from(joined.as_str()).is_ok() {
+            headers.retain(|(k, _)| k != "cookie");
+            headers.push(("cookie".into(), joined));
+        }
+    }
+    let ctx = ev.request_context;
+    let principal = ctx
+        .authorizer
+        .and_then(|a| a.iam)
+        .and_then(|iam| iam.user_arn.or(iam.caller_id))
+        .filter(|p| !p.is_empty());
+    Ok(Request {
+        method: ctx.http.method.as_str().to_owned(),
+        // API Gateway always sends rawPath; an event file without one is the root.
+        path: ev
+            .raw_path
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        query: ev
+            .raw_query_string
+            .as_deref()
+            .map(parse_query)
+            .unwrap_or_default(),
         headers,
-        path_params,
-        body: req.body().as_ref().to_vec(),
-        request_id,
+        path_params: ev.path_parameters.into_iter().collect(),
+        body,
+        request_id: ctx.request_id.unwrap_or_else(|| fallback_id.to_owned()),
         principal,
-    }
-}
-
-/// Converts a handler response for API Gateway; UTF-8 bodies go as text so that `echostr` and
-/// XML replies reach WeChat byte for byte, never JSON-quoted or base64-encoded.
-pub fn respond(resp: Response) -> lambda_http::Response<Body> {
-    let mut builder = lambda_http::Response::builder().status(resp.status);
-    for (k, v) in &resp.headers {
-        builder = builder.header(k, v);
-    }
-    let body = match String::from_utf8(resp.body) {
-        Ok(s) if s.is_empty() => Body::Empty,
-        Ok(s) => Body::Text(s),
-        Err(e) => Body::Binary(e.into_bytes()),
-    };
-    builder
-        .body(body)
-        .unwrap_or_else(|_| lambda_http::Response::new(Body::Empty))
+    })
 }
 
 /// Parses an API Gateway event file (as `cargo lambda invoke --data-file` would send it).
 pub fn parse_event(json: &str) -> Result<Request, String> {
     let ev: ApiGatewayV2httpRequest = serde_json::from_str(json)
         .map_err(|e| format!("not an API Gateway HTTP API (payload v2) event: {e}"))?;
-    convertible(&ev)?;
-    let req = lambda_http::request::from_str(json)
-        .map_err(|e| format!("not an API Gateway HTTP API (payload v2) event: {e}"))?;
-    let mut r = request(req);
+    let mut r = from_event(ev, "")?;
     if r.request_id.is_empty() {
         r.request_id = "local-invoke".into();
     }
     Ok(r)
-}
-
-/// lambda_http 1.3 panics while converting an event ("failed to build request", "failed to
-/// decode aws base64 encoded body") whose path, host, `X-Forwarded-Proto` and query do not make
-/// a URI, or whose body claims base64 but is not (found by fuzzing:
-/// fuzz/fuzz_targets/lambda_event.rs; upstream aws-lambda-rust-runtime#461). An event file is
-/// refused here first, with what is wrong, instead of aborting `wxim invoke`. The checks
-/// rebuild the URI exactly as lambda_http's conversion does.
-fn convertible(ev: &ApiGatewayV2httpRequest) -> Result<(), String> {
-    use base64::Engine as _;
-    use lambda_http::http;
-
-    if ev.is_base64_encoded
-        && let Some(body) = &ev.body
-        && base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .is_err()
-    {
-        return Err("the event says isBase64Encoded but its body is not base64".into());
-    }
-    let header = |name: &str| ev.headers.get(name).and_then(|v| v.to_str().ok());
-    let host = header("host").or(ev.request_context.domain_name.as_deref());
-    let raw_path = ev.raw_path.as_deref().unwrap_or_default();
-    let path = match ev.request_context.stage.as_deref() {
-        _ if std::env::var_os("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH").is_some() => raw_path.into(),
-        None | Some("$default") => raw_path.to_owned(),
-        Some(stage) if raw_path.starts_with(&format!("/{stage}/")) => raw_path.to_owned(),
-        Some(stage) => format!("/{stage}{raw_path}"),
-    };
-    let bad_uri = || "the event's host, path and query do not form a URI".to_owned();
-    let mut uri = match host {
-        None => url::Url::parse(&format!("http://localhost{path}"))
-            .map_err(|_| bad_uri())?
-            .path()
-            .to_owned(),
-        Some(host) => {
-            let scheme = header("x-forwarded-proto").unwrap_or("https");
-            url::Url::parse(&format!("{scheme}://{host}{path}"))
-                .map_err(|_| bad_uri())?
-                .to_string()
-        }
-    };
-    if let Some(q) = ev.raw_query_string.as_deref().filter(|q| !q.is_empty()) {
-        uri.push('?');
-        uri.push_str(q);
-    }
-    http::Uri::try_from(uri).map_err(|_| bad_uri())?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -275,24 +223,30 @@ mod tests {
         assert_eq!(r.request_id, "r1");
     }
 
-    /// Found by fuzzing (fuzz/fuzz_targets/lambda_event.rs): each of these made lambda_http
-    /// panic inside the conversion; now each is an error that says what is wrong.
+    /// Found by fuzzing (fuzz/fuzz_targets/lambda_event.rs): each of these made lambda_http's
+    /// own conversion panic; read field by field they are ordinary requests, handed on as sent.
     #[test]
-    fn events_lambda_http_cannot_convert_are_refused_not_a_panic() {
+    fn events_lambda_http_could_not_convert_are_handed_on_as_sent() {
         let no_headers = serde_json::json!({});
-        for (what, ev) in [
+        for (what, ev, path, query) in [
             // The first the fuzzer found was a character http::Uri refuses in the query.
             (
                 "quote in the query",
-                event("/wechat/mp", "\"", no_headers.clone(), ("", false)),
+                event("/wechat/mp", "a=\"", no_headers.clone(), ("", false)),
+                "/wechat/mp",
+                vec![("a".to_owned(), "\"".to_owned())],
             ),
             (
                 "space in the query",
                 event("/wechat/mp", "a=b c", no_headers.clone(), ("", false)),
+                "/wechat/mp",
+                vec![("a".to_owned(), "b c".to_owned())],
             ),
             (
                 "port-like path",
                 event(":99999", "", no_headers.clone(), ("", false)),
+                ":99999",
+                vec![],
             ),
             (
                 "host with a space",
@@ -302,6 +256,8 @@ mod tests {
                     serde_json::json!({"host": "a b"}),
                     ("", false),
                 ),
+                "/wechat/mp",
+                vec![],
             ),
             (
                 "forwarded proto",
@@ -311,25 +267,89 @@ mod tests {
                     serde_json::json!({"host": "example.com", "x-forwarded-proto": "a b"}),
                     ("", false),
                 ),
-            ),
-            (
-                "body not base64",
-                event("/wechat/mp", "", no_headers.clone(), ("%%%", true)),
+                "/wechat/mp",
+                vec![],
             ),
         ] {
-            let e = parse_event(&ev).expect_err(what);
-            assert!(!e.is_empty(), "{what}");
-            // The function binaries' loop answers the same event 400, without calling the
-            // handler and without the panic that would abort the instance.
+            let r = parse_event(&ev).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!((r.path.as_str(), &r.query), (path, &query), "{what}");
             let payload = serde_json::from_str(&ev).unwrap();
             let ev = lambda_http::LambdaEvent::new(payload, lambda_http::Context::default());
-            let out = futures_executor(answer(ev, &|_| async { panic!("not called") }));
-            assert_eq!(out.status_code, 400, "{what}");
-            let Some(Body::Text(body)) = out.body else {
-                panic!("{what}: a text body")
-            };
-            assert!(body.contains("\"bad_event\""), "{what}: {body}");
+            let out = futures_executor(answer(ev, &|req: Request| async move {
+                Response::text(200, req.path)
+            }));
+            assert_eq!(out.status_code, 200, "{what}");
+            assert!(
+                matches!(out.body, Some(Body::Text(b)) if b == path),
+                "{what}"
+            );
         }
+    }
+
+    /// A body that says base64 and is not: refused with what is wrong, by `wxim invoke` and by
+    /// the functions' loop (400, the handler not called), never a panic.
+    #[test]
+    fn an_event_whose_base64_body_is_not_is_refused() {
+        let ev = event("/wechat/mp", "", serde_json::json!({}), ("%%%", true));
+        let e = parse_event(&ev).expect_err("not base64");
+        assert!(e.contains("base64"), "{e}");
+        let payload = serde_json::from_str(&ev).unwrap();
+        let ev = lambda_http::LambdaEvent::new(payload, lambda_http::Context::default());
+        let out = futures_executor(answer(ev, &|_| async { panic!("not called") }));
+        assert_eq!(out.status_code, 400);
+        let Some(Body::Text(body)) = out.body else {
+            panic!("a text body")
+        };
+        assert!(body.contains("\"bad_event\""), "{body}");
+    }
+
+    #[test]
+    fn cookies_become_one_header_and_the_iam_caller_the_principal() {
+        let mut ev: serde_json::Value = serde_json::from_str(&event(
+            "/notify",
+            "",
+            serde_json::json!({"cookie": "stale=1", "x-bin": "a"}),
+            ("", false),
+        ))
+        .unwrap();
+        ev["cookies"] = serde_json::json!(["a=1", "b=2"]);
+        ev["requestContext"]["authorizer"] =
+            serde_json::json!({"iam": {"userArn": "arn:aws:iam::123456789012:user/ops"}});
+        let r = parse_event(&ev.to_string()).unwrap();
+        assert_eq!(r.header("cookie"), Some("a=1; b=2"));
+        assert_eq!(r.headers.iter().filter(|(k, _)| k == "cookie").count(), 1);
+        assert_eq!(
+            r.principal.as_deref(),
+            Some("arn:aws:iam::123456789012:user/ops")
+        );
+        ev["requestContext"]["authorizer"] = serde_json::json!({"iam": {"userArn": ""}});
+        assert_eq!(parse_event(&ev.to_string()).unwrap().principal, None);
+    }
+
+    #[test]
+    fn answers_carry_text_as_text_bytes_as_base64_and_drop_an_impossible_header() {
+        let mut resp = Response::text(200, "<xml/>");
+        resp.headers.push(("bad header".into(), "x".into()));
+        let out = gateway_answer(resp);
+        assert_eq!(out.status_code, 200);
+        assert!(!out.is_base64_encoded);
+        assert!(matches!(out.body, Some(Body::Text(ref b)) if b == "<xml/>"));
+        assert!(out.headers.get("content-type").is_some());
+        assert_eq!(out.headers.len(), 1);
+        let bytes = Response {
+            status: 200,
+            headers: vec![],
+            body: vec![0xff, 0x00],
+        };
+        let out = gateway_answer(bytes);
+        assert!(out.is_base64_encoded);
+        assert!(matches!(out.body, Some(Body::Binary(ref b)) if b == &[0xff, 0x00]));
+        let empty = gateway_answer(Response {
+            status: 204,
+            headers: vec![],
+            body: vec![],
+        });
+        assert_eq!((empty.status_code, empty.body), (204, None));
     }
 
     #[test]

@@ -54,15 +54,6 @@ STORE = re.compile(r"<common::store::dynamo::DynamoStore as common::store::Store
                    r"|coldstart_floor_sdk::handle::\{\{closure\}\}$")
 
 
-def build(names):
-    env = {**os.environ, "CARGO_TARGET_DIR": str(TARGET), "CARGO_PROFILE_RELEASE_STRIP": "none",
-           "CARGO_PROFILE_RELEASE_DEBUG": "line-tables-only"}
-    dirs = {c.PKG.get(n, n): h.ROOT / c.FLOORS.get(n, f"functions/{n}") for n in names}
-    for group in h.feature_groups(dirs):
-        pkgs = [a for p in group for a in ("-p", p)]
-        subprocess.run(["cargo", "build", "--release", "-q", *pkgs], cwd=h.ROOT, env=env, check=True)
-
-
 def inclusive(out_file):
     """Function name -> its largest inclusive count, from callgrind_annotate."""
     text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out_file)],
@@ -86,7 +77,8 @@ def measure(moto, name, expected, out_file):
     file = c.CASES[name]
     world = h.World(moto, c.binary, proxied=False)
     try:
-        world.setup(exp := expected[file])
+        exp = expected[file]
+        world.setup(exp)
         world.stop_running()
         event = h.prepare(file, world.env, world.wxim_env)
         world.runner = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}")
@@ -99,11 +91,7 @@ def measure(moto, name, expected, out_file):
             f.proc.wait(timeout=60)
         finally:
             f.stop()
-        if kind != "response":
-            raise RuntimeError(f"{name}: {kind} {body[:300]!r}")
-        status = h.json.loads(body).get("statusCode")
-        if name not in (*c.FLOORS, "notify-dispatch") and status != exp.get("status"):
-            raise RuntimeError(f"{name}: answered {status}, {file} expects {exp.get('status')}")
+        c.check_answer(name, file, exp, kind, body)
     finally:
         world.runner = ()
         world.close()
@@ -117,8 +105,10 @@ def main():
     if unknown:
         sys.exit(f"unknown case {unknown}; cases: {', '.join(c.CASES)}")
     subprocess.run([str(h.ROOT / "scripts/pyenv.sh")], check=True)
-    c.build()  # the setup's binaries (target/release) and wxim
-    build(names)
+    c.build()  # the setups' binaries (target/release) and wxim
+    # The measured ones: the same profile with symbols and line tables, in a target of their own.
+    c.build(names, {**os.environ, "CARGO_TARGET_DIR": str(TARGET), "CARGO_PROFILE_RELEASE_STRIP": "none",
+                    "CARGO_PROFILE_RELEASE_DEBUG": "line-tables-only"}, wxim=False)
     expected = h.expected()
     moto = h.Moto()
     rows = {}

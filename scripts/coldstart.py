@@ -67,14 +67,28 @@ def binary(name):
     return h.ROOT / "target/release" / PKG.get(name, name)
 
 
-def build():
+def build(names=CASES, env=None, wxim=True):
+    """The release binaries of `names` (cases), and (`wxim`) the CLI the setups run. `env`
+    replaces the environment (coldstart-callgrind.py builds unstripped ones into a target of
+    their own)."""
     # Each with its own package's features, as sam builds them: one invocation for all would
     # unify them and give admin-notify and bind the spool (aws-sdk-sqs) they never use.
-    dirs = {PKG.get(n, n): h.ROOT / FLOORS.get(n, f"functions/{n}") for n in CASES}
+    dirs = {PKG.get(n, n): h.ROOT / FLOORS.get(n, f"functions/{n}") for n in names}
     for group in h.feature_groups(dirs):
         pkgs = [a for p in group for a in ("-p", p)]
-        subprocess.run(["cargo", "build", "--release", "-q", *pkgs], cwd=h.ROOT, check=True)
-    subprocess.run(["cargo", "build", "-q", "-p", "wxim-local", "--bin", "wxim"], cwd=h.ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-q", *pkgs], cwd=h.ROOT, env=env, check=True)
+    if wxim:
+        subprocess.run(["cargo", "build", "-q", "-p", "wxim-local", "--bin", "wxim"], cwd=h.ROOT, env=env, check=True)
+
+
+def check_answer(name, file, exp, kind, body):
+    """The first event's answer is the one events/expected.json gives (the floors and
+    notify-dispatch, whose answer is a batch report, only have to answer)."""
+    if kind != "response":
+        raise RuntimeError(f"{name}: {kind} {body[:300]!r}")
+    status = h.json.loads(body).get("statusCode")
+    if name not in (*FLOORS, "notify-dispatch") and status != exp.get("status"):
+        raise RuntimeError(f"{name}: answered {status}, {file} expects {exp.get('status')}: {body[:300]!r}")
 
 
 def one(moto, name, expected):
@@ -106,11 +120,7 @@ def one(moto, name, expected):
             f.stop()
         intervals = world.standin_intervals()
         standins = world.standin_time()
-        if kind != "response":
-            raise RuntimeError(f"{name}: {kind} {body[:300]!r}")
-        status = h.json.loads(body).get("statusCode")
-        if name not in (*FLOORS, "notify-dispatch") and status != exp.get("status"):
-            raise RuntimeError(f"{name}: answered {status}, {file} expects {exp.get('status')}: {body[:300]!r}")
+        check_answer(name, file, exp, kind, body)
         # The function's own time between its waits: event handed → first outbound request,
         # each answer → the next request, the last answer → its own answer to the Runtime API.
         marks = [handed] + [t for pair in intervals for t in pair] + [answered]

@@ -363,7 +363,7 @@ fn closing(mut resp: Response) -> Response {
 fn random_suffix() -> String {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 fn to_hyper(resp: Response) -> hyper::Response<Full<Bytes>> {

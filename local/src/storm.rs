@@ -89,7 +89,7 @@ fn unix_now() -> i64 {
 fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 /// A child process of ours, killed (by its handle) when dropped.

@@ -50,8 +50,7 @@ pub fn delivery_key(msg: &Message) -> String {
 }
 
 pub fn digest(key: &str) -> String {
-    let d = Sha1::digest(key.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha1::digest(key.as_bytes()))
 }
 
 /// The marker put, conditional on no live marker. `reply` is the passive reply text the first

@@ -14,8 +14,7 @@ fn key(appid: &str, code: &str) -> String {
     h.update(appid.as_bytes());
     h.update([0u8]);
     h.update(code.as_bytes());
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    keys::login_code(&hex)
+    keys::login_code(&hex::encode(h.finalize()))
 }
 
 /// The marker's put, conditional on the code not having been used.

@@ -64,7 +64,7 @@ impl TokenManager {
         let _ = getrandom::fill(&mut b);
         TokenManager {
             memory: Mutex::new(HashMap::new()),
-            owner: b.iter().map(|x| format!("{x:02x}")).collect(),
+            owner: hex::encode(b),
         }
     }
 

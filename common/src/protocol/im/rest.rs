@@ -485,11 +485,7 @@ impl ImApi {
         let info = |t: u8| json!({ "Type": t, "Size": 0, "Width": 0, "Height": 0, "URL": url });
         let uuid: String = {
             use sha1::{Digest, Sha1};
-            Sha1::digest(url.as_bytes())
-                .iter()
-                .take(16)
-                .map(|b| format!("{b:02x}"))
-                .collect()
+            hex::encode(&Sha1::digest(url.as_bytes())[..16])
         };
         let mut body = json!({
             "SyncOtherMachine": 1,

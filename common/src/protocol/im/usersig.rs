@@ -636,7 +636,7 @@ mod tests {
     ];
 
     fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(bytes)
     }
 
     fn to_usersig(zlib: &[u8]) -> String {

@@ -732,39 +732,65 @@ impl Store for DynamoStore {
     }
 }
 
-/// The SDK configuration of a Lambda function, from the variables Lambda sets (see
-/// [`DynamoStore::client_from_env`]). Blank counts as unset. Without credentials the client
-/// still builds, and its calls fail as a store outage naming no secret.
+/// What an SDK client of a Lambda function takes from the variables Lambda sets: the region,
+/// the role's credentials, and an endpoint override (`AWS_ENDPOINT_URL_<SERVICE>`, else
+/// `AWS_ENDPOINT_URL`, unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`). Blank counts as unset.
+/// One reader for the DynamoDB and the SQS client.
+#[cfg_attr(feature = "aws-default-chain", allow(dead_code))]
+pub(crate) struct LambdaEnv {
+    pub region: Option<aws_sdk_dynamodb::config::Region>,
+    pub credentials: Option<aws_sdk_dynamodb::config::Credentials>,
+    pub endpoint: Option<String>,
+}
+
+#[cfg_attr(feature = "aws-default-chain", allow(dead_code))]
+impl LambdaEnv {
+    pub fn read(var: &dyn Fn(&str) -> Option<String>, service_endpoint: &str) -> Self {
+        use aws_sdk_dynamodb::config::{Credentials, Region};
+        let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        let ignore = var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        LambdaEnv {
+            region: var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .map(Region::new),
+            credentials: match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+                (Some(id), Some(secret)) => Some(Credentials::new(
+                    id,
+                    secret,
+                    var("AWS_SESSION_TOKEN"),
+                    None,
+                    "Environment",
+                )),
+                _ => None,
+            },
+            endpoint: if ignore {
+                None
+            } else {
+                var(service_endpoint).or_else(|| var("AWS_ENDPOINT_URL"))
+            },
+        }
+    }
+}
+
+/// The SDK configuration of a Lambda function ([`LambdaEnv`]; see
+/// [`DynamoStore::client_from_env`]). Without credentials the client still builds, and its
+/// calls fail as a store outage naming no secret.
 #[cfg_attr(feature = "aws-default-chain", allow(dead_code))]
 fn lambda_env_config(var: &dyn Fn(&str) -> Option<String>) -> aws_sdk_dynamodb::Config {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+    use aws_sdk_dynamodb::config::BehaviorVersion;
+    let env = LambdaEnv::read(var, "AWS_ENDPOINT_URL_DYNAMODB");
     let mut b = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .http_client(sdk_http_client());
-    if let Some(region) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
-        b = b.region(Region::new(region));
-    }
-    if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-        b = b.credentials_provider(Credentials::new(
-            id,
-            secret,
-            var("AWS_SESSION_TOKEN"),
-            None,
-            "Environment",
-        ));
-    } else {
-        tracing::warn!(
+    b.set_region(env.region);
+    b.set_endpoint_url(env.endpoint);
+    match env.credentials {
+        Some(c) => b = b.credentials_provider(c),
+        None => tracing::warn!(
             decision = "no_aws_credentials",
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not set: DynamoDB calls will fail"
-        );
-    }
-    let ignore =
-        var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if !ignore
-        && let Some(url) = var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL"))
-    {
-        b = b.endpoint_url(url);
+        ),
     }
     b.build()
 }

@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use tokio::sync::OnceCell;
 
 use super::{MAX_RECEIVES, Received, Spool, SpoolError, VISIBILITY_SECS};
-use crate::store::dynamo::sdk_http_client;
+use crate::store::dynamo::{LambdaEnv, sdk_http_client};
 
 #[derive(Clone)]
 pub struct SqsSpool {
@@ -134,27 +134,15 @@ pub async fn client_from_env() -> Client {
 
 #[cfg_attr(feature = "aws-default-chain", allow(dead_code))]
 fn lambda_env_config(var: &dyn Fn(&str) -> Option<String>) -> aws_sdk_sqs::Config {
-    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-    let var = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+    use aws_sdk_sqs::config::BehaviorVersion;
+    let env = LambdaEnv::read(var, "AWS_ENDPOINT_URL_SQS");
     let mut b = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .http_client(sdk_http_client());
-    if let Some(region) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
-        b = b.region(Region::new(region));
-    }
-    if let (Some(id), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-        b = b.credentials_provider(Credentials::new(
-            id,
-            secret,
-            var("AWS_SESSION_TOKEN"),
-            None,
-            "Environment",
-        ));
-    }
-    let ignore =
-        var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if !ignore && let Some(url) = var("AWS_ENDPOINT_URL_SQS").or_else(|| var("AWS_ENDPOINT_URL")) {
-        b = b.endpoint_url(url);
+    b.set_region(env.region);
+    b.set_endpoint_url(env.endpoint);
+    if let Some(c) = env.credentials {
+        b = b.credentials_provider(c);
     }
     b.build()
 }

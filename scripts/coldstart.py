@@ -38,6 +38,9 @@ created where the first event needs them. Measured per start:
                   (a second table: what one more store round trip costs a cold process)
 
 Usage: scripts/coldstart.py [runs]        (default 15; builds the release binaries first)
+
+The same starts counted in instructions instead (repeatable to ~30 k, split by where they go):
+scripts/coldstart-callgrind.py.
 """
 
 import random

@@ -3,12 +3,12 @@
 (the floors too) started once under `valgrind --tool=callgrind`, with the same harness, the same
 setup and the same first event, and its whole process (loader, init, first event) counted.
 
-Timing a 3 ms start moves by ±0.3 ms from run to run on this machine; an instruction count does
-not move (a few hundred instructions between runs), so a change to the start shows here at once.
-Instructions are not time: the floor's 0.67 M take 2.8 ms, most of it the kernel (exec, page
-faults, loopback TCP); what a function adds over the floor is mostly instructions. Two columns
-correct for valgrind's virtual CPU, which has no SHA extensions: SHA-256 (SigV4) runs in software
-under it, on a real CPU with SHA-NI in a tenth of the instructions.
+Timing a 3 ms start moves by ±0.3 ms from run to run on this machine; an instruction count moves
+by about 30 k (the floor gave 0.64-0.67 M), so a change to the start shows here at once.
+Instructions are not time: the floor's 0.65 M take 2.8 ms, most of it the kernel (exec, page
+faults, loopback TCP); what a function adds over the floor is mostly instructions. One column
+shows what valgrind's virtual CPU inflates: it has no SHA extensions, so SigV4's SHA-256 runs in
+software under it and counts far more instructions than on a CPU with SHA-NI.
 
 Columns (inclusive counts of the functions named, the largest of each across its call sites):
 
@@ -81,9 +81,8 @@ def measure(moto, name, expected, out_file):
         world.setup(exp)
         world.stop_running()
         event = h.prepare(file, world.env, world.wxim_env)
-        world.runner = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}")
-        measured = TARGET / "release" / c.PKG.get(name, name)
-        f = h.Function(name, measured, world.env, world.runner)
+        valgrind = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}")
+        f = h.Function(name, TARGET / "release" / c.PKG.get(name, name), world.env, valgrind)
         try:
             kind, body, _, _ = f.invoke(event, timeout=120)
             # callgrind writes its counts when the process ends by a signal it can catch.
@@ -93,7 +92,6 @@ def measure(moto, name, expected, out_file):
             f.stop()
         c.check_answer(name, file, exp, kind, body)
     finally:
-        world.runner = ()
         world.close()
 
 
@@ -134,7 +132,7 @@ def main():
         print(f"| {name} | {m(total)} | {m(p['loader'])} | {m(p['config'])} | {m(p['client'])} | "
               f"{m(p['partitions'])} | {m(p['store'])} | {m(p['sha256'])} | {m(p['ua'])} | {m(rest)} |")
     floor = rows.get("floor", (None,))[0]
-    if floor:
+    if floor and len(rows) > 1:
         print(f"\nover the floor ({m(floor)} M): " + ", ".join(
             f"{n} +{m(t - floor)}" for n, (t, _) in rows.items() if n != "floor"))
 

@@ -32,7 +32,8 @@ created where the first event needs them. Measured per start:
                   answer, and its ratio to the floor's: the work, without the waits around it
     peak RSS      VmHWM after the answer (max over runs), and its ratio to the floor's
     major faults  page faults that read from disk, summed over the runs (0 expected: each binary
-                  is read into the page cache before its start, the floor's too; see `one`)
+                  and the shared libraries it maps are read into the page cache before its
+                  start, the floor's too; see `one`)
     gaps          the first event's own time cut at its waits: event → first outbound request,
                   each answer → the next request, the last answer → the function's own answer
                   (a second table: what one more store round trip costs a cold process)
@@ -44,10 +45,12 @@ scripts/coldstart-callgrind.py.
 """
 
 import random
+import re
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import lambda_harness as h
 
@@ -94,6 +97,17 @@ def check_answer(name, file, exp, kind, body):
         raise RuntimeError(f"{name}: answered {status}, {file} expects {exp.get('status')}: {body[:300]!r}")
 
 
+_LIBS = {}
+
+
+def shared_libraries(path):
+    """The shared objects `path` loads (ldd's resolved paths), asked once per binary."""
+    if path not in _LIBS:
+        out = subprocess.run(["ldd", str(path)], capture_output=True, text=True, check=True).stdout
+        _LIBS[path] = [Path(p) for p in re.findall(r"(/\S+) \(0x", out)]
+    return _LIBS[path]
+
+
 def one(moto, name, expected):
     file = CASES[name]
     exp = expected[file]
@@ -111,8 +125,11 @@ def one(moto, name, expected):
         # runs DAMON with a `pageout` scheme for pages no process maps, so a binary not run in
         # the last minute or so is partly back on disk, and its start then waits for reads
         # (1-2 major faults, ~1 ms) that have nothing to do with what it does: without this,
-        # whichever function the case's setup happened to leave running started fastest.
-        binary(name).read_bytes()
+        # whichever function the case's setup happened to leave running started fastest. The
+        # shared libraries it maps too (libgcc_s and libm are mapped by few other processes):
+        # the floor's run of 15 on 7 December still had 2 major faults.
+        for path in [binary(name), *shared_libraries(binary(name))]:
+            path.read_bytes()
         f = world.boot(name)
         try:
             kind, body, handed, answered = f.invoke(event)

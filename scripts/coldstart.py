@@ -31,6 +31,9 @@ created where the first event needs them. Measured per start:
     CPU           the process's CPU time (all threads, /proc/<pid>/task/*/schedstat) at its
                   answer, and its ratio to the floor's: the work, without the waits around it
     peak RSS      VmHWM after the answer (max over runs), and its ratio to the floor's
+    minor faults  pages the process mapped that were already in memory (its own heap, stack and
+                  relocated data, and the binary's pages in the page cache), at its answer: each
+                  a trap into the kernel, about 4 µs on this VM (scripts/fault-cost.py)
     major faults  page faults that read from disk, summed over the runs (0 expected: each binary
                   and the shared libraries it maps are read into the page cache before its
                   start, the floor's too; see `one`)
@@ -135,7 +138,7 @@ def one(moto, name, expected):
             kind, body, handed, answered = f.invoke(event)
             rss = f.peak_rss_kb()
             cpu = f.cpu_ms()
-            majflt = f.major_faults()
+            minflt, majflt = f.faults()
         finally:
             f.stop()
         intervals = world.standin_intervals()
@@ -153,6 +156,7 @@ def one(moto, name, expected):
             "standins": standins * 1000,
             "rss": rss,
             "cpu": cpu,
+            "minflt": minflt,
             "majflt": majflt,
         }
     finally:
@@ -182,8 +186,8 @@ def main():
     floor = med["floor"]["total"]
     floor_rss = max(x["rss"] for x in results["floor"])
     print(f"{runs} runs, interleaved; medians in ms; floor = scripts/floor (bare lambda_http)\n")
-    print(f"| Function | Stripped binary | exec→answer | init | first event | in stand-ins | own | own / floor | paired | raw / floor | own − SDK floor | CPU | CPU / floor | Peak RSS | RSS / floor | major faults |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| Function | Stripped binary | exec→answer | init | first event | in stand-ins | own | own / floor | paired | raw / floor | own − SDK floor | CPU | CPU / floor | Peak RSS | RSS / floor | minor faults | major faults |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     worst = worst_paired = 0.0
     sdk_own = med["floor-sdk"]["total"] - med["floor-sdk"]["standins"]
     for name in CASES:
@@ -201,7 +205,8 @@ def main():
         print(f"| {name} | {size:.2f} MB | {m['total']:.2f} | {m['init']:.2f} | {m['event']:.2f} | "
               f"{m['standins']:.2f} | {own:.2f} | {ratio:.2f}× | {paired:.2f}× | {m['total'] / floor:.2f}× | "
               f"{own - sdk_own:+.2f} | {m['cpu']:.2f} | {m['cpu'] / med['floor']['cpu']:.2f}× | "
-              f"{rss / 1024:.1f} MB | {rss / floor_rss:.2f}× | {sum(x['majflt'] for x in results[name])} |")
+              f"{rss / 1024:.1f} MB | {rss / floor_rss:.2f}× | {m['minflt']:.0f} | "
+              f"{sum(x['majflt'] for x in results[name])} |")
     print(f"\nworst API function, own / floor: {worst:.2f}× by the medians, {worst_paired:.2f}× paired "
           f"(goal ≤ 1.3×); the SDK floor alone: {sdk_own / floor:.2f}×")
     print("\nThe first event's own time, between the waits on moto and the stand-ins (medians, ms):\n")

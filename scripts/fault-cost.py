@@ -30,34 +30,36 @@ PAGE = mmap.PAGESIZE
 STRIDE = 16  # pages: one fault-around window apart, so that every read faults
 
 
-def one_pass(path):
+def timed(touch):
+    """(µs, minor faults) that `touch()` took."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t0 = time.perf_counter_ns()
+    touch()
+    elapsed = time.perf_counter_ns() - t0
+    return elapsed / 1000, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def file_pass(path):
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         m = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
         try:
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter_ns()
-            for off in range(0, size, STRIDE * PAGE):
-                m[off]
-            elapsed = time.perf_counter_ns() - t0
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+            return timed(lambda: [m[off] for off in range(0, size, STRIDE * PAGE)])
         finally:
             m.close()
-    return elapsed / 1000, faults
 
 
 def anon_pass(pages=512):
     m = mmap.mmap(-1, pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    try:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        t0 = time.perf_counter_ns()
+
+    def write():
         for off in range(0, pages * PAGE, PAGE):
             m[off] = 1
-        elapsed = time.perf_counter_ns() - t0
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    try:
+        return timed(write)
     finally:
         m.close()
-    return elapsed / 1000, faults
 
 
 def report(what, passes):
@@ -79,7 +81,7 @@ def main():
     if not path.is_file():
         sys.exit(f"{path}: no such file (build it first: cargo build --release -p im-callback)")
     path.read_bytes()  # into the page cache: minor faults only
-    report(f"file ({path.name})", [one_pass(path) for _ in range(passes)])
+    report(f"file ({path.name})", [file_pass(path) for _ in range(passes)])
     report("anon", [anon_pass() for _ in range(passes)])
 
 

@@ -33,7 +33,8 @@ created where the first event needs them. Measured per start:
     peak RSS      VmHWM after the answer (max over runs), and its ratio to the floor's
     minor faults  pages the process mapped that were already in memory (its own heap, stack and
                   relocated data, and the binary's pages in the page cache), at its answer: each
-                  a trap into the kernel, about 4 µs on this VM (scripts/fault-cost.py)
+                  a trap into the kernel, on this VM 1.5 µs for an anonymous page and 3-4 µs for
+                  a page of the binary (scripts/fault-cost.py)
     major faults  page faults that read from disk, summed over the runs (0 expected: each binary
                   and the shared libraries it maps are read into the page cache before its
                   start, the floor's too; see `one`)

@@ -269,7 +269,7 @@ class Function:
 
     def faults(self):
         """(minor, major) page faults so far (minflt and majflt of /proc/<pid>/stat): minor ones
-        map a page already in memory (about 4 µs each on this VM: scripts/fault-cost.py), major
+        map a page already in memory (1.5-4 µs each on this VM: scripts/fault-cost.py), major
         ones wait for the disk."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return int(fields[7]), int(fields[9])

@@ -18,8 +18,8 @@ pub fn tls_config() -> rustls::ClientConfig {
             };
             // rustls 0.23.48 deprecates ring's provider because ring has no ML-KEM, so the
             // key exchange stays classical (X25519, as before). rustls's post-quantum provider
-            // is aws-lc-rs, a C library that every function would then build and link; its
-            // size and build time against the binary goals are not measured yet.
+            // is aws-lc-rs, a C library every function would link: wechat-event's arm64 binary
+            // 5.33 → 6.74 MB with it, over the 6 MB goal (README, Deployed artifacts).
             #[allow(deprecated)]
             let provider = rustls::crypto::ring::default_provider();
             rustls::ClientConfig::builder_with_provider(Arc::new(provider))

@@ -30,6 +30,20 @@ pub struct App {
     pub spool: Option<Arc<dyn Spool>>,
 }
 
+/// See [`App::built`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Built {
+    /// The store's backend client (DynamoDB's; an embedded store has none).
+    pub store_client: bool,
+    /// The HTTP client the WeChat and IM API clients share.
+    pub http_client: bool,
+    /// The access-token manager.
+    pub tokens: bool,
+    /// The process's one rustls configuration (and with it the root set): shared by every
+    /// outbound client, so it exists once any of them has been built.
+    pub tls: bool,
+}
+
 fn table_required() -> ConfigError {
     ConfigError::new(
         "TABLE_NAME",
@@ -147,7 +161,12 @@ impl App {
     /// through the standard AWS environment (`AWS_ENDPOINT_URL_DYNAMODB` points it at a local
     /// server), its client created by the first store call.
     pub async fn from_env() -> Result<App, ConfigError> {
-        let config = Config::from_env()?;
+        Self::from_lookup(&|k| std::env::var(k).ok()).await
+    }
+
+    /// [`from_env`](Self::from_env) with the variables read through `get`.
+    pub async fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<App, ConfigError> {
+        let config = Config::from_lookup(get)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = DynamoStore::from_config(&config, clock.clone())
             .await
@@ -170,12 +189,32 @@ impl App {
     /// alike on a broken template), and a store that refuses every call. Nothing of DynamoDB
     /// is constructed, so nothing of it is linked into such a binary.
     pub fn from_env_stateless(function: &'static str) -> Result<App, ConfigError> {
-        let config = Config::from_env()?;
+        Self::from_lookup_stateless(function, &|k| std::env::var(k).ok())
+    }
+
+    /// [`from_env_stateless`](Self::from_env_stateless) with the variables read through `get`.
+    pub fn from_lookup_stateless(
+        function: &'static str,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<App, ConfigError> {
+        let config = Config::from_lookup(get)?;
         if config.table_name.is_none() {
             return Err(table_required());
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Ok(App::new(config, Arc::new(Stateless(function)), clock))
+    }
+
+    /// What this instance has built so far beyond its configuration: a start builds none of it,
+    /// and a function that never uses a client never builds it (asserted by the functions' own
+    /// tests, through the same init they run).
+    pub fn built(&self) -> Built {
+        Built {
+            store_client: self.store.client_created(),
+            http_client: self.wechat.http().is_built(),
+            tokens: LazyLock::get(&self.tokens).is_some(),
+            tls: crate::protocol::wechat::api::transport::tls_config_built(),
+        }
     }
 
     pub fn now(&self) -> i64 {
@@ -221,5 +260,52 @@ impl App {
             }
             other => Ok(other?),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn var(k: &str) -> Option<String> {
+        let v = match k {
+            "TABLE_NAME" => "wxim-state",
+            "WECHAT_MP_APPID" => "wx1234567890abcdef",
+            "WECHAT_MP_SECRET" => "mp-secret",
+            "WECHAT_MP_TOKEN" => "AAAAA",
+            "IM_SDKAPPID" => "1400000000",
+            "IM_SECRET_KEY" => "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e",
+            "WECHAT_API_BASE" | "IM_API_BASE" => "http://127.0.0.1:9",
+            _ => return None,
+        };
+        Some(v.to_owned())
+    }
+
+    /// The stateful functions' wiring (`common::lambda::init`) checks the configuration and
+    /// builds no client: the DynamoDB one, the HTTP one and the token manager wait for their
+    /// first use. (The process-wide TLS configuration is not asserted here: other tests in
+    /// this binary build it; wechat-verify's own test does.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_stateful_wiring_builds_no_client_at_start() {
+        let app = App::from_lookup(&var).await.expect("sample configuration");
+        let built = app.built();
+        assert!(
+            !built.store_client && !built.http_client && !built.tokens,
+            "{built:?}"
+        );
+        let store = format!("{:?}", app.store);
+        assert!(
+            store.starts_with("DynamoStore") && store.contains("wxim-state"),
+            "{store}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stateful_start_without_a_table_fails_naming_the_variable() {
+        let err = App::from_lookup(&|k| if k == "TABLE_NAME" { None } else { var(k) })
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.var, "TABLE_NAME");
     }
 }

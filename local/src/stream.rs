@@ -101,6 +101,10 @@ impl StreamStore {
 
 #[async_trait]
 impl Store for StreamStore {
+    fn client_created(&self) -> bool {
+        self.inner.client_created()
+    }
+
     async fn get(&self, table: Table, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         self.inner.get(table, pk, sk).await
     }

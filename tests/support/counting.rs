@@ -47,6 +47,10 @@ impl CountingStore {
 
 #[async_trait]
 impl Store for CountingStore {
+    fn client_created(&self) -> bool {
+        self.inner.client_created()
+    }
+
     async fn get(&self, table: Table, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         self.add(|c| {
             c.reads += 1;

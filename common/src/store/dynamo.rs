@@ -118,11 +118,6 @@ impl DynamoStore {
         }
     }
 
-    /// Whether the DynamoDB client exists yet (it is created by the first store call).
-    pub fn client_created(&self) -> bool {
-        self.client.initialized()
-    }
-
     async fn client(&self) -> &Client {
         self.client.get_or_init(Self::client_from_env).await
     }
@@ -412,6 +407,10 @@ impl Expr {
 
 #[async_trait]
 impl Store for DynamoStore {
+    fn client_created(&self) -> bool {
+        self.client.initialized()
+    }
+
     async fn get(&self, table: Table, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         super::validate_key(pk, sk)?;
         let out = self

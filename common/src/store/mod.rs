@@ -435,6 +435,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn write(&self, w: Write) -> Result<Option<Item>, StoreError>;
     /// All writes or none; at most one write per item, at most 100 writes.
     async fn transact(&self, ws: Vec<Write>) -> Result<(), StoreError>;
+    /// Whether the backend's client exists yet: a store that connects somewhere creates its
+    /// client at its first call, not when it is constructed. Backends with no client say no.
+    fn client_created(&self) -> bool {
+        false
+    }
 }
 
 /// Checks the transaction rules DynamoDB enforces, so the embedded store refuses what production

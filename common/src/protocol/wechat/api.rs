@@ -163,6 +163,11 @@ impl WechatApi {
         Http::new(timeout_ms)
     }
 
+    /// The HTTP client handle (also the IM client's), to tell whether it has been built yet.
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();

@@ -7,11 +7,17 @@ use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+static TLS_CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
+
+/// Whether [`tls_config`] has been called in this process.
+pub fn tls_config_built() -> bool {
+    TLS_CONFIG.get().is_some()
+}
+
 /// The rustls configuration every outbound client uses: built once, on the first outbound call
 /// of the process, from the compiled-in roots (a static table: no parsing, no file system).
 pub fn tls_config() -> rustls::ClientConfig {
-    static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
-    CONFIG
+    TLS_CONFIG
         .get_or_init(|| {
             let roots = rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),

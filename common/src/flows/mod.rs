@@ -18,4 +18,4 @@ pub mod sweep;
 pub mod withdraw;
 
 #[cfg(all(test, feature = "embedded"))]
-pub(crate) mod testing;
+mod testing;

@@ -22,8 +22,7 @@ pub struct Bench {
     pub clock: Arc<ManualClock>,
 }
 
-/// The sample configuration: both apps, IM with two agents, a notification template.
-pub(crate) fn vars() -> HashMap<String, String> {
+fn vars() -> HashMap<String, String> {
     [
         ("WECHAT_MP_APPID", "wx1234567890abcdef"),
         ("WECHAT_MP_SECRET", "mp-secret"),

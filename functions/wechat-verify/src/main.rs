@@ -12,47 +12,43 @@ async fn main() -> Result<(), lambda_http::Error> {
 #[cfg(test)]
 mod tests {
     use common::app::{App, Built};
-    use common::http::Request;
 
-    /// The configuration a deployed wechat-verify gets (the sample stack's variables), with
-    /// the official GET vector's token (reference V2).
+    /// events/sample.env, with the table a deployed stack names.
     fn var(k: &str) -> Option<String> {
-        let v = match k {
-            "TABLE_NAME" => "wxim-state",
-            "WECHAT_MP_APPID" => "wx1234567890abcdef",
-            "WECHAT_MP_SECRET" => "mp-secret",
-            "WECHAT_MP_TOKEN" => "AAAAA",
-            "WECHAT_MP_AES_KEY" => "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
-            "IM_SDKAPPID" => "1400000000",
-            "IM_SECRET_KEY" => "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e",
-            "WECHAT_API_BASE" | "IM_API_BASE" => "http://127.0.0.1:9",
-            _ => return None,
-        };
-        Some(v.to_owned())
+        if k == "TABLE_NAME" {
+            return Some("wxim-state".into());
+        }
+        local::sample::vars()
+            .into_iter()
+            .find_map(|(n, v)| (n == k).then_some(v))
     }
 
-    /// This test binary holds only this test, so the process-wide TLS configuration is built
-    /// only if wechat-verify's own code builds it.
+    fn sample(file: &str) -> (common::http::Request, serde_json::Value) {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/");
+        let event = std::fs::read_to_string(format!("{root}wechat-verify/{file}")).unwrap();
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{root}expected.json")).unwrap())
+                .unwrap();
+        let want = expected[format!("wechat-verify/{file}")].clone();
+        (common::lambda::parse_event(&event).unwrap(), want)
+    }
+
+    /// The function's start (the wiring its `main` runs) and its sample events, a good URL check
+    /// and a forged one, build no client. This test binary holds only this test, so the
+    /// process-wide TLS configuration exists only if wechat-verify's own code built it.
     #[tokio::test(flavor = "current_thread")]
     async fn a_start_and_its_url_checks_build_no_client() {
         let app = App::from_lookup_stateless("wechat-verify", &var).expect("sample configuration");
         assert_eq!(app.built(), Built::default(), "built at start");
 
-        let ok = Request::new(
-            "GET",
-            "/wechat/mp?signature=f464b24fc39322e44b38aa78f5edd27bd1441696&timestamp=1714036504&nonce=1514711492&echostr=4375120948345356249",
-        );
-        let resp = common::handlers::wechat::verify(&ok, &app).await;
-        assert_eq!(resp.status, 200);
-        assert_eq!(resp.body, b"4375120948345356249");
-        let forged = Request::new(
-            "GET",
-            "/wechat/mp?signature=f464b24fc39322e44b38aa78f5edd27bd1441697&timestamp=1714036504&nonce=1514711492&echostr=1",
-        );
-        assert_eq!(
-            common::handlers::wechat::verify(&forged, &app).await.status,
-            403
-        );
+        for file in ["mp.json", "bad-signature.json"] {
+            let (req, want) = sample(file);
+            let resp = common::handlers::wechat::verify(&req, &app).await;
+            assert_eq!(u64::from(resp.status), want["status"], "{file}");
+            if let Some(body) = want["body"].as_str() {
+                assert_eq!(resp.body, body.as_bytes(), "{file}");
+            }
+        }
 
         assert_eq!(app.built(), Built::default(), "built by the URL checks");
     }

@@ -206,8 +206,8 @@ impl App {
     }
 
     /// What this instance has built so far beyond its configuration: a start builds none of it,
-    /// and a function that never uses a client never builds it (asserted by the functions' own
-    /// tests, through the same init they run).
+    /// and a function that never uses a client never builds it (asserted for wechat-verify by its
+    /// own test, and for the stateful wiring's start by this module's).
     pub fn built(&self) -> Built {
         Built {
             store_client: self.store.client_created(),

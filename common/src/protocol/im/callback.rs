@@ -2,9 +2,10 @@
 //! within a replay window) and a lenient model of the commands this service acts on. Unknown
 //! fields are ignored and numbers may arrive as strings (reference §2).
 
-use serde_json::Value;
+use serde::Deserialize;
 
 use super::ImConfig;
+use super::loose::{List, Loose, Object};
 use super::usersig;
 use crate::http::Request;
 
@@ -179,19 +180,6 @@ pub struct OfflinePush {
     pub desc: Option<String>,
 }
 
-impl OfflinePush {
-    fn from_value(v: &Value) -> OfflinePush {
-        OfflinePush {
-            no_push: int(&v["PushFlag"]) == Some(1),
-            desc: v["Desc"]
-                .as_str()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        }
-    }
-}
-
 impl C2cMessage {
     pub fn text_summary(&self) -> String {
         self.body
@@ -218,9 +206,10 @@ impl C2cMessage {
         }
         self.body.iter().find_map(|e| match e {
             Element::Custom { data, .. } => {
-                let v: Value = serde_json::from_str(data).ok()?;
-                (v["businessID"].as_str() == Some("user_typing_status"))
-                    .then(|| int(&v["typingStatus"]) != Some(0))
+                let v = serde_json::from_str::<Object<RawTyping<'_>>>(data).ok()?;
+                let v = v.or_default();
+                (v.businessID.as_str() == Some("user_typing_status"))
+                    .then(|| v.typingStatus.int() != Some(0))
             }
             _ => None,
         })
@@ -339,207 +328,345 @@ pub enum Callback {
     Other(String),
 }
 
-/// Integers that may arrive as JSON numbers or as strings of digits.
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+/// A callback body's fields, for every command this service reads (each command uses some of
+/// them; IM adds others, which are skipped). Names are IM's own.
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+#[allow(non_snake_case)]
+struct Body<'a> {
+    #[serde(borrow)]
+    CallbackCommand: Loose<'a>,
+    #[serde(borrow)]
+    From_Account: Loose<'a>,
+    #[serde(borrow)]
+    To_Account: Loose<'a>,
+    #[serde(borrow)]
+    MsgSeq: Loose<'a>,
+    #[serde(borrow)]
+    MsgRandom: Loose<'a>,
+    #[serde(borrow)]
+    MsgTime: Loose<'a>,
+    #[serde(borrow)]
+    MsgKey: Loose<'a>,
+    #[serde(borrow)]
+    OnlineOnlyFlag: Loose<'a>,
+    #[serde(borrow)]
+    SendMsgResult: Loose<'a>,
+    #[serde(borrow)]
+    UnreadMsgNum: Loose<'a>,
+    #[serde(borrow)]
+    MsgBody: List<Object<RawElement<'a>>>,
+    #[serde(borrow)]
+    CloudCustomData: Loose<'a>,
+    #[serde(borrow)]
+    OfflinePushInfo: Object<RawPush<'a>>,
+    #[serde(borrow)]
+    Report_Account: Loose<'a>,
+    #[serde(borrow)]
+    Peer_Account: Loose<'a>,
+    #[serde(borrow)]
+    LastReadTime: Loose<'a>,
+    #[serde(borrow)]
+    EventTime: Loose<'a>,
+    #[serde(borrow)]
+    GroupId: Loose<'a>,
+    #[serde(borrow)]
+    Type: Loose<'a>,
+    #[serde(borrow)]
+    GroupName: Loose<'a>,
+    #[serde(borrow)]
+    TopicId: Loose<'a>,
+    #[serde(borrow)]
+    Random: Loose<'a>,
+    #[serde(borrow)]
+    GroupAtInfo: List<Object<RawAt<'a>>>,
+    #[serde(borrow)]
+    Info: Object<RawInfo<'a>>,
+    #[serde(borrow)]
+    KickedDevice: List<Object<RawDevice<'a>>>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+#[allow(non_snake_case)]
+struct RawElement<'a> {
+    #[serde(borrow)]
+    MsgType: Loose<'a>,
+    #[serde(borrow)]
+    MsgContent: Object<RawContent<'a>>,
+}
+
+/// The members of every element type's `MsgContent` that an [`Element`] keeps.
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+#[allow(non_snake_case)]
+struct RawContent<'a> {
+    #[serde(borrow)]
+    Text: Loose<'a>,
+    #[serde(borrow)]
+    Desc: Loose<'a>,
+    #[serde(borrow)]
+    Data: Loose<'a>,
+    #[serde(borrow)]
+    ImageInfoArray: List<Object<RawImage<'a>>>,
+    #[serde(borrow)]
+    Index: Loose<'a>,
+    #[serde(borrow)]
+    Latitude: Loose<'a>,
+    #[serde(borrow)]
+    Longitude: Loose<'a>,
+    #[serde(borrow)]
+    Url: Loose<'a>,
+    #[serde(borrow)]
+    Second: Loose<'a>,
+    #[serde(borrow)]
+    FileName: Loose<'a>,
+    #[serde(borrow)]
+    VideoUrl: Loose<'a>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+#[allow(non_snake_case)]
+struct RawImage<'a> {
+    #[serde(borrow)]
+    Type: Loose<'a>,
+    #[serde(borrow)]
+    URL: Loose<'a>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+#[allow(non_snake_case)]
+struct RawPush<'a> {
+    #[serde(borrow)]
+    PushFlag: Loose<'a>,
+    #[serde(borrow)]
+    Desc: Loose<'a>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+#[allow(non_snake_case)]
+struct RawAt<'a> {
+    #[serde(borrow)]
+    GroupAtAllFlag: Loose<'a>,
+    #[serde(borrow)]
+    GroupAt_Account: Loose<'a>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+#[allow(non_snake_case)]
+struct RawInfo<'a> {
+    #[serde(borrow)]
+    To_Account: Loose<'a>,
+    #[serde(borrow)]
+    Action: Loose<'a>,
+    #[serde(borrow)]
+    Reason: Loose<'a>,
+}
+
+/// A TUIKit custom element's `Data`, for its typing indicator.
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+#[allow(non_snake_case)]
+struct RawTyping<'a> {
+    #[serde(borrow)]
+    businessID: Loose<'a>,
+    #[serde(borrow)]
+    typingStatus: Loose<'a>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+#[allow(non_snake_case)]
+struct RawDevice<'a> {
+    #[serde(borrow)]
+    Platform: Loose<'a>,
+}
+
+impl OfflinePush {
+    fn from_raw(raw: &Object<RawPush<'_>>) -> OfflinePush {
+        let raw = raw.or_default();
+        OfflinePush {
+            no_push: raw.PushFlag.int() == Some(1),
+            desc: raw
+                .Desc
+                .as_str()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        }
     }
 }
 
-fn string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn opt_url(v: &Value) -> Option<String> {
-    v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
-}
-
-fn element(v: &Value) -> Element {
-    let c = &v["MsgContent"];
-    let s = |k: &str| c[k].as_str().unwrap_or("").to_owned();
-    match v["MsgType"].as_str().unwrap_or("") {
-        "TIMTextElem" => Element::Text(s("Text")),
+fn element(raw: &Object<RawElement<'_>>) -> Element {
+    let raw = raw.or_default();
+    let c = raw.MsgContent.or_default();
+    match raw.MsgType.as_str().unwrap_or("") {
+        "TIMTextElem" => Element::Text(c.Text.text()),
         "TIMCustomElem" => Element::Custom {
-            desc: s("Desc"),
-            data: s("Data"),
+            desc: c.Desc.text(),
+            data: c.Data.text(),
         },
         "TIMImageElem" => {
             // The original image (Type 1) when listed, else the first URL there is.
-            let infos = c["ImageInfoArray"].as_array();
-            let url = infos.and_then(|a| {
-                a.iter()
-                    .find(|i| int(&i["Type"]) == Some(1))
-                    .or_else(|| a.first())
-                    .and_then(|i| opt_url(&i["URL"]))
-            });
+            let infos = c.ImageInfoArray.items();
+            let url = infos
+                .iter()
+                .find(|i| i.0.as_ref().is_some_and(|i| i.Type.int() == Some(1)))
+                .or_else(|| infos.first())
+                .and_then(|i| i.or_default().URL.nonempty());
             Element::Image { url }
         }
         "TIMFaceElem" => Element::Face {
-            index: int(&c["Index"]).unwrap_or(0),
+            index: c.Index.int().unwrap_or(0),
         },
         "TIMLocationElem" => Element::Location {
-            desc: s("Desc"),
-            latitude: string(&c["Latitude"]).unwrap_or_default(),
-            longitude: string(&c["Longitude"]).unwrap_or_default(),
+            desc: c.Desc.text(),
+            latitude: c.Latitude.string().unwrap_or_default(),
+            longitude: c.Longitude.string().unwrap_or_default(),
         },
         "TIMSoundElem" => Element::Sound {
-            url: opt_url(&c["Url"]),
-            seconds: int(&c["Second"]).unwrap_or(0),
+            url: c.Url.nonempty(),
+            seconds: c.Second.int().unwrap_or(0),
         },
         "TIMFileElem" => Element::File {
-            url: opt_url(&c["Url"]),
-            name: s("FileName"),
+            url: c.Url.nonempty(),
+            name: c.FileName.text(),
         },
         "TIMVideoFileElem" => Element::Video {
-            url: opt_url(&c["VideoUrl"]),
+            url: c.VideoUrl.nonempty(),
         },
         other => Element::Other(other.to_owned()),
     }
 }
 
-fn account<'a>(v: &'a Value, field: &'static str) -> Result<&'a str, ParseError> {
-    v[field]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or(ParseError::Field(field))
+fn account(v: &Loose<'_>, field: &'static str) -> Result<String, ParseError> {
+    v.nonempty().ok_or(ParseError::Field(field))
 }
 
-fn body(v: &Value) -> Result<Vec<Element>, ParseError> {
-    match &v["MsgBody"] {
-        Value::Array(a) => Ok(a.iter().map(element).collect()),
-        Value::Null => Ok(vec![]),
-        _ => Err(ParseError::Field("MsgBody")),
+fn elements(raw: &List<Object<RawElement<'_>>>) -> Result<Vec<Element>, ParseError> {
+    match raw {
+        List::Items(items) => Ok(items.iter().map(element).collect()),
+        List::Absent => Ok(vec![]),
+        List::Other => Err(ParseError::Field("MsgBody")),
     }
 }
 
-fn opt_str(v: &Value) -> Option<String> {
-    v.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
-}
-
-fn c2c(v: &Value) -> Result<C2cMessage, ParseError> {
-    let from = account(v, "From_Account")?;
-    let to = account(v, "To_Account")?;
-    let body = body(v)?;
+fn c2c(v: &Body<'_>) -> Result<C2cMessage, ParseError> {
     Ok(C2cMessage {
-        from: from.to_owned(),
-        to: to.to_owned(),
-        msg_seq: int(&v["MsgSeq"]).unwrap_or(0) as u64,
-        msg_random: int(&v["MsgRandom"]).unwrap_or(0) as u64,
-        msg_time: int(&v["MsgTime"]).unwrap_or(0),
-        msg_key: v["MsgKey"].as_str().unwrap_or("").to_owned(),
-        online_only: int(&v["OnlineOnlyFlag"]) == Some(1),
-        send_result: int(&v["SendMsgResult"]),
-        unread: int(&v["UnreadMsgNum"]),
-        body,
-        cloud_custom_data: opt_str(&v["CloudCustomData"]),
-        push: OfflinePush::from_value(&v["OfflinePushInfo"]),
+        from: account(&v.From_Account, "From_Account")?,
+        to: account(&v.To_Account, "To_Account")?,
+        body: elements(&v.MsgBody)?,
+        msg_seq: v.MsgSeq.int().unwrap_or(0) as u64,
+        msg_random: v.MsgRandom.int().unwrap_or(0) as u64,
+        msg_time: v.MsgTime.int().unwrap_or(0),
+        msg_key: v.MsgKey.text(),
+        online_only: v.OnlineOnlyFlag.int() == Some(1),
+        send_result: v.SendMsgResult.int(),
+        unread: v.UnreadMsgNum.int(),
+        cloud_custom_data: v.CloudCustomData.nonempty(),
+        push: OfflinePush::from_raw(&v.OfflinePushInfo),
     })
 }
 
-fn recall(v: &Value) -> Result<Recall, ParseError> {
+fn recall(v: &Body<'_>) -> Result<Recall, ParseError> {
     Ok(Recall {
-        from: account(v, "From_Account")?.to_owned(),
-        to: account(v, "To_Account")?.to_owned(),
-        msg_key: account(v, "MsgKey")?.to_owned(),
-        event_time_ms: int(&v["EventTime"]),
+        from: account(&v.From_Account, "From_Account")?,
+        to: account(&v.To_Account, "To_Account")?,
+        msg_key: account(&v.MsgKey, "MsgKey")?,
+        event_time_ms: v.EventTime.int(),
     })
 }
 
-fn read_report(v: &Value) -> Result<ReadReport, ParseError> {
+fn read_report(v: &Body<'_>) -> Result<ReadReport, ParseError> {
     Ok(ReadReport {
-        reader: account(v, "Report_Account")?.to_owned(),
-        peer: account(v, "Peer_Account")?.to_owned(),
-        last_read_time: int(&v["LastReadTime"]).ok_or(ParseError::Field("LastReadTime"))?,
-        unread: int(&v["UnreadMsgNum"]),
+        reader: account(&v.Report_Account, "Report_Account")?,
+        peer: account(&v.Peer_Account, "Peer_Account")?,
+        last_read_time: v
+            .LastReadTime
+            .int()
+            .ok_or(ParseError::Field("LastReadTime"))?,
+        unread: v.UnreadMsgNum.int(),
     })
 }
 
-fn group(v: &Value) -> Result<GroupMessage, ParseError> {
+fn group(v: &Body<'_>) -> Result<GroupMessage, ParseError> {
     let mut at_all = false;
     let mut at_accounts: Vec<String> = vec![];
-    match &v["GroupAtInfo"] {
-        Value::Array(a) => {
-            for at in a {
-                if int(&at["GroupAtAllFlag"]) == Some(1) {
+    match &v.GroupAtInfo {
+        List::Items(items) => {
+            for at in items {
+                let at = at.or_default();
+                if at.GroupAtAllFlag.int() == Some(1) {
                     at_all = true;
-                } else if let Some(u) = opt_str(&at["GroupAt_Account"])
+                } else if let Some(u) = at.GroupAt_Account.nonempty()
                     && !at_accounts.contains(&u)
                 {
                     at_accounts.push(u);
                 }
             }
         }
-        Value::Null => {}
-        _ => return Err(ParseError::Field("GroupAtInfo")),
+        List::Absent => {}
+        List::Other => return Err(ParseError::Field("GroupAtInfo")),
     }
     Ok(GroupMessage {
-        group_id: account(v, "GroupId")?.to_owned(),
-        group_type: v["Type"].as_str().unwrap_or("").to_owned(),
-        group_name: opt_str(&v["GroupName"]),
-        topic_id: opt_str(&v["TopicId"]),
-        from: account(v, "From_Account")?.to_owned(),
-        msg_seq: int(&v["MsgSeq"])
+        group_id: account(&v.GroupId, "GroupId")?,
+        group_type: v.Type.text(),
+        group_name: v.GroupName.nonempty(),
+        topic_id: v.TopicId.nonempty(),
+        from: account(&v.From_Account, "From_Account")?,
+        msg_seq: v
+            .MsgSeq
+            .int()
             .filter(|s| *s >= 0)
             .ok_or(ParseError::Field("MsgSeq"))? as u64,
-        random: int(&v["Random"]).unwrap_or(0) as u64,
-        msg_time: int(&v["MsgTime"]).unwrap_or(0),
-        online_only: int(&v["OnlineOnlyFlag"]) == Some(1),
-        body: body(v)?,
-        cloud_custom_data: opt_str(&v["CloudCustomData"]),
-        push: OfflinePush::from_value(&v["OfflinePushInfo"]),
+        random: v.Random.int().unwrap_or(0) as u64,
+        msg_time: v.MsgTime.int().unwrap_or(0),
+        online_only: v.OnlineOnlyFlag.int() == Some(1),
+        body: elements(&v.MsgBody)?,
+        cloud_custom_data: v.CloudCustomData.nonempty(),
+        push: OfflinePush::from_raw(&v.OfflinePushInfo),
         at_all,
         at_accounts,
     })
 }
 
+fn state_change(v: &Body<'_>) -> Result<StateChange, ParseError> {
+    let info = v.Info.or_default();
+    Ok(StateChange {
+        user: account(&info.To_Account, "Info.To_Account")?,
+        action: account(&info.Action, "Info.Action")?,
+        reason: info.Reason.text(),
+        event_time_ms: v.EventTime.int().ok_or(ParseError::Field("EventTime"))?,
+        kicked: v
+            .KickedDevice
+            .items()
+            .iter()
+            .filter_map(|d| d.or_default().Platform.as_str().map(str::to_owned))
+            .collect(),
+    })
+}
+
 /// Parses a callback body; `command` is the query's `CallbackCommand`, falling back to the
-/// body's own field.
+/// body's own field. A member named twice is refused with the rest of malformed JSON: which of
+/// the two a reader would take is exactly what a forged body plays on.
 pub fn parse(command: Option<&str>, body: &[u8]) -> Result<Callback, ParseError> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| ParseError::NotJson)?;
-    if !v.is_object() {
-        return Err(ParseError::NotJson);
-    }
+    let parsed: Object<Body<'_>> = serde_json::from_slice(body).map_err(|_| ParseError::NotJson)?;
+    let v = parsed.0.as_ref().ok_or(ParseError::NotJson)?;
     let command = command
         .filter(|c| !c.is_empty())
-        .or_else(|| v["CallbackCommand"].as_str())
+        .or_else(|| v.CallbackCommand.as_str())
         .ok_or(ParseError::Field("CallbackCommand"))?;
     Ok(match command {
-        "State.StateChange" => {
-            let info = &v["Info"];
-            let user = info["To_Account"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .ok_or(ParseError::Field("Info.To_Account"))?;
-            let action = info["Action"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .ok_or(ParseError::Field("Info.Action"))?;
-            Callback::StateChange(StateChange {
-                user: user.to_owned(),
-                action: action.to_owned(),
-                reason: info["Reason"].as_str().unwrap_or("").to_owned(),
-                event_time_ms: int(&v["EventTime"]).ok_or(ParseError::Field("EventTime"))?,
-                kicked: v["KickedDevice"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|d| d["Platform"].as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
-        }
-        "C2C.CallbackBeforeSendMsg" => Callback::C2cBeforeSend(c2c(&v)?),
-        "C2C.CallbackAfterSendMsg" => Callback::C2cAfterSend(c2c(&v)?),
-        "C2C.CallbackAfterMsgWithDraw" => Callback::C2cRecall(recall(&v)?),
-        "C2C.CallbackAfterMsgReport" => Callback::C2cRead(read_report(&v)?),
-        "Group.CallbackAfterSendMsg" => Callback::GroupAfterSend(group(&v)?),
+        "State.StateChange" => Callback::StateChange(state_change(v)?),
+        "C2C.CallbackBeforeSendMsg" => Callback::C2cBeforeSend(c2c(v)?),
+        "C2C.CallbackAfterSendMsg" => Callback::C2cAfterSend(c2c(v)?),
+        "C2C.CallbackAfterMsgWithDraw" => Callback::C2cRecall(recall(v)?),
+        "C2C.CallbackAfterMsgReport" => Callback::C2cRead(read_report(v)?),
+        "Group.CallbackAfterSendMsg" => Callback::GroupAfterSend(group(v)?),
         other => Callback::Other(other.to_owned()),
     })
 }
@@ -663,6 +790,116 @@ mod tests {
             .unwrap_err(),
             ParseError::Field("EventTime")
         );
+    }
+
+    #[test]
+    fn fields_of_unexpected_types_read_as_absent_and_shapes_are_checked_where_needed() {
+        // Each wrong-typed field reads as a value tree would read it: absent, or the default.
+        let m = br#"{"From\u005fAccount":"a\u00e9","To_Account":"b","MsgSeq":"x","MsgRandom":[1],"MsgTime":true,"MsgKey":5,"OnlineOnlyFlag":"1","UnreadMsgNum":" 3 ","CloudCustomData":{"a":1},"OfflinePushInfo":"none","MsgBody":[7,{"MsgType":"TIMTextElem","MsgContent":"t"},{"MsgType":"TIMLocationElem","MsgContent":{"Desc":"d","Latitude":39.90498,"Longitude":"116.4"}},{"MsgType":"TIMImageElem","MsgContent":{"ImageInfoArray":["u",{"Type":"2","URL":""},{"Type":1,"URL":"https://o"}]}},{"MsgType":"TIMImageElem","MsgContent":{"ImageInfoArray":{"Type":1}}},{"MsgType":"TIMFaceElem","MsgContent":{"Index":"9"}}]}"#;
+        let Callback::C2cAfterSend(c) = parse(Some("C2C.CallbackAfterSendMsg"), m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (c.from.as_str(), c.to.as_str()),
+            ("aé", "b"),
+            "escaped names and text"
+        );
+        assert_eq!((c.msg_seq, c.msg_random, c.msg_time), (0, 0, 0));
+        assert_eq!(c.msg_key, "");
+        assert!(c.online_only);
+        assert_eq!(c.unread, Some(3));
+        assert_eq!(c.cloud_custom_data, None);
+        assert_eq!(c.push, OfflinePush::default());
+        assert_eq!(
+            c.body,
+            [
+                Element::Other(String::new()),
+                Element::Text(String::new()),
+                Element::Location {
+                    desc: "d".into(),
+                    latitude: "39.90498".into(),
+                    longitude: "116.4".into()
+                },
+                Element::Image {
+                    url: Some("https://o".into())
+                },
+                Element::Image { url: None },
+                Element::Face { index: 9 },
+            ]
+        );
+        let first_url = br#"{"From_Account":"a","To_Account":"b","MsgBody":[{"MsgType":"TIMImageElem","MsgContent":{"ImageInfoArray":[{"Type":3,"URL":"https://t"},{"Type":2,"URL":"https://l"}]}}]}"#;
+        let Callback::C2cAfterSend(c) = parse(Some("C2C.CallbackAfterSendMsg"), first_url).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c.body,
+            [Element::Image {
+                url: Some("https://t".into())
+            }]
+        );
+        // Where a reader needs an array or a text, another shape is the field's error.
+        for (body, field) in [
+            (
+                &br#"{"From_Account":"a","To_Account":"b","MsgBody":{}}"#[..],
+                "MsgBody",
+            ),
+            (
+                br#"{"From_Account":"a","To_Account":"b","MsgBody":"x"}"#,
+                "MsgBody",
+            ),
+            (br#"{"From_Account":7,"To_Account":"b"}"#, "From_Account"),
+            (br#"{"From_Account":"","To_Account":"b"}"#, "From_Account"),
+        ] {
+            assert_eq!(
+                parse(Some("C2C.CallbackAfterSendMsg"), body).unwrap_err(),
+                ParseError::Field(field)
+            );
+        }
+        let null_body = br#"{"From_Account":"a","To_Account":"b","MsgBody":null}"#;
+        let Callback::C2cAfterSend(c) = parse(Some("C2C.CallbackAfterSendMsg"), null_body).unwrap()
+        else {
+            panic!()
+        };
+        assert!(c.body.is_empty());
+        assert_eq!(
+            parse(Some("State.StateChange"), br#"{"Info":"x","EventTime":1}"#).unwrap_err(),
+            ParseError::Field("Info.To_Account")
+        );
+        let kicked = br#"{"Info":{"To_Account":"u","Action":"Login"},"EventTime":1,"KickedDevice":[{"Platform":1},"x",{"Platform":"iOS"}]}"#;
+        let Callback::StateChange(sc) = parse(Some("State.StateChange"), kicked).unwrap() else {
+            panic!()
+        };
+        assert_eq!(sc.kicked, ["iOS"]);
+        // The command falls back to the body's own only when the query has none.
+        assert_eq!(
+            parse(Some(""), br#"{"CallbackCommand":"X.Y"}"#).unwrap(),
+            Callback::Other("X.Y".into())
+        );
+        assert_eq!(
+            parse(None, br#"{"CallbackCommand":1}"#).unwrap_err(),
+            ParseError::Field("CallbackCommand")
+        );
+    }
+
+    #[test]
+    fn a_member_named_twice_or_a_body_that_is_no_object_is_refused() {
+        for body in [
+            &br#"{"From_Account":"a","To_Account":"b","From_Account":"c"}"#[..],
+            br#"{"From_Account":"a","To_Account":"b","MsgBody":[{"MsgType":"TIMTextElem","MsgContent":{"Text":"x","Text":"y"}}]}"#,
+            b"[]",
+            b"\"x\"",
+            b"null",
+            b"",
+            br#"{"From_Account":"a"} {}"#,
+        ] {
+            assert_eq!(
+                parse(Some("C2C.CallbackAfterSendMsg"), body).unwrap_err(),
+                ParseError::NotJson,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Tencent Cloud IM: UserSig, callbacks and the REST API.
 
 pub mod callback;
+mod loose;
 pub mod rest;
 pub mod usersig;
 

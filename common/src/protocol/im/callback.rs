@@ -331,158 +331,108 @@ pub enum Callback {
 /// A callback body's fields, for every command this service reads (each command uses some of
 /// them; IM adds others, which are skipped). Names are IM's own.
 #[derive(Deserialize, Default, Clone)]
-#[serde(default)]
+#[serde(default, bound(deserialize = "'de: 'a"))]
 #[allow(non_snake_case)]
 struct Body<'a> {
-    #[serde(borrow)]
     CallbackCommand: Loose<'a>,
-    #[serde(borrow)]
     From_Account: Loose<'a>,
-    #[serde(borrow)]
     To_Account: Loose<'a>,
-    #[serde(borrow)]
     MsgSeq: Loose<'a>,
-    #[serde(borrow)]
     MsgRandom: Loose<'a>,
-    #[serde(borrow)]
     MsgTime: Loose<'a>,
-    #[serde(borrow)]
     MsgKey: Loose<'a>,
-    #[serde(borrow)]
     OnlineOnlyFlag: Loose<'a>,
-    #[serde(borrow)]
     SendMsgResult: Loose<'a>,
-    #[serde(borrow)]
     UnreadMsgNum: Loose<'a>,
-    #[serde(borrow)]
     MsgBody: List<Object<RawElement<'a>>>,
-    #[serde(borrow)]
     CloudCustomData: Loose<'a>,
-    #[serde(borrow)]
     OfflinePushInfo: Object<RawPush<'a>>,
-    #[serde(borrow)]
     Report_Account: Loose<'a>,
-    #[serde(borrow)]
     Peer_Account: Loose<'a>,
-    #[serde(borrow)]
     LastReadTime: Loose<'a>,
-    #[serde(borrow)]
     EventTime: Loose<'a>,
-    #[serde(borrow)]
     GroupId: Loose<'a>,
-    #[serde(borrow)]
     Type: Loose<'a>,
-    #[serde(borrow)]
     GroupName: Loose<'a>,
-    #[serde(borrow)]
     TopicId: Loose<'a>,
-    #[serde(borrow)]
     Random: Loose<'a>,
-    #[serde(borrow)]
     GroupAtInfo: List<Object<RawAt<'a>>>,
-    #[serde(borrow)]
     Info: Object<RawInfo<'a>>,
-    #[serde(borrow)]
     KickedDevice: List<Object<RawDevice<'a>>>,
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(default)]
+#[serde(default, bound(deserialize = "'de: 'a"))]
 #[allow(non_snake_case)]
 struct RawElement<'a> {
-    #[serde(borrow)]
     MsgType: Loose<'a>,
-    #[serde(borrow)]
     MsgContent: Object<RawContent<'a>>,
 }
 
 /// The members of every element type's `MsgContent` that an [`Element`] keeps.
 #[derive(Deserialize, Default, Clone)]
-#[serde(default)]
+#[serde(default, bound(deserialize = "'de: 'a"))]
 #[allow(non_snake_case)]
 struct RawContent<'a> {
-    #[serde(borrow)]
     Text: Loose<'a>,
-    #[serde(borrow)]
     Desc: Loose<'a>,
-    #[serde(borrow)]
     Data: Loose<'a>,
-    #[serde(borrow)]
     ImageInfoArray: List<Object<RawImage<'a>>>,
-    #[serde(borrow)]
     Index: Loose<'a>,
-    #[serde(borrow)]
     Latitude: Loose<'a>,
-    #[serde(borrow)]
     Longitude: Loose<'a>,
-    #[serde(borrow)]
     Url: Loose<'a>,
-    #[serde(borrow)]
     Second: Loose<'a>,
-    #[serde(borrow)]
     FileName: Loose<'a>,
-    #[serde(borrow)]
     VideoUrl: Loose<'a>,
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(default)]
+#[serde(default, bound(deserialize = "'de: 'a"))]
 #[allow(non_snake_case)]
 struct RawImage<'a> {
-    #[serde(borrow)]
     Type: Loose<'a>,
-    #[serde(borrow)]
     URL: Loose<'a>,
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(default)]
+#[serde(default, bound(deserialize = "'de: 'a"))]
 #[allow(non_snake_case)]
 struct RawPush<'a> {
-    #[serde(borrow)]
     PushFlag: Loose<'a>,
-    #[serde(borrow)]
     Desc: Loose<'a>,
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(default)]
+#[serde(default, bound(deserialize = "'de: 'a"))]
 #[allow(non_snake_case)]
 struct RawAt<'a> {
-    #[serde(borrow)]
     GroupAtAllFlag: Loose<'a>,
-    #[serde(borrow)]
     GroupAt_Account: Loose<'a>,
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(default)]
+#[serde(default, bound(deserialize = "'de: 'a"))]
 #[allow(non_snake_case)]
 struct RawInfo<'a> {
-    #[serde(borrow)]
     To_Account: Loose<'a>,
-    #[serde(borrow)]
     Action: Loose<'a>,
-    #[serde(borrow)]
     Reason: Loose<'a>,
 }
 
 /// A TUIKit custom element's `Data`, for its typing indicator.
 #[derive(Deserialize, Default, Clone)]
-#[serde(default)]
+#[serde(default, bound(deserialize = "'de: 'a"))]
 #[allow(non_snake_case)]
 struct RawTyping<'a> {
-    #[serde(borrow)]
     businessID: Loose<'a>,
-    #[serde(borrow)]
     typingStatus: Loose<'a>,
 }
 
 #[derive(Deserialize, Default, Clone)]
-#[serde(default)]
+#[serde(default, bound(deserialize = "'de: 'a"))]
 #[allow(non_snake_case)]
 struct RawDevice<'a> {
-    #[serde(borrow)]
     Platform: Loose<'a>,
 }
 

@@ -105,6 +105,28 @@ impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
     }
 }
 
+/// A visitor's answer to every scalar (a borrowed string reaches `visit_str` by serde's default)
+/// for a type that only looks inside arrays or objects.
+macro_rules! scalars_read_as {
+    ($value:expr) => {
+        fn visit_bool<E: Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E: Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
 /// An array field: its items, or whether it was missing/`null` or some other value (the
 /// readers that need an array refuse the latter, those that only look into one skip it).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -146,21 +168,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<List<T>, A::Error> {
                 IgnoredAny.visit_map(map).map(|_| List::Other)
             }
-            fn visit_bool<E: Error>(self, _: bool) -> Result<List<T>, E> {
-                Ok(List::Other)
-            }
-            fn visit_u64<E: Error>(self, _: u64) -> Result<List<T>, E> {
-                Ok(List::Other)
-            }
-            fn visit_i64<E: Error>(self, _: i64) -> Result<List<T>, E> {
-                Ok(List::Other)
-            }
-            fn visit_f64<E: Error>(self, _: f64) -> Result<List<T>, E> {
-                Ok(List::Other)
-            }
-            fn visit_str<E: Error>(self, _: &str) -> Result<List<T>, E> {
-                Ok(List::Other)
-            }
+            scalars_read_as!(List::Other);
         }
         d.deserialize_any(V(PhantomData))
     }
@@ -200,21 +208,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
             fn visit_unit<E: Error>(self) -> Result<Object<T>, E> {
                 Ok(Object(None))
             }
-            fn visit_bool<E: Error>(self, _: bool) -> Result<Object<T>, E> {
-                Ok(Object(None))
-            }
-            fn visit_u64<E: Error>(self, _: u64) -> Result<Object<T>, E> {
-                Ok(Object(None))
-            }
-            fn visit_i64<E: Error>(self, _: i64) -> Result<Object<T>, E> {
-                Ok(Object(None))
-            }
-            fn visit_f64<E: Error>(self, _: f64) -> Result<Object<T>, E> {
-                Ok(Object(None))
-            }
-            fn visit_str<E: Error>(self, _: &str) -> Result<Object<T>, E> {
-                Ok(Object(None))
-            }
+            scalars_read_as!(Object(None));
         }
         d.deserialize_any(V(PhantomData))
     }

@@ -1,5 +1,6 @@
 //! IM callbacks at the edges: extreme RequestTime values, before-callbacks that must never block a
-//! message even when refused, what an applied Login resets, and duplicate callbacks as dedupe hits.
+//! message even when refused, a body naming a member twice, what an applied Login resets, and
+//! duplicate callbacks as dedupe hits.
 
 use common::http::Request;
 use common::records::keys;
@@ -112,6 +113,27 @@ async fn a_before_send_callback_is_answered_ok_even_when_refused() {
     );
     let r = common::handlers::im::callback(&req, &w.app).await;
     assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn an_after_send_callback_naming_the_recipient_twice_is_refused_and_stores_nothing() {
+    let w = World::new(Options::new(Backend::Embedded).at(T0)).await;
+    let mut m = w.c2c(SELLER, CUSTOMER, "hello");
+    m["CallbackCommand"] = json!("C2C.CallbackAfterSendMsg");
+    let good = w.im_request("C2C.CallbackAfterSendMsg", &m);
+    // A second `To_Account` after the real one: a reader that takes the last would notify
+    // someone the sender never wrote to.
+    let body = m.to_string();
+    let forged = body.replacen('{', r#"{"To_Account":"someone_else","#, 1);
+    assert!(forged.matches("\"To_Account\"").count() == 2, "{forged}");
+    let r = common::handlers::im::callback(&good.clone().with_body(forged), &w.app).await;
+    assert_eq!(r.status, 400, "{}", r.body_str());
+    let answer: Value = serde_json::from_str(r.body_str()).unwrap();
+    assert_eq!(answer["error"], "malformed_callback");
+    nothing_stored(&w).await;
+    // The same message without the second member is applied.
+    let r = common::handlers::im::callback(&good, &w.app).await;
+    assert_eq!((r.status, r.body_str()), (200, OK));
 }
 
 #[tokio::test]

@@ -601,8 +601,9 @@ fn state_change(v: &Body<'_>) -> Result<StateChange, ParseError> {
 }
 
 /// Parses a callback body; `command` is the query's `CallbackCommand`, falling back to the
-/// body's own field. A member named twice is refused with the rest of malformed JSON: which of
-/// the two a reader would take is exactly what a forged body plays on.
+/// body's own field. A member this service reads, named twice in one object, is refused with
+/// the rest of malformed JSON: which of the two a reader takes is what a forged body plays on
+/// (the Sign covers the query, not the body).
 pub fn parse(command: Option<&str>, body: &[u8]) -> Result<Callback, ParseError> {
     let parsed: Object<Body<'_>> = serde_json::from_slice(body).map_err(|_| ParseError::NotJson)?;
     let v = parsed.0.as_ref().ok_or(ParseError::NotJson)?;

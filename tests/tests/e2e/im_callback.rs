@@ -124,7 +124,10 @@ async fn an_after_send_callback_naming_the_recipient_twice_is_refused_and_stores
     // A second `To_Account` after the real one: a reader that takes the last would notify
     // someone the sender never wrote to.
     let body = m.to_string();
-    let forged = body.replacen('{', r#"{"To_Account":"someone_else","#, 1);
+    let forged = format!(
+        r#"{},"To_Account":"someone_else"}}"#,
+        body.strip_suffix('}').unwrap()
+    );
     assert!(forged.matches("\"To_Account\"").count() == 2, "{forged}");
     let r = common::handlers::im::callback(&good.clone().with_body(forged), &w.app).await;
     assert_eq!(r.status, 400, "{}", r.body_str());

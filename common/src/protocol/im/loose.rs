@@ -4,7 +4,8 @@
 //!
 //! IM sends some integers as strings, and a field of an unexpected type must read as absent
 //! rather than fail the whole body: every type here accepts any JSON value and keeps what its
-//! readers can use. Strings without escapes stay borrowed from the body.
+//! readers can use. The one refusal is serde's own for an object naming one of its struct's
+//! members twice (see `callback::parse`). Strings without escapes stay borrowed from the body.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -33,7 +34,7 @@ impl<'a> Loose<'a> {
     }
 
     /// An integer, from a JSON number or a string of digits (surrounding spaces allowed). An
-    /// unsigned number beyond `i64` wraps, as `serde_json`'s `as_u64` cast always did here.
+    /// unsigned number beyond `i64` wraps (`as i64`), as the value-tree reader did before.
     pub(crate) fn int(&self) -> Option<i64> {
         match self {
             Loose::Num(n) => n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)),

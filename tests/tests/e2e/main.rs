@@ -12,6 +12,7 @@ mod kf_burst;
 mod kf_media;
 mod kf_mp;
 mod kf_recall;
+mod lazy_store;
 mod notify;
 mod oa;
 mod sample_events;

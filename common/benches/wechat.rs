@@ -10,6 +10,7 @@ use common::App;
 use common::clock::{Clock, SystemClock};
 use common::config::{AppKind, Config};
 use common::http::Request;
+use common::protocol::wechat::message;
 use common::protocol::wechat::push::{self, Delivery};
 use common::protocol::wechat::reply::{self, EncryptedReply};
 use common::protocol::wechat::signature;
@@ -107,6 +108,54 @@ fn safe_mode_1kb(c: &mut Criterion) {
             black_box(sealed.to_xml())
         })
     });
+
+    // The same request's steps one by one, so that a change to one of them can be judged by
+    // its own figure (the whole path above moves by several percent between runs).
+    let env = message::parse_envelope(&req.body).unwrap();
+    let encrypt = env.encrypt.as_deref().unwrap();
+    let (ts, nonce, msg_sig) = (
+        req.query("timestamp").unwrap(),
+        req.query("nonce").unwrap(),
+        req.query("msg_signature").unwrap(),
+    );
+    let mut parts = c.benchmark_group("safe_mode_step");
+    parts.bench_function("parse_envelope", |b| {
+        b.iter(|| message::parse_envelope(black_box(&req.body)).unwrap())
+    });
+    parts.bench_function("verify_msg_signature", |b| {
+        b.iter(|| {
+            assert!(signature::verify(
+                msg_sig,
+                &[token, ts, black_box(nonce), encrypt]
+            ))
+        })
+    });
+    parts.bench_function("decrypt", |b| {
+        b.iter(|| crypto.decrypt_in_place(black_box(encrypt)).unwrap())
+    });
+    parts.bench_function("parse_message", |b| {
+        b.iter(|| message::parse_message(black_box(plain.as_bytes())).unwrap())
+    });
+    let text = reply::text_xml(
+        "oUSER_openid_0001",
+        "gh_abcdef123456",
+        1700000001,
+        "Connecting you to an agent, please wait a moment.",
+    );
+    parts.bench_function("seal_reply", |b| {
+        b.iter(|| {
+            EncryptedReply::seal(
+                crypto,
+                token,
+                black_box(text.as_bytes()),
+                1700000001,
+                nonce,
+                None,
+            )
+            .to_xml()
+        })
+    });
+    parts.finish();
 }
 
 criterion_group!(benches, get_verify, safe_mode_1kb);

@@ -49,9 +49,11 @@ PARTS = {
     "sha256": [r"sha2::sha256::compress256$"],
     "ua": [r"UserAgentInterceptor as .*Intercept>::modify_before_signing$"],
 }
-# The functions reach DynamoDB through the Store methods; floor-sdk calls the SDK from its handler.
+# The functions reach DynamoDB through the Store methods; floor-sdk calls the SDK from its handler,
+# floor-sigv4 its own signed requests.
 STORE = re.compile(r"<common::store::dynamo::DynamoStore as common::store::Store>::\w+::\{\{closure\}\}$"
-                   r"|coldstart_floor_sdk::handle::\{\{closure\}\}$")
+                   r"|coldstart_floor_sdk::handle::\{\{closure\}\}$"
+                   r"|coldstart_floor_sigv4::handle::\{\{closure\}\}$")
 
 
 def inclusive(out_file):

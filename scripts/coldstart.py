@@ -10,6 +10,9 @@ configuration, a Runtime API on 127.0.0.1 played by this script) and handed its 
     floor-sdk              wechat-verify/mp.json               (scripts/floor-sdk: only the SDK
                            calls admin-notify makes, a GetItem then a TransactWriteItems, through
                            the functions' own client: what the SDK alone costs a start)
+    floor-sigv4            wechat-verify/mp.json               (scripts/floor-sigv4: the same two
+                           requests without the SDK, signed with aws-sigv4 and sent with the
+                           functions' reqwest client: what leaving aws-sdk-dynamodb would buy)
     wechat-event           wechat-event/mp-safe-json-popup.json (safe mode, one DynamoDB transaction)
     im-callback            im-callback/c2c-after-send-offline.json (reads, then the outbox write)
     bind                   bind/ok.json (fresh UserSig)      (jscode2session, then the binding)
@@ -61,6 +64,7 @@ import lambda_harness as h
 CASES = {
     "floor": "wechat-verify/mp.json",
     "floor-sdk": "wechat-verify/mp.json",
+    "floor-sigv4": "wechat-verify/mp.json",
     "wechat-verify": "wechat-verify/mp.json",
     "wechat-event": "wechat-event/mp-safe-json-popup.json",
     "im-callback": "im-callback/c2c-after-send-offline.json",
@@ -69,8 +73,8 @@ CASES = {
     "notify-dispatch": "notify-dispatch/stream-insert.json",
 }
 API = ["wechat-verify", "wechat-event", "im-callback", "bind", "admin-notify"]
-PKG = {"floor": "coldstart-floor", "floor-sdk": "coldstart-floor-sdk"}
-FLOORS = {"floor": "scripts/floor", "floor-sdk": "scripts/floor-sdk"}
+PKG = {"floor": "coldstart-floor", "floor-sdk": "coldstart-floor-sdk", "floor-sigv4": "coldstart-floor-sigv4"}
+FLOORS = {"floor": "scripts/floor", "floor-sdk": "scripts/floor-sdk", "floor-sigv4": "scripts/floor-sigv4"}
 
 
 def binary(name):
